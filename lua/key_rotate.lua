@@ -1,0 +1,19 @@
+-- key_rotate.lua: give an existing API key a new secret hash (same id, label).
+--
+-- KEYS[1]  cl:{T}:keys (hash: keyId -> JSON {id,label,createdAt,hash})
+-- ARGV[1]  keyId    ARGV[2]  the new secret's hash
+--
+-- Returns {oldHash, newRecordJson}, or {} when the key does not exist. The
+-- record changes at once, so the old secret fails verification from this moment
+-- even on an instance that still finds its mapping.
+
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return {}
+end
+local rec = cjson.decode(raw)
+local old = rec.hash
+rec.hash = ARGV[2]
+local json = cjson.encode(rec)
+redis.call('HSET', KEYS[1], ARGV[1], json)
+return {old, json}

@@ -1,0 +1,188 @@
+//! `cooplocker admin ...`: the admin API from the command line. It talks to a
+//! running server (`--server`, default `http://127.0.0.1:8080`) with the admin
+//! token, so it works the same against the embedded mode and a fleet, and goes
+//! through exactly the validation the HTTP API applies.
+
+use crate::config::Settings;
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Base URL of a running cooplocker instance.
+    #[arg(
+        long,
+        env = "COOPLOCKER_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Tenants.
+    #[command(subcommand)]
+    Tenants(TenantCommand),
+    /// API keys of a tenant.
+    #[command(subcommand)]
+    Keys(KeyCommand),
+    /// Force-release a reservation of a tenant.
+    Release { tenant: String, resource: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant; prints it with its default API key (shown only once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tier: Option<String>,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one tenant.
+    Get { id: String },
+    /// Change a tenant's name and/or tier.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        tier: Option<String>,
+    },
+    /// Delete a tenant, its keys and its reservations.
+    Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key (the secret is shown only once).
+    Create {
+        tenant: String,
+        #[arg(long)]
+        label: String,
+    },
+    /// List a tenant's keys (never secrets).
+    List { tenant: String },
+    /// Give a key a new secret; the old one stops working fleet-wide.
+    Rotate { tenant: String, key: String },
+    /// Revoke a key.
+    Delete { tenant: String, key: String },
+}
+
+fn seg(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+pub async fn run(settings: &Settings, args: AdminArgs) -> ExitCode {
+    let Some(token) = settings.admin_token.as_deref() else {
+        eprintln!("cooplocker admin: set COOPLOCKER_ADMIN_TOKEN (or --admin-token)");
+        return ExitCode::from(2);
+    };
+    use reqwest::Method;
+    use serde_json::json;
+    let base = format!("{}/api/v1/admin", args.server.trim_end_matches('/'));
+    let (method, path, body) = match args.command {
+        AdminCommand::Tenants(t) => match t {
+            TenantCommand::Create { name, tier } => {
+                let mut b = json!({"name": name});
+                if let Some(tier) = tier {
+                    b["tier"] = json!(tier);
+                }
+                (Method::POST, "/tenants".to_string(), Some(b))
+            }
+            TenantCommand::List { limit, cursor } => {
+                let mut q = vec![];
+                if let Some(l) = limit {
+                    q.push(format!("limit={l}"));
+                }
+                if let Some(c) = cursor {
+                    q.push(format!("cursor={}", seg(&c)));
+                }
+                let q = if q.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", q.join("&"))
+                };
+                (Method::GET, format!("/tenants{q}"), None)
+            }
+            TenantCommand::Get { id } => (Method::GET, format!("/tenants/{}", seg(&id)), None),
+            TenantCommand::Update { id, name, tier } => {
+                let mut b = json!({});
+                if let Some(n) = name {
+                    b["name"] = json!(n);
+                }
+                if let Some(t) = tier {
+                    b["tier"] = json!(t);
+                }
+                (Method::PATCH, format!("/tenants/{}", seg(&id)), Some(b))
+            }
+            TenantCommand::Delete { id } => {
+                (Method::DELETE, format!("/tenants/{}", seg(&id)), None)
+            }
+        },
+        AdminCommand::Keys(k) => match k {
+            KeyCommand::Create { tenant, label } => (
+                Method::POST,
+                format!("/tenants/{}/keys", seg(&tenant)),
+                Some(json!({"label": label})),
+            ),
+            KeyCommand::List { tenant } => {
+                (Method::GET, format!("/tenants/{}/keys", seg(&tenant)), None)
+            }
+            KeyCommand::Rotate { tenant, key } => (
+                Method::POST,
+                format!("/tenants/{}/keys/{}/rotate", seg(&tenant), seg(&key)),
+                None,
+            ),
+            KeyCommand::Delete { tenant, key } => (
+                Method::DELETE,
+                format!("/tenants/{}/keys/{}", seg(&tenant), seg(&key)),
+                None,
+            ),
+        },
+        AdminCommand::Release { tenant, resource } => (
+            Method::DELETE,
+            format!("/tenants/{}/reservations/{}", seg(&tenant), seg(&resource)),
+            None,
+        ),
+    };
+    let client = reqwest::Client::new();
+    let mut req = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(30));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cooplocker admin: cannot reach {}: {e}", args.server);
+            return ExitCode::from(1);
+        }
+    };
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    if status.is_success() {
+        if !pretty.is_empty() {
+            println!("{pretty}");
+        }
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("cooplocker admin: {status}\n{pretty}");
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,270 @@
+//! Configuration: one [`Settings`] struct, every field a flag and an environment
+//! variable (contract section 11), validated before anything starts. A bad value
+//! stops the start with one line naming the setting.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cooplocker",
+    version,
+    about = "Multi-tenant distributed locks and resource reservations over HTTP",
+    long_about = "Multi-tenant distributed locks and resource reservations over HTTP.\n\n\
+                  With no subcommand, runs the server (same as `cooplocker serve`). Without \
+                  REDIS_URL it runs one instance on an embedded in-process store."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Administer tenants and keys through a running server's admin API.
+    Admin(crate::cli::AdminArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Write requests per second per tier (reads get five times as many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub free: u32,
+    pub starter: u32,
+    pub pro: u32,
+    pub enterprise: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            free: 10,
+            starter: 50,
+            pro: 200,
+            enterprise: 1000,
+        }
+    }
+}
+
+fn parse_rate_limits(raw: &str) -> Result<RateLimits, String> {
+    let mut limits = RateLimits::default();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (tier, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not tier=number"))?;
+        let n: u32 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| format!("{value:?} is not a number from 1 to 1000000"))?;
+        match tier.trim() {
+            "free" => limits.free = n,
+            "starter" => limits.starter = n,
+            "pro" => limits.pro = n,
+            "enterprise" => limits.enterprise = n,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a tier (free, starter, pro, enterprise)"
+                ))
+            }
+        }
+    }
+    Ok(limits)
+}
+
+fn parse_secs(raw: &str) -> Result<Duration, String> {
+    let s = raw.trim().trim_end_matches('s');
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| (1..=3600).contains(n))
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{raw:?} is not a number of seconds from 1 to 3600"))
+}
+
+fn parse_redis_url(raw: &str) -> Result<String, String> {
+    let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|p| raw.starts_with(p));
+    if ok {
+        redis::Client::open(raw)
+            .map(|_| raw.to_string())
+            .map_err(|e| format!("not a usable Redis URL: {e}"))
+    } else {
+        Err("must start with redis:// or rediss:// (unset it for embedded mode)".into())
+    }
+}
+
+fn parse_token(raw: &str) -> Result<String, String> {
+    if raw.len() < 16 {
+        Err("must be at least 16 characters".into())
+    } else if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err("must not contain spaces or control characters".into())
+    } else {
+        Ok(raw.to_string())
+    }
+}
+
+fn range<T>(lo: T, hi: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+{
+    move |raw: &str| {
+        raw.trim()
+            .parse::<T>()
+            .ok()
+            .filter(|v| *v >= lo && *v <= hi)
+            .ok_or_else(|| format!("must be a number from {lo} to {hi}"))
+    }
+}
+
+/// Every setting of the server (and the admin CLI's connection to it).
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "COOPLOCKER_LISTEN",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Redis URL; unset runs the embedded single-instance store.
+    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url, global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Token for the admin API (Authorization: Bearer). Embedded mode generates
+    /// and prints one when unset; fleet mode disables the admin API when unset.
+    #[arg(long, env = "COOPLOCKER_ADMIN_TOKEN", value_parser = parse_token, global = true, hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "COOPLOCKER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Write requests per second per tier, e.g. free=10,starter=50,pro=200,enterprise=1000.
+    #[arg(long, env = "COOPLOCKER_RATE_LIMITS", value_parser = parse_rate_limits,
+          default_value = "free=10,starter=50,pro=200,enterprise=1000", global = true)]
+    pub rate_limits: RateLimits,
+
+    /// Events kept per tenant for Last-Event-ID resume.
+    #[arg(long, env = "COOPLOCKER_EVENTS_RETAIN", value_parser = range(100u64, 10_000_000),
+          default_value = "10000", global = true)]
+    pub events_retain: u64,
+
+    /// Serve keyless public locklock locks.
+    #[arg(long, env = "COOPLOCKER_PUBLIC_LOCKS", default_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
+    pub public_locks: bool,
+
+    /// Most items in one batch request.
+    #[arg(long, env = "COOPLOCKER_MAX_BATCH", value_parser = range(1usize, 100_000),
+          default_value = "1000", global = true)]
+    pub max_batch: usize,
+
+    /// Largest request body in bytes.
+    #[arg(long, env = "COOPLOCKER_MAX_BODY_BYTES", value_parser = range(1024usize, 64 << 20),
+          default_value = "1048576", global = true)]
+    pub max_body_bytes: usize,
+
+    /// Upper bound on a graceful shutdown, in seconds.
+    #[arg(long, env = "COOPLOCKER_SHUTDOWN_TIMEOUT", value_parser = parse_secs,
+          default_value = "10", global = true)]
+    pub shutdown_timeout: Duration,
+
+    /// A store call that takes longer (ms) is answered 503 STORE_UNAVAILABLE.
+    #[arg(long, env = "COOPLOCKER_STORE_TIMEOUT_MS", value_parser = range(50u64, 30_000),
+          default_value = "800", global = true)]
+    pub store_timeout_ms: u64,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "COOPLOCKER_WORKERS", value_parser = range(1usize, 256), global = true)]
+    pub workers: Option<usize>,
+
+    /// Embedded mode only: the default tenant's API key, instead of a random one.
+    #[arg(long, env = "COOPLOCKER_DEFAULT_API_KEY", value_parser = parse_token, global = true, hide_env_values = true)]
+    pub default_api_key: Option<String>,
+}
+
+impl Settings {
+    /// Settings for tests and embedding: every default, embedded mode, port 0.
+    pub fn for_tests() -> Self {
+        let cli = Cli::parse_from(["cooplocker", "--listen", "127.0.0.1:0"]);
+        cli.settings
+    }
+}
+
+/// Parses the command line and environment; on a bad value prints one line
+/// naming the setting (flag and environment variable) and exits with status 2.
+pub fn parse_or_exit() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => {
+            let arg = match e.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let env = Cli::command()
+                .get_arguments()
+                .find(|a| {
+                    a.get_long()
+                        .is_some_and(|l| arg.starts_with(&format!("--{l}")))
+                })
+                .and_then(|a| a.get_env().map(|v| v.to_string_lossy().into_owned()));
+            let first = e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid configuration")
+                .trim_start_matches("error: ")
+                .to_string();
+            match env {
+                Some(env) => eprintln!("cooplocker: invalid setting {env} / {first}"),
+                None => eprintln!("cooplocker: {first} (see --help)"),
+            }
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_parse() {
+        let l = parse_rate_limits("free=5, pro=300").expect("valid");
+        assert_eq!((l.free, l.starter, l.pro, l.enterprise), (5, 50, 300, 1000));
+        assert!(parse_rate_limits("gold=5").is_err());
+        assert!(parse_rate_limits("free=0").is_err());
+        assert!(parse_rate_limits("free").is_err());
+    }
+
+    #[test]
+    fn redis_urls() {
+        assert!(parse_redis_url("redis://127.0.0.1:6379").is_ok());
+        assert!(parse_redis_url("http://x").is_err());
+    }
+}

@@ -1,0 +1,316 @@
+//! The admin API (contract section 6): tenants and their API keys, and force
+//! release. Only the admin token opens it.
+
+use super::body::{invalid_items, parse_object, require_json, Fields};
+use super::error::ApiError;
+use super::extract::AdminCaller;
+use super::query::Query;
+use super::AppState;
+use crate::domain::{
+    format_millis, ApiKeyInfo, IssuedKey, KeyId, KeyLabel, Resource, Tenant, TenantId, TenantName,
+    Tier,
+};
+use crate::store::{KeyCreateError, TenantPatch};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use serde_json::json;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    id: String,
+    name: String,
+    tier: Tier,
+    created_at: String,
+    jwt: Option<serde_json::Value>,
+}
+
+impl From<&Tenant> for TenantView {
+    fn from(t: &Tenant) -> Self {
+        Self {
+            id: t.id.to_string(),
+            name: t.name.clone(),
+            tier: t.tier,
+            created_at: format_millis(t.created_at),
+            jwt: t.jwt.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    id: String,
+    label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    created_at: String,
+}
+
+impl KeyView {
+    fn info(k: &ApiKeyInfo) -> Self {
+        Self {
+            id: k.id.to_string(),
+            label: k.label.clone(),
+            key: None,
+            created_at: format_millis(k.created_at),
+        }
+    }
+    fn issued(k: &IssuedKey) -> Self {
+        Self {
+            key: Some(k.secret.clone()),
+            ..Self::info(&k.info)
+        }
+    }
+}
+
+fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    // An id that cannot exist is simply not found: same answer as an unknown one.
+    TenantId::parse(raw).map_err(|_| ApiError::NotFound(format!("no tenant {raw:?}")))
+}
+
+fn not_found_tenant(id: &TenantId) -> ApiError {
+    ApiError::NotFound(format!("no tenant {id}"))
+}
+
+fn no_query(req: &HttpRequest) -> Result<(), ApiError> {
+    Query::parse(req.query_string(), &[]).map(|_| ())
+}
+
+pub async fn create_tenant(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    no_query(&req)?;
+    require_json(&req)?;
+    let obj = parse_object(&body, false)?;
+    let mut details = Vec::new();
+    let mut f = Fields::new(None, obj, &["name", "tier"], &mut details);
+    let name = f.string("name", TenantName::parse);
+    let tier = f.opt_string("tier", |t| Tier::parse(&t));
+    let (Some(name), Some(tier), true) = (name, tier, details.is_empty()) else {
+        return Err(invalid_items(details));
+    };
+    let (tenant, key) = state
+        .store
+        .create_tenant(&name, tier.unwrap_or(Tier::Free), None)
+        .await?;
+    tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant created");
+    Ok(HttpResponse::Created().json(json!({
+        "tenant": TenantView::from(&tenant),
+        "apiKey": KeyView::issued(&key),
+    })))
+}
+
+pub async fn list_tenants(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut q = Query::parse(req.query_string(), &["limit", "cursor"])?;
+    let limit = q.integer("limit", 1, 1000)?.unwrap_or(100) as usize;
+    let after = match q.take("cursor") {
+        Some(c) => Some(TenantId::parse(&c).map_err(|_| {
+            ApiError::invalid_field("cursor", "is not a cursor this service issued")
+        })?),
+        None => None,
+    };
+    let (tenants, next) = state.store.list_tenants(after.as_ref(), limit).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "tenants": tenants.iter().map(TenantView::from).collect::<Vec<_>>(),
+        "nextCursor": next.map(|n| n.to_string()),
+    })))
+}
+
+pub async fn get_tenant(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    no_query(&req)?;
+    let id = tenant_id(&path)?;
+    let tenant = state
+        .store
+        .get_tenant(&id)
+        .await?
+        .ok_or_else(|| not_found_tenant(&id))?;
+    Ok(HttpResponse::Ok().json(TenantView::from(&tenant)))
+}
+
+pub async fn update_tenant(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    no_query(&req)?;
+    require_json(&req)?;
+    let id = tenant_id(&path)?;
+    let obj = parse_object(&body, false)?;
+    let mut details = Vec::new();
+    let mut f = Fields::new(None, obj, &["name", "tier"], &mut details);
+    let name = f.opt_string("name", TenantName::parse);
+    let tier = f.opt_string("tier", |t| Tier::parse(&t));
+    let (Some(name), Some(tier), true) = (name, tier, details.is_empty()) else {
+        return Err(invalid_items(details));
+    };
+    let patch = TenantPatch {
+        name,
+        tier,
+        jwt: None,
+    };
+    let tenant = state
+        .store
+        .update_tenant(&id, &patch)
+        .await?
+        .ok_or_else(|| not_found_tenant(&id))?;
+    tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant updated");
+    Ok(HttpResponse::Ok().json(TenantView::from(&tenant)))
+}
+
+pub async fn delete_tenant(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    no_query(&req)?;
+    let id = tenant_id(&path)?;
+    if state.store.delete_tenant(&id).await? {
+        tracing::info!(tenant = %id, "tenant deleted");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_found_tenant(&id))
+    }
+}
+
+pub async fn create_key(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    no_query(&req)?;
+    require_json(&req)?;
+    let id = tenant_id(&path)?;
+    let obj = parse_object(&body, false)?;
+    let mut details = Vec::new();
+    let mut f = Fields::new(None, obj, &["label"], &mut details);
+    let label = f.string("label", KeyLabel::parse);
+    let (Some(label), true) = (label, details.is_empty()) else {
+        return Err(invalid_items(details));
+    };
+    match state.store.create_key(&id, label.as_str()).await? {
+        Ok(key) => {
+            tracing::info!(tenant = %id, key = %key.info.id, "api key created");
+            Ok(HttpResponse::Created().json(KeyView::issued(&key)))
+        }
+        Err(KeyCreateError::TenantNotFound) => Err(not_found_tenant(&id)),
+        Err(KeyCreateError::LimitReached(limit)) => Err(ApiError::Forbidden {
+            code: "KEY_LIMIT_REACHED",
+            message: format!(
+                "this tenant's tier allows {limit} API key(s); delete one or move to a higher tier"
+            ),
+        }),
+    }
+}
+
+pub async fn list_keys(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    no_query(&req)?;
+    let id = tenant_id(&path)?;
+    let keys = state
+        .store
+        .list_keys(&id)
+        .await?
+        .ok_or_else(|| not_found_tenant(&id))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "keys": keys.iter().map(KeyView::info).collect::<Vec<_>>(),
+    })))
+}
+
+fn key_path(path: &(String, String)) -> Result<(TenantId, KeyId), ApiError> {
+    let tenant = tenant_id(&path.0)?;
+    let key = KeyId::parse(&path.1)
+        .map_err(|_| ApiError::NotFound(format!("no API key {:?}", path.1)))?;
+    Ok((tenant, key))
+}
+
+pub async fn rotate_key(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    no_query(&req)?;
+    let (tenant, key) = key_path(&path)?;
+    let issued = state
+        .store
+        .rotate_key(&tenant, &key)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no API key {key} in tenant {tenant}")))?;
+    tracing::info!(%tenant, %key, "api key rotated");
+    Ok(HttpResponse::Ok().json(KeyView::issued(&issued)))
+}
+
+pub async fn delete_key(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    no_query(&req)?;
+    let (tenant, key) = key_path(&path)?;
+    if state.store.delete_key(&tenant, &key).await? {
+        tracing::info!(%tenant, %key, "api key revoked");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no API key {key} in tenant {tenant}"
+        )))
+    }
+}
+
+/// `DELETE /api/v1/admin/tenants/{id}/reservations/{resource}`: the resource is
+/// the rest of the raw path, percent-decoded, so `a%2Fb` names `a/b`.
+pub async fn force_release(
+    req: HttpRequest,
+    _: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    no_query(&req)?;
+    let id = tenant_id(&path.0)?;
+    let raw = req.uri().path();
+    let marker = "/reservations/";
+    let encoded = raw
+        .find(marker)
+        .map(|i| &raw[i + marker.len()..])
+        .unwrap_or_default();
+    let name = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| ApiError::invalid_field("resource", "is not valid percent-encoded UTF-8"))?;
+    let resource =
+        Resource::parse(name.into_owned()).map_err(|e| ApiError::invalid_field("resource", e.0))?;
+    if state.store.get_tenant(&id).await?.is_none() {
+        return Err(not_found_tenant(&id));
+    }
+    if state.store.force_release(&id, &resource).await? {
+        tracing::info!(tenant = %id, "reservation force-released");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "{:?} is not held in tenant {id}",
+            resource.as_str()
+        )))
+    }
+}

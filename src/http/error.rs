@@ -1,0 +1,197 @@
+//! The one error type at the HTTP boundary. Every error the service sends —
+//! including the ones actix-web produces itself, rewritten by
+//! [`super::middleware::json_errors`] — is
+//! `{"error":{"code","message","details"}}` with `Content-Type: application/json`.
+//! Internal causes are logged with their chain and never sent to the client.
+
+use crate::store::StoreError;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+
+/// One entry of `details`: which item and field a problem is about.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Detail {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub problem: String,
+}
+
+impl Detail {
+    pub fn field(index: Option<usize>, field: &str, problem: impl Into<String>) -> Self {
+        Self {
+            index,
+            field: Some(field.to_string()),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    InvalidRequest {
+        message: String,
+        details: Vec<Detail>,
+    },
+    Unauthorized(String),
+    Forbidden {
+        code: &'static str,
+        message: String,
+    },
+    NotFound(String),
+    MethodNotAllowed(String),
+    Locked(String),
+    PayloadTooLarge(String),
+    UriTooLong(String),
+    UnsupportedMediaType(String),
+    HeadersTooLarge(String),
+    StoreUnavailable,
+    /// A bug: logged in full, answered opaquely.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn invalid_field(field: &str, problem: impl Into<String>) -> Self {
+        let problem = problem.into();
+        Self::InvalidRequest {
+            message: format!("{field} {problem}"),
+            details: vec![Detail::field(None, field, problem)],
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest { .. } => "INVALID_REQUEST",
+            Self::Unauthorized(_) => "UNAUTHORIZED",
+            Self::Forbidden { code, .. } => code,
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
+            Self::Locked(_) => "LOCKED",
+            Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Self::UriTooLong(_) => "URI_TOO_LONG",
+            Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            Self::HeadersTooLarge(_) => "HEADERS_TOO_LARGE",
+            Self::StoreUnavailable => "STORE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Self::InvalidRequest { message, .. } => message,
+            Self::Unauthorized(m)
+            | Self::NotFound(m)
+            | Self::MethodNotAllowed(m)
+            | Self::Locked(m)
+            | Self::PayloadTooLarge(m)
+            | Self::UriTooLong(m)
+            | Self::UnsupportedMediaType(m)
+            | Self::HeadersTooLarge(m) => m,
+            Self::Forbidden { message, .. } => message,
+            Self::StoreUnavailable => {
+                "the lock store cannot be reached right now; retry after the Retry-After delay"
+            }
+            Self::Internal(_) => "internal error; it has been logged",
+        }
+    }
+
+    /// The error the contract prescribes for a bare status produced elsewhere.
+    pub fn from_status(status: StatusCode, method: &str, path: &str) -> Self {
+        match status.as_u16() {
+            404 => Self::NotFound(format!("no such endpoint: {method} {path}")),
+            405 => Self::MethodNotAllowed(format!("{method} is not allowed on {path}")),
+            413 => Self::PayloadTooLarge("the request body is larger than allowed".into()),
+            414 => Self::UriTooLong("the request URI is too long".into()),
+            415 => Self::UnsupportedMediaType("send the body as application/json".into()),
+            431 => Self::HeadersTooLarge("the request headers are too large".into()),
+            401 => Self::Unauthorized("missing or invalid credentials".into()),
+            s if (400..500).contains(&s) => {
+                Self::invalid(format!("the request could not be understood ({s})"))
+            }
+            503 => Self::StoreUnavailable,
+            s => Self::Internal(format!("framework produced status {s}")),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "store unavailable");
+                Self::StoreUnavailable
+            }
+            StoreError::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+    details: &'a [Detail],
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Locked(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(cause) = self {
+            tracing::error!(%cause, "internal error");
+        }
+        let empty: [Detail; 0] = [];
+        let details = match self {
+            Self::InvalidRequest { details, .. } => details.as_slice(),
+            _ => &empty,
+        };
+        let body = Body {
+            error: Inner {
+                code: self.code(),
+                message: self.message(),
+                details,
+            },
+        };
+        let mut res = HttpResponse::build(self.status_code());
+        if matches!(self, Self::StoreUnavailable) {
+            res.insert_header((header::RETRY_AFTER, "1"));
+        }
+        res.json(body)
+    }
+}

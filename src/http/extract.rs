@@ -1,0 +1,125 @@
+//! Extractors for the two kinds of caller. The tenant is always taken from the
+//! verified credential, never from the path or the body.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::store::Principal;
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A tenant caller authenticated by an API key (`X-Api-Key` or
+/// `Authorization: Bearer`).
+#[derive(Debug, Clone)]
+pub struct ApiCaller(pub Principal);
+
+/// The operator, authenticated by the admin token (`Authorization: Bearer`).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminCaller;
+
+fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))
+}
+
+/// The single value of a header that must appear at most once.
+fn single<'a>(req: &'a HttpRequest, name: header::HeaderName) -> Result<Option<&'a str>, ApiError> {
+    let mut values = req.headers().get_all(&name);
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::invalid(format!(
+            "send the {name} header once (it appeared several times)"
+        )));
+    }
+    first
+        .to_str()
+        .map(|v| Some(v.trim()))
+        .map_err(|_| ApiError::Unauthorized(format!("the {name} header is not valid text")))
+}
+
+fn bearer(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    Ok(single(req, header::AUTHORIZATION)?.map(|v| {
+        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            rest.trim()
+        } else {
+            ""
+        }
+    }))
+}
+
+/// The credential a tenant request carries.
+pub fn presented_key(req: &HttpRequest) -> Result<String, ApiError> {
+    let api_key = single(req, header::HeaderName::from_static("x-api-key"))?;
+    let bearer = bearer(req)?;
+    let key = match (api_key, bearer) {
+        (Some(a), Some(b)) if !b.is_empty() && a != b => {
+            return Err(ApiError::invalid(
+                "X-Api-Key and Authorization carry different credentials; send one",
+            ))
+        }
+        (Some(a), _) => a,
+        (None, Some(b)) => b,
+        (None, None) => "",
+    };
+    if key.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "missing API key: send it in the X-Api-Key header".into(),
+        ));
+    }
+    Ok(key.to_string())
+}
+
+impl FromRequest for ApiCaller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let key = presented_key(req);
+        let state = state(req);
+        Box::pin(async move {
+            let key = key?;
+            let state = state?;
+            match state.auth.authenticate(&key).await? {
+                Some(p) => Ok(ApiCaller(p)),
+                None => Err(ApiError::Unauthorized(
+                    "unknown, revoked or rotated API key".into(),
+                )),
+            }
+        })
+    }
+}
+
+impl FromRequest for AdminCaller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready((|| {
+            let state = state(req)?;
+            let Some(expected) = state.admin_token_hash.as_deref() else {
+                return Err(ApiError::Unauthorized(
+                    "the admin API is disabled: start the server with COOPLOCKER_ADMIN_TOKEN"
+                        .into(),
+                ));
+            };
+            let token = bearer(req)?.unwrap_or("");
+            if token.is_empty() {
+                return Err(ApiError::Unauthorized(
+                    "missing admin token: send Authorization: Bearer <admin token>".into(),
+                ));
+            }
+            let presented = crate::domain::hash_secret(token);
+            if crate::domain::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+                Ok(AdminCaller)
+            } else {
+                Err(ApiError::Unauthorized("invalid admin token".into()))
+            }
+        })())
+    }
+}

@@ -1,0 +1,208 @@
+//! Request-wide concerns, in the order a request meets them: request id and the
+//! access log line, the size limits of the request head, case-insensitive
+//! matching of the fixed path segments, and rewriting every non-JSON error the
+//! framework produces into the contract's JSON error.
+
+use super::error::ApiError;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::Uri;
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, ResponseError};
+use std::time::Instant;
+
+/// Longest request target accepted (bytes); longer is `414`.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header fields / header bytes accepted; more is `431`. (actix-web itself
+/// refuses heads over 128 KiB or 96 fields before any of this runs.)
+pub const MAX_HEADER_COUNT: usize = 64;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request, for handlers and logs.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Outermost layer: request id, head limits, path normalisation, JSON errors,
+/// and one log line per request (method, path, status, duration, request id —
+/// never a header value or a body).
+pub async fn front_door(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().to_string();
+    let raw_path = req.uri().path().to_string();
+
+    let early = check_head(&req);
+    let res = match early {
+        Some(err) => req.into_response(err.error_response()),
+        None => {
+            normalize_path(&mut req);
+            match next.call(req).await {
+                Ok(res) => res.map_into_boxed_body(),
+                Err(e) => {
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let mut res = into_json_error(res, &method, &raw_path);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    let status = res.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let path = truncate(&raw_path, 200);
+    if status >= 500 {
+        tracing::warn!(request_id = %id, %method, %path, status, ms, "request");
+    } else {
+        tracing::info!(request_id = %id, %method, %path, status, ms, "request");
+    }
+    Ok(res)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn check_head(req: &ServiceRequest) -> Option<ApiError> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return Some(ApiError::UriTooLong(format!(
+            "the request URI is {uri_len} bytes; the limit is {MAX_URI_BYTES}"
+        )));
+    }
+    let headers = req.headers();
+    let count = headers.len();
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if count > MAX_HEADER_COUNT || bytes > MAX_HEADER_BYTES {
+        return Some(ApiError::HeadersTooLarge(format!(
+            "{count} header fields, {bytes} bytes; the limits are {MAX_HEADER_COUNT} fields and {MAX_HEADER_BYTES} bytes"
+        )));
+    }
+    None
+}
+
+/// Literal path segments, matched case-insensitively and rewritten to the
+/// lower-case form the routes are registered under. A segment right after one
+/// of `PARAM_BEFORE` is a parameter (an id or a name) and is left exactly as
+/// sent; after `reservations` and the locklock `uuid`/`key` everything is.
+const LITERALS: &[&str] = &[
+    "api",
+    "v1",
+    "reservation",
+    "reserve",
+    "unreserve",
+    "extend",
+    "check",
+    "activereservations",
+    "events",
+    "auth",
+    "token",
+    "admin",
+    "tenants",
+    "keys",
+    "rotate",
+    "reservations",
+    "openapi.json",
+    "lock",
+    "uuid",
+    "key",
+    "healthz",
+    "readyz",
+    "metrics",
+];
+const PARAM_BEFORE: &[&str] = &["tenants", "keys"];
+const REST_AFTER: &[&str] = &["reservations", "uuid", "key"];
+
+fn normalize_path(req: &mut ServiceRequest) {
+    let path = req.uri().path();
+    if !path.bytes().any(|b| b.is_ascii_uppercase()) {
+        return;
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut param_next = false;
+    let mut rest_raw = false;
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if rest_raw || param_next {
+            out.push_str(seg);
+            param_next = false;
+            continue;
+        }
+        let lower = seg.to_ascii_lowercase();
+        if LITERALS.contains(&lower.as_str()) {
+            param_next = PARAM_BEFORE.contains(&lower.as_str());
+            rest_raw = REST_AFTER.contains(&lower.as_str());
+            out.push_str(&lower);
+        } else {
+            out.push_str(seg);
+        }
+    }
+    let pq = match req.uri().query() {
+        Some(q) => format!("{out}?{q}"),
+        None => out,
+    };
+    let mut parts = req.head().uri.clone().into_parts();
+    let Ok(pq) = pq.parse() else { return };
+    parts.path_and_query = Some(pq);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        req.match_info_mut().get_mut().update(&uri);
+        req.head_mut().uri = uri;
+    }
+}
+
+/// Replaces the body of any error response that is not JSON (the framework's own
+/// 404, 405, 413, extractor errors...) with the contract's JSON error.
+fn into_json_error(
+    res: ServiceResponse<BoxBody>,
+    method: &str,
+    path: &str,
+) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), %method, "non-JSON server error from the framework");
+    }
+    let err = ApiError::from_status(status, method, truncate(path, 200));
+    let (req, _) = res.into_parts();
+    let mut new = err.error_response();
+    *new.status_mut() = status;
+    ServiceResponse::new(req, new)
+}

@@ -1,0 +1,92 @@
+//! The HTTP layer: routes, extractors, strict input parsing and error mapping.
+//! It knows the [`Store`] trait and the domain types, nothing of Redis.
+
+pub mod admin;
+pub mod body;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod query;
+pub mod reservations;
+
+use crate::auth::Authenticator;
+use crate::store::Store;
+use actix_web::web;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Request limits from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+}
+
+/// Everything a handler needs, shared by all workers of one instance.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Authenticator>,
+    /// SHA-256 of the admin token; `None` disables the admin API.
+    pub admin_token_hash: Option<String>,
+    pub limits: Limits,
+    /// Set on SIGTERM: readiness turns false before the listener closes.
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+/// The route table. Paths are registered lower-case; the front-door middleware
+/// lower-cases the fixed segments of incoming paths so `/api/v1/Reservation`
+/// matches as the seeds write it.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use reservations as r;
+    cfg.service(
+        web::resource("/healthz")
+            .route(web::get().to(health::healthz))
+            .route(web::head().to(health::healthz)),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(health::readyz))
+            .route(web::head().to(health::readyz)),
+    )
+    .service(
+        web::resource([
+            "/api/v1/reservation",
+            "/api/v1/reservation/activereservations",
+        ])
+        .route(web::get().to(r::list))
+        .route(web::head().to(r::list)),
+    )
+    .service(web::resource("/api/v1/reservation/reserve").route(web::post().to(r::reserve)))
+    .service(web::resource("/api/v1/reservation/unreserve").route(web::post().to(r::unreserve)))
+    .service(web::resource("/api/v1/reservation/extend").route(web::post().to(r::extend)))
+    .service(web::resource("/api/v1/reservation/check").route(web::post().to(r::check)))
+    .service(
+        web::resource("/api/v1/admin/tenants")
+            .route(web::get().to(admin::list_tenants))
+            .route(web::post().to(admin::create_tenant)),
+    )
+    .service(
+        web::resource("/api/v1/admin/tenants/{id}")
+            .route(web::get().to(admin::get_tenant))
+            .route(web::patch().to(admin::update_tenant))
+            .route(web::delete().to(admin::delete_tenant)),
+    )
+    .service(
+        web::resource("/api/v1/admin/tenants/{id}/keys")
+            .route(web::get().to(admin::list_keys))
+            .route(web::post().to(admin::create_key)),
+    )
+    .service(
+        web::resource("/api/v1/admin/tenants/{id}/keys/{key}")
+            .route(web::delete().to(admin::delete_key)),
+    )
+    .service(
+        web::resource("/api/v1/admin/tenants/{id}/keys/{key}/rotate")
+            .route(web::post().to(admin::rotate_key)),
+    )
+    .service(
+        web::resource("/api/v1/admin/tenants/{id}/reservations/{resource:.+}")
+            .route(web::delete().to(admin::force_release)),
+    );
+}

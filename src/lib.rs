@@ -1,0 +1,24 @@
+//! # cooplocker
+//!
+//! A multi-tenant distributed-lock and resource-reservation service: stateless
+//! actix-web instances over Redis (or an embedded in-process store).
+//!
+//! # Layout
+//! - [`config`]: every setting, from flags and environment, validated at start.
+//! - [`startup`]: builds one instance ([`startup::Application`]) and its routes.
+//! - [`http`]: routes, extractors, strict JSON/query parsing, the one error type.
+//! - [`auth`]: API-key authentication with a fleet-invalidated cache.
+//! - [`domain`]: parse-don't-validate newtypes and plain data.
+//! - [`store`]: the [`store::Store`] trait, its Redis implementation (Lua scripts
+//!   in `lua/`) and the embedded one.
+//! - [`cli`]: the `cooplocker admin ...` subcommands.
+//! - [`telemetry`]: logging.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

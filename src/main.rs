@@ -1,0 +1,49 @@
+use cooplocker::config::{self, Command};
+use cooplocker::startup::Application;
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let cli = config::parse_or_exit();
+    match cli.command {
+        Some(Command::Admin(args)) => cooplocker::cli::run(&cli.settings, args).await,
+        None | Some(Command::Serve) => serve(cli.settings).await,
+    }
+}
+
+async fn serve(settings: config::Settings) -> std::process::ExitCode {
+    cooplocker::telemetry::init(settings.log_format);
+    let app = match Application::build(&settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("cooplocker: {e:#}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let mode = if settings.redis_url.is_some() {
+        "fleet (Redis)"
+    } else {
+        "embedded"
+    };
+    tracing::info!(port = app.port(), mode, "cooplocker listening");
+    if let Some(b) = &app.bootstrap {
+        // Printed once for the person at the terminal, deliberately not logged.
+        println!("\nEmbedded mode: state lives in this process only.");
+        println!("  default tenant: {}", b.tenant_id);
+        println!("  API key:        {}", b.api_key);
+        if let Some(t) = &b.generated_admin_token {
+            println!("  admin token:    {t}  (set COOPLOCKER_ADMIN_TOKEN to choose one)");
+        }
+        println!(
+            "  try: curl -X POST http://localhost:{}/api/v1/Reservation/reserve -H \"X-Api-Key: {}\" \\\n         -H \"Content-Type: application/json\" -d '[{{\"requester\":\"my-app\",\"resource\":\"my-first-lock\"}}]'\n",
+            app.port(),
+            b.api_key
+        );
+    }
+    match app.run_until_stopped().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cooplocker: server error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

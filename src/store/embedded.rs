@@ -1,0 +1,617 @@
+//! Embedded mode: the whole store in this process, behind one mutex, so every
+//! batch is atomic exactly as a Lua script is in Redis. Same rules as the Redis
+//! store (`lua/` is the reference): fencing tokens never below the clock in
+//! microseconds, an expired reservation counts as free at once, a sweeper retires
+//! expired ones. State lives only as long as the process.
+
+use super::{
+    Caller, CheckOutcome, ExtendItem, ExtendOutcome, Invalidation, KeyCreateError, ListPage,
+    ListQuery, Principal, ReleaseItem, ReleaseOutcome, ReserveItem, ReserveOutcome, Store,
+    StoreResult, TenantPatch, FENCE_RETENTION_MS,
+};
+use crate::domain::{
+    constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
+    ReleaseToken, Resource, Tenant, TenantId, TenantName, Tier,
+};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    invalidations: broadcast::Sender<Invalidation>,
+}
+
+#[derive(Default)]
+struct State {
+    tenants: BTreeMap<TenantId, TenantState>,
+    key_hashes: HashMap<String, (TenantId, KeyId)>,
+    last_us: u64,
+}
+
+struct TenantState {
+    tenant: Tenant,
+    keys: HashMap<KeyId, KeyRec>,
+    locks: BTreeMap<String, Lock>,
+    /// (requester, resource) of every lock, for listing by requester.
+    by_requester: BTreeSet<(String, String)>,
+    /// (expiresAt, resource) of every lock with a TTL, for the sweeper.
+    expiries: BTreeSet<(Millis, String)>,
+    /// resource -> (last fencing token, when the counter may be forgotten)
+    fences: HashMap<String, (u64, Option<Millis>)>,
+}
+
+struct KeyRec {
+    info: ApiKeyInfo,
+    hash: String,
+}
+
+#[derive(Clone)]
+struct Lock {
+    requester: String,
+    token: String,
+    reserved_at: Millis,
+    expires_at: Option<Millis>,
+    fencing: u64,
+    label: String,
+}
+
+impl Lock {
+    fn live(&self, now_ms: Millis) -> bool {
+        self.expires_at.is_none_or(|ea| ea > now_ms)
+    }
+
+    fn holding(&self, resource: &str) -> Option<Holding> {
+        Some(Holding {
+            resource: Resource::parse(resource).ok()?,
+            requester: self.requester.clone(),
+            reserved_at: self.reserved_at,
+            expires_at: self.expires_at,
+            fencing_token: self.fencing,
+            api_key_label: self.label.clone(),
+        })
+    }
+}
+
+impl State {
+    /// The store clock in microseconds; never goes back within the process.
+    fn now_us(&mut self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        self.last_us = self.last_us.max(wall);
+        self.last_us
+    }
+}
+
+impl TenantState {
+    fn new(tenant: Tenant) -> Self {
+        Self {
+            tenant,
+            keys: HashMap::new(),
+            locks: BTreeMap::new(),
+            by_requester: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            fences: HashMap::new(),
+        }
+    }
+
+    /// Removes a lock and its index entries; returns it.
+    fn drop_lock(&mut self, resource: &str, now_ms: Millis) -> Option<Lock> {
+        let lock = self.locks.remove(resource)?;
+        self.by_requester
+            .remove(&(lock.requester.clone(), resource.to_string()));
+        if let Some(ea) = lock.expires_at {
+            self.expiries.remove(&(ea, resource.to_string()));
+        }
+        let until = lock.expires_at.unwrap_or(now_ms).max(now_ms) + FENCE_RETENTION_MS;
+        if let Some(f) = self.fences.get_mut(resource) {
+            f.1 = Some(until);
+        }
+        Some(lock)
+    }
+
+    fn live_lock(&self, resource: &str, now_ms: Millis) -> Option<&Lock> {
+        self.locks.get(resource).filter(|l| l.live(now_ms))
+    }
+
+    /// Retires every reservation whose expiry has passed; returns how many.
+    fn sweep(&mut self, now_ms: Millis) -> usize {
+        let due: Vec<(Millis, String)> = self
+            .expiries
+            .range(..=(now_ms, String::from("\u{10FFFF}")))
+            .cloned()
+            .collect();
+        for (_, resource) in &due {
+            self.drop_lock(resource, now_ms);
+        }
+        self.fences
+            .retain(|_, (_, until)| until.is_none_or(|u| u > now_ms));
+        due.len()
+    }
+}
+
+impl Default for EmbeddedStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EmbeddedStore {
+    pub fn new() -> Self {
+        let (invalidations, _) = broadcast::channel(1024);
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                invalidations,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would leave a batch half-applied; the
+        // code under the lock does not panic, so recover the guard rather than
+        // poisoning every later request.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn invalidate(&self, tenant: &TenantId) {
+        let _ = self
+            .inner
+            .invalidations
+            .send(Invalidation::Tenant(tenant.clone()));
+    }
+
+    /// Retires expired reservations of every tenant.
+    pub fn sweep_once(&self) -> usize {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        st.tenants.values_mut().map(|t| t.sweep(now_ms)).sum()
+    }
+
+    fn add_key(
+        st: &mut State,
+        tenant: &TenantId,
+        label: &str,
+        secret: Option<String>,
+    ) -> Result<IssuedKey, KeyCreateError> {
+        let now_ms = st.now_us() / 1000;
+        let Some(ts) = st.tenants.get_mut(tenant) else {
+            return Err(KeyCreateError::TenantNotFound);
+        };
+        if let Some(limit) = ts.tenant.tier.key_limit() {
+            if ts.keys.len() >= limit {
+                return Err(KeyCreateError::LimitReached(limit));
+            }
+        }
+        let secret = secret.unwrap_or_else(generate_secret);
+        let hash = hash_secret(&secret);
+        let info = ApiKeyInfo {
+            id: KeyId::generate(),
+            label: label.to_string(),
+            created_at: now_ms,
+        };
+        ts.keys.insert(
+            info.id.clone(),
+            KeyRec {
+                info: info.clone(),
+                hash: hash.clone(),
+            },
+        );
+        st.key_hashes
+            .insert(hash, (tenant.clone(), info.id.clone()));
+        Ok(IssuedKey { info, secret })
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn reserve(
+        &self,
+        caller: &Caller,
+        items: &[ReserveItem],
+    ) -> StoreResult<Vec<ReserveOutcome>> {
+        let mut st = self.state();
+        let now_us = st.now_us();
+        let now_ms = now_us / 1000;
+        let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let res = it.resource.as_str();
+            if let Some(held) = ts.live_lock(res, now_ms) {
+                out.push(ReserveOutcome::AlreadyHeld {
+                    held_by: held.requester.clone(),
+                    expires_at: held.expires_at,
+                });
+                continue;
+            }
+            ts.drop_lock(res, now_ms);
+            let last = ts.fences.get(res).map_or(0, |f| f.0);
+            let fencing = (last + 1).max(now_us);
+            let expires_at = it.ttl.map(|t| now_ms + t.millis());
+            let token = ReleaseToken::generate();
+            ts.fences.insert(
+                res.to_string(),
+                (fencing, expires_at.map(|ea| ea + FENCE_RETENTION_MS)),
+            );
+            ts.locks.insert(
+                res.to_string(),
+                Lock {
+                    requester: it.requester.as_str().to_string(),
+                    token: token.as_str().to_string(),
+                    reserved_at: now_ms,
+                    expires_at,
+                    fencing,
+                    label: caller.label.clone(),
+                },
+            );
+            ts.by_requester
+                .insert((it.requester.as_str().to_string(), res.to_string()));
+            if let Some(ea) = expires_at {
+                ts.expiries.insert((ea, res.to_string()));
+            }
+            out.push(ReserveOutcome::Reserved {
+                release_token: token,
+                reserved_at: now_ms,
+                expires_at,
+                fencing_token: fencing,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn unreserve(
+        &self,
+        caller: &Caller,
+        items: &[ReleaseItem],
+    ) -> StoreResult<Vec<ReleaseOutcome>> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
+            return Ok(Vec::new());
+        };
+        Ok(items
+            .iter()
+            .map(|it| {
+                let res = it.resource.as_str();
+                match ts.live_lock(res, now_ms) {
+                    None => ReleaseOutcome::NotHeld,
+                    Some(l)
+                        if l.requester != it.requester.as_str()
+                            || l.token != it.release_token.as_str() =>
+                    {
+                        ReleaseOutcome::InvalidToken
+                    }
+                    Some(_) => {
+                        ts.drop_lock(res, now_ms);
+                        ReleaseOutcome::Unreserved
+                    }
+                }
+            })
+            .collect())
+    }
+
+    async fn extend(
+        &self,
+        caller: &Caller,
+        items: &[ExtendItem],
+    ) -> StoreResult<Vec<ExtendOutcome>> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let res = it.resource.as_str();
+            let outcome = match ts.live_lock(res, now_ms) {
+                None => ExtendOutcome::NotHeld,
+                Some(l)
+                    if l.requester != it.requester.as_str()
+                        || l.token != it.release_token.as_str() =>
+                {
+                    ExtendOutcome::InvalidToken
+                }
+                Some(_) => {
+                    let ea = now_ms + it.ttl.millis();
+                    if let Some(lock) = ts.locks.get_mut(res) {
+                        if let Some(old) = lock.expires_at.replace(ea) {
+                            ts.expiries.remove(&(old, res.to_string()));
+                        }
+                        let fencing = lock.fencing;
+                        ts.expiries.insert((ea, res.to_string()));
+                        let entry = ts.fences.entry(res.to_string()).or_insert((fencing, None));
+                        entry.0 = entry.0.max(fencing);
+                        entry.1 = Some(ea + FENCE_RETENTION_MS);
+                    }
+                    ExtendOutcome::Extended { expires_at: ea }
+                }
+            };
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
+    async fn check(
+        &self,
+        tenant: &TenantId,
+        resources: &[Resource],
+    ) -> StoreResult<Vec<CheckOutcome>> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let ts = st.tenants.get(tenant);
+        Ok(resources
+            .iter()
+            .map(|r| {
+                ts.and_then(|ts| ts.live_lock(r.as_str(), now_ms))
+                    .and_then(|l| l.holding(r.as_str()))
+                    .map_or(CheckOutcome::Free, CheckOutcome::Held)
+            })
+            .collect())
+    }
+
+    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let Some(ts) = st.tenants.get(tenant) else {
+            return Ok(ListPage {
+                items: Vec::new(),
+                next_after: None,
+            });
+        };
+        let prefix = query.prefix.as_ref().map_or("", |p| p.as_str());
+        let lower = match &query.after {
+            Some(after) if after.as_str() >= prefix => Bound::Excluded(after.clone()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        let names: Box<dyn Iterator<Item = &String>> = match &query.requester {
+            Some(rq) => {
+                let rq = rq.as_str().to_string();
+                let lo = match lower {
+                    Bound::Excluded(s) => Bound::Excluded((rq.clone(), s)),
+                    Bound::Included(s) => Bound::Included((rq.clone(), s)),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                Box::new(
+                    ts.by_requester
+                        .range((lo, Bound::Unbounded))
+                        .take_while(move |(q, _)| *q == rq)
+                        .map(|(_, r)| r),
+                )
+            }
+            None => Box::new(ts.locks.range((lower, Bound::Unbounded)).map(|(r, _)| r)),
+        };
+        let mut items = Vec::new();
+        let mut next_after = None;
+        for name in names.take_while(|n| n.starts_with(prefix)) {
+            let Some(h) = ts.live_lock(name, now_ms).and_then(|l| l.holding(name)) else {
+                continue;
+            };
+            if items.len() == query.limit {
+                next_after = items
+                    .last()
+                    .map(|h: &Holding| h.resource.as_str().to_string());
+                break;
+            }
+            items.push(h);
+        }
+        Ok(ListPage { items, next_after })
+    }
+
+    async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let Some(ts) = st.tenants.get_mut(tenant) else {
+            return Ok(false);
+        };
+        if ts.live_lock(resource.as_str(), now_ms).is_none() {
+            return Ok(false);
+        }
+        Ok(ts.drop_lock(resource.as_str(), now_ms).is_some())
+    }
+
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        tier: Tier,
+        secret: Option<String>,
+    ) -> StoreResult<(Tenant, IssuedKey)> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let tenant = Tenant {
+            id: TenantId::generate(),
+            name: name.as_str().to_string(),
+            tier,
+            created_at: now_ms,
+            jwt: None,
+        };
+        st.tenants
+            .insert(tenant.id.clone(), TenantState::new(tenant.clone()));
+        let key = Self::add_key(&mut st, &tenant.id, "default", secret).map_err(|e| {
+            super::StoreError::Internal(format!("default key for a new tenant: {e:?}"))
+        })?;
+        Ok((tenant, key))
+    }
+
+    async fn list_tenants(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> StoreResult<(Vec<Tenant>, Option<TenantId>)> {
+        let st = self.state();
+        let lower = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.clone()));
+        let mut out: Vec<Tenant> = st
+            .tenants
+            .range((lower, Bound::Unbounded))
+            .take(limit + 1)
+            .map(|(_, t)| t.tenant.clone())
+            .collect();
+        let next = if out.len() > limit {
+            out.truncate(limit);
+            out.last().map(|t| t.id.clone())
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        Ok(self.state().tenants.get(id).map(|t| t.tenant.clone()))
+    }
+
+    async fn update_tenant(
+        &self,
+        id: &TenantId,
+        patch: &TenantPatch,
+    ) -> StoreResult<Option<Tenant>> {
+        let updated = {
+            let mut st = self.state();
+            let Some(ts) = st.tenants.get_mut(id) else {
+                return Ok(None);
+            };
+            if let Some(name) = &patch.name {
+                ts.tenant.name = name.as_str().to_string();
+            }
+            if let Some(tier) = patch.tier {
+                ts.tenant.tier = tier;
+            }
+            if let Some(jwt) = &patch.jwt {
+                ts.tenant.jwt = jwt.clone();
+            }
+            ts.tenant.clone()
+        };
+        self.invalidate(id);
+        Ok(Some(updated))
+    }
+
+    async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool> {
+        let removed = {
+            let mut st = self.state();
+            match st.tenants.remove(id) {
+                Some(ts) => {
+                    for k in ts.keys.values() {
+                        st.key_hashes.remove(&k.hash);
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if removed {
+            self.invalidate(id);
+        }
+        Ok(removed)
+    }
+
+    async fn create_key(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+    ) -> StoreResult<Result<IssuedKey, KeyCreateError>> {
+        Ok(Self::add_key(&mut self.state(), tenant, label, None))
+    }
+
+    async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Option<Vec<ApiKeyInfo>>> {
+        let st = self.state();
+        Ok(st.tenants.get(tenant).map(|ts| {
+            let mut keys: Vec<ApiKeyInfo> = ts.keys.values().map(|k| k.info.clone()).collect();
+            keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            keys
+        }))
+    }
+
+    async fn rotate_key(&self, tenant: &TenantId, key: &KeyId) -> StoreResult<Option<IssuedKey>> {
+        let issued = {
+            let mut st = self.state();
+            let secret = generate_secret();
+            let hash = hash_secret(&secret);
+            let Some(rec) = st
+                .tenants
+                .get_mut(tenant)
+                .and_then(|ts| ts.keys.get_mut(key))
+            else {
+                return Ok(None);
+            };
+            let old = std::mem::replace(&mut rec.hash, hash.clone());
+            let info = rec.info.clone();
+            st.key_hashes.remove(&old);
+            st.key_hashes.insert(hash, (tenant.clone(), key.clone()));
+            IssuedKey { info, secret }
+        };
+        self.invalidate(tenant);
+        Ok(Some(issued))
+    }
+
+    async fn delete_key(&self, tenant: &TenantId, key: &KeyId) -> StoreResult<bool> {
+        let removed = {
+            let mut st = self.state();
+            let rec = st
+                .tenants
+                .get_mut(tenant)
+                .and_then(|ts| ts.keys.remove(key));
+            match rec {
+                Some(rec) => {
+                    st.key_hashes.remove(&rec.hash);
+                    true
+                }
+                None => false,
+            }
+        };
+        if removed {
+            self.invalidate(tenant);
+        }
+        Ok(removed)
+    }
+
+    async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<Principal>> {
+        let st = self.state();
+        let Some((tenant, key_id)) = st.key_hashes.get(key_hash) else {
+            return Ok(None);
+        };
+        let Some(ts) = st.tenants.get(tenant) else {
+            return Ok(None);
+        };
+        let Some(rec) = ts.keys.get(key_id) else {
+            return Ok(None);
+        };
+        if !constant_time_eq(rec.hash.as_bytes(), key_hash.as_bytes()) {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
+            tenant: tenant.clone(),
+            key_id: key_id.clone(),
+            label: rec.info.label.clone(),
+            tier: ts.tenant.tier,
+        }))
+    }
+
+    fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
+        self.inner.invalidations.subscribe()
+    }
+
+    fn cache_allowed(&self) -> bool {
+        true
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn sweep(&self) -> StoreResult<usize> {
+        Ok(self.sweep_once())
+    }
+}

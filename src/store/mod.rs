@@ -1,0 +1,222 @@
+//! The data model behind the API: a [`Store`] trait with two implementations —
+//! [`redis::RedisStore`] (fleet mode: all state in Redis, each batch one Lua script)
+//! and [`embedded::EmbeddedStore`] (one process, same behaviour, no Redis). Handlers
+//! call the trait and get domain results back, never Redis types.
+
+pub mod embedded;
+pub mod redis;
+
+use crate::domain::{
+    ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, ReleaseToken, Requester, Resource, Tenant,
+    TenantId, TenantName, Tier, Ttl,
+};
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+/// How long the fencing counter of a resource outlives its last grant. After that
+/// the counter is dropped and the next grant falls back on the store clock in
+/// microseconds, which by then is far above any token handed out before.
+pub const FENCE_RETENTION_MS: u64 = 24 * 3600 * 1000;
+
+/// Why the store could not answer. `Unavailable` becomes `503 STORE_UNAVAILABLE`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store returned something unexpected: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Who is calling: the tenant and the label that events and listings attribute to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub label: String,
+}
+
+/// A verified credential, as the authentication cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub key_id: KeyId,
+    pub label: String,
+    pub tier: Tier,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReserveItem {
+    pub resource: Resource,
+    pub requester: Requester,
+    pub ttl: Option<Ttl>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Reserved {
+        release_token: ReleaseToken,
+        reserved_at: Millis,
+        expires_at: Option<Millis>,
+        fencing_token: u64,
+    },
+    AlreadyHeld {
+        held_by: String,
+        expires_at: Option<Millis>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ReleaseItem {
+    pub resource: Resource,
+    pub requester: Requester,
+    pub release_token: ReleaseToken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    Unreserved,
+    NotHeld,
+    InvalidToken,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExtendItem {
+    pub resource: Resource,
+    pub requester: Requester,
+    pub release_token: ReleaseToken,
+    pub ttl: Ttl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtendOutcome {
+    Extended { expires_at: Millis },
+    NotHeld,
+    InvalidToken,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Held(Holding),
+    Free,
+}
+
+/// One page request of active reservations, sorted by resource (bytewise).
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub prefix: Option<Resource>,
+    pub requester: Option<Requester>,
+    pub limit: usize,
+    /// Resume strictly after this resource (from a previous page's cursor).
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub items: Vec<Holding>,
+    /// The last resource of this page when more may follow.
+    pub next_after: Option<String>,
+}
+
+/// Changes to a tenant through the admin API; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPatch {
+    pub name: Option<TenantName>,
+    pub tier: Option<Tier>,
+    /// `Some(None)` removes the JWT settings.
+    pub jwt: Option<Option<serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCreateError {
+    TenantNotFound,
+    LimitReached(usize),
+}
+
+/// Something every instance must forget from its authentication cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// A tenant's keys or tier changed.
+    Tenant(TenantId),
+    /// Forget everything (e.g. the invalidation feed reconnected and may have missed
+    /// messages).
+    All,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reserves every item in order, as one atomic step.
+    async fn reserve(
+        &self,
+        caller: &Caller,
+        items: &[ReserveItem],
+    ) -> StoreResult<Vec<ReserveOutcome>>;
+    /// Releases every item in order, as one atomic step.
+    async fn unreserve(
+        &self,
+        caller: &Caller,
+        items: &[ReleaseItem],
+    ) -> StoreResult<Vec<ReleaseOutcome>>;
+    /// Re-arms the TTL of every item from now, as one atomic step.
+    async fn extend(
+        &self,
+        caller: &Caller,
+        items: &[ExtendItem],
+    ) -> StoreResult<Vec<ExtendOutcome>>;
+    /// Reads the state of every resource (read-only, one atomic step).
+    async fn check(
+        &self,
+        tenant: &TenantId,
+        resources: &[Resource],
+    ) -> StoreResult<Vec<CheckOutcome>>;
+    /// One page of the tenant's active reservations.
+    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage>;
+    /// Releases a reservation whoever holds it; `false` when it was not held.
+    async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool>;
+
+    /// Creates a tenant with its default key. `secret` pins the key's value (only
+    /// for the embedded mode's configured default key); otherwise one is generated.
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        tier: Tier,
+        secret: Option<String>,
+    ) -> StoreResult<(Tenant, IssuedKey)>;
+    /// Tenants in id (creation) order, after `after`, at most `limit`.
+    async fn list_tenants(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> StoreResult<(Vec<Tenant>, Option<TenantId>)>;
+    async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>>;
+    async fn update_tenant(
+        &self,
+        id: &TenantId,
+        patch: &TenantPatch,
+    ) -> StoreResult<Option<Tenant>>;
+    /// Deletes a tenant, its keys and its reservations; `false` when unknown.
+    async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool>;
+
+    async fn create_key(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+    ) -> StoreResult<Result<IssuedKey, KeyCreateError>>;
+    async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Option<Vec<ApiKeyInfo>>>;
+    /// A new secret for an existing key (same id and label); `None` when unknown.
+    async fn rotate_key(&self, tenant: &TenantId, key: &KeyId) -> StoreResult<Option<IssuedKey>>;
+    async fn delete_key(&self, tenant: &TenantId, key: &KeyId) -> StoreResult<bool>;
+    /// Looks a key up by the hash of its secret (uncached).
+    async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<Principal>>;
+
+    /// Feed of cache invalidations from every instance of the fleet.
+    fn invalidations(&self) -> broadcast::Receiver<Invalidation>;
+    /// Whether the invalidation feed is live, so that cached credentials can be
+    /// trusted. While it is down every request re-reads its key from the store.
+    fn cache_allowed(&self) -> bool;
+    /// Whether the store answers now (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+    /// Retires reservations whose expiry has passed (index clean-up). Idempotent:
+    /// every instance runs it periodically.
+    async fn sweep(&self) -> StoreResult<usize>;
+}

@@ -1,0 +1,1183 @@
+//! Fleet mode: every piece of state lives in Redis, so any instance can answer any
+//! request. Each batch endpoint is one `EVALSHA` of a script from `lua/` (loaded
+//! once; `redis::Script` reloads it on `NOSCRIPT`); time comes from Redis `TIME`
+//! inside the scripts. All keys of a tenant carry the `{tenantId}` hash tag and
+//! every key a script touches is passed in `KEYS`, so the scripts run unchanged
+//! on Redis Cluster.
+//!
+//! Key layout (T = tenant id):
+//! - `cl:{T}:tenant` hash id/name/tier/createdAt/jwt; `cl:{T}:keys` hash
+//!   keyId → JSON record with the secret's SHA-256
+//! - `cl:{T}:r:<resource>` the reservation (hash, `PEXPIREAT` at its expiry)
+//! - `cl:{T}:f:<resource>` last fencing token of the resource
+//! - `cl:{T}:idx` / `cl:{T}:q:<requester>` sorted-set indexes for listing
+//! - `cl:{T}:exp` / `cl:{T}:meta` expiry deadlines for the sweeper
+//! - `cl:tenants` registry of tenant ids; `cl:apikey:<sha256>` → `T keyId`
+//! - channel `cl:auth`: tenant ids whose cached credentials must be dropped
+
+use super::{
+    Caller, CheckOutcome, ExtendItem, ExtendOutcome, Invalidation, KeyCreateError, ListPage,
+    ListQuery, Principal, ReleaseItem, ReleaseOutcome, ReserveItem, ReserveOutcome, Store,
+    StoreError, StoreResult, TenantPatch, FENCE_RETENTION_MS,
+};
+use crate::domain::{
+    ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, ReleaseToken, Resource, Tenant, TenantId,
+    TenantName, Tier,
+};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!(concat!("../../lua/", $file))));
+    };
+}
+
+script!(RESERVE, "reserve.lua");
+script!(UNRESERVE, "unreserve.lua");
+script!(EXTEND, "extend.lua");
+script!(CHECK, "check.lua");
+script!(LIST_READ, "list_read.lua");
+script!(SWEEP_DUE, "sweep_due.lua");
+script!(SWEEP_EXPIRE, "sweep_expire.lua");
+script!(FORCE_RELEASE, "force_release.lua");
+script!(KEY_ADD, "key_add.lua");
+script!(KEY_ROTATE, "key_rotate.lua");
+script!(TENANT_UPDATE, "tenant_update.lua");
+
+const AUTH_CHANNEL: &str = "cl:auth";
+const TENANTS: &str = "cl:tenants";
+
+/// Key names, in one place.
+mod keys {
+    use crate::domain::TenantId;
+
+    fn tagged(t: &TenantId, suffix: &str) -> String {
+        format!("cl:{{{}}}:{suffix}", t.as_str())
+    }
+    fn tagged_bytes(t: &TenantId, kind: &str, name: &str) -> Vec<u8> {
+        let mut k = format!("cl:{{{}}}:{kind}:", t.as_str()).into_bytes();
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+    pub fn tenant(t: &TenantId) -> String {
+        tagged(t, "tenant")
+    }
+    pub fn api_keys(t: &TenantId) -> String {
+        tagged(t, "keys")
+    }
+    pub fn index(t: &TenantId) -> String {
+        tagged(t, "idx")
+    }
+    pub fn expiries(t: &TenantId) -> String {
+        tagged(t, "exp")
+    }
+    pub fn meta(t: &TenantId) -> String {
+        tagged(t, "meta")
+    }
+    pub fn lock(t: &TenantId, resource: &str) -> Vec<u8> {
+        tagged_bytes(t, "r", resource)
+    }
+    pub fn fence(t: &TenantId, resource: &str) -> Vec<u8> {
+        tagged_bytes(t, "f", resource)
+    }
+    pub fn by_requester(t: &TenantId, requester: &str) -> Vec<u8> {
+        tagged_bytes(t, "q", requester)
+    }
+    pub fn all_of(t: &TenantId) -> String {
+        format!("cl:{{{}}}:*", t.as_str())
+    }
+    pub fn key_hash(hash: &str) -> String {
+        format!("cl:apikey:{hash}")
+    }
+}
+
+/// Connection settings that bound every store call.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub url: String,
+    /// An operation that takes longer is answered `STORE_UNAVAILABLE`.
+    pub op_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    op_timeout: Duration,
+    invalidations: broadcast::Sender<Invalidation>,
+    subscribed: Arc<AtomicBool>,
+}
+
+impl RedisStore {
+    /// Connects (lazily: the service starts, unready, while Redis is down) and
+    /// starts the invalidation subscriber.
+    pub async fn connect(options: RedisOptions) -> anyhow::Result<Self> {
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a usable Redis URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.op_timeout))
+            .set_response_timeout(Some(options.op_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| anyhow::anyhow!("cannot set up the Redis connection: {e}"))?;
+        let (invalidations, _) = broadcast::channel(1024);
+        let subscribed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run_subscriber(
+            client,
+            invalidations.clone(),
+            subscribed.clone(),
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                op_timeout: options.op_timeout,
+                invalidations,
+                subscribed,
+            }),
+        })
+    }
+
+    /// Runs a store operation under the operation timeout, mapping failures.
+    async fn run<T, F>(&self, what: &'static str, op: F) -> StoreResult<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.inner.op_timeout, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(classify(what, e)),
+            Err(_) => Err(StoreError::Unavailable(format!("{what}: timed out"))),
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    async fn publish_invalidation(&self, tenant: &TenantId) -> StoreResult<()> {
+        let mut c = self.conn();
+        self.run("publish", async move {
+            redis::cmd("PUBLISH")
+                .arg(AUTH_CHANNEL)
+                .arg(tenant.as_str())
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Retires the expired reservations of every tenant: a few hundred per tenant
+    /// per call. Idempotent, so every instance may run it concurrently.
+    pub async fn sweep_once(&self) -> StoreResult<usize> {
+        let mut retired = 0;
+        let mut after: Option<TenantId> = None;
+        loop {
+            let (ids, next) = self.tenant_ids(after.as_ref(), 500).await?;
+            let results =
+                futures_util::future::join_all(ids.iter().map(|t| self.sweep_tenant(t))).await;
+            for r in results {
+                retired += r?;
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(retired),
+            }
+        }
+    }
+
+    async fn sweep_tenant(&self, tenant: &TenantId) -> StoreResult<usize> {
+        let mut c = self.conn();
+        let due: Vec<Vec<u8>> = self
+            .run("sweep_due", async {
+                SWEEP_DUE
+                    .key(keys::expiries(tenant))
+                    .key(keys::meta(tenant))
+                    .arg(200)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = SWEEP_EXPIRE.prepare_invoke();
+        inv.key(keys::index(tenant))
+            .key(keys::expiries(tenant))
+            .key(keys::meta(tenant));
+        let mut n = 0;
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        for pair in due.chunks(2) {
+            let [tok, meta] = pair else { continue };
+            let parsed: Option<SweepMeta> = serde_json::from_slice(meta).ok();
+            let (res, rq) = parsed.map(|m| (m.r, m.q)).unwrap_or_default();
+            inv.key(keys::lock(tenant, &res))
+                .key(keys::by_requester(tenant, &rq));
+            args.push(tok.clone());
+            args.push(res.into_bytes());
+            args.push(rq.into_bytes());
+            n += 1;
+        }
+        inv.arg(n);
+        for a in args {
+            inv.arg(a);
+        }
+        let retired: usize = self
+            .run("sweep_expire", async { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(retired)
+    }
+
+    async fn tenant_ids(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> StoreResult<(Vec<TenantId>, Option<TenantId>)> {
+        let min = match after {
+            Some(t) => format!("({}", t.as_str()),
+            None => "-".to_string(),
+        };
+        let mut c = self.conn();
+        let ids: Vec<String> = self
+            .run("list tenants", async {
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(TENANTS)
+                    .arg(min)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit + 1)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut ids: Vec<TenantId> = ids.iter().filter_map(|s| TenantId::parse(s).ok()).collect();
+        let next = if ids.len() > limit {
+            ids.truncate(limit);
+            ids.last().cloned()
+        } else {
+            None
+        };
+        Ok((ids, next))
+    }
+
+    async fn load_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        let mut c = self.conn();
+        let fields: Vec<(String, String)> = self
+            .run("get tenant", async {
+                redis::cmd("HGETALL")
+                    .arg(keys::tenant(id))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(tenant_from_fields(id, &fields))
+    }
+
+    async fn now_millis(&self) -> StoreResult<Millis> {
+        let mut c = self.conn();
+        let (secs, micros): (u64, u64) = self
+            .run("time", async {
+                redis::cmd("TIME").query_async(&mut c).await
+            })
+            .await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    async fn add_key(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+        secret: Option<String>,
+    ) -> StoreResult<Result<IssuedKey, KeyCreateError>> {
+        let id = KeyId::generate();
+        let secret = secret.unwrap_or_else(crate::domain::generate_secret);
+        let hash = crate::domain::hash_secret(&secret);
+        let record = serde_json::json!({"id": id.as_str(), "label": label, "hash": hash});
+        let mut prefix = record.to_string();
+        prefix.pop(); // drop '}' so the script can append createdAt
+        let limit = |t: Tier| t.key_limit().map_or(-1, |l| l as i64);
+        let mut c = self.conn();
+        let reply: Vec<i64> = self
+            .run("add key", async {
+                KEY_ADD
+                    .key(keys::tenant(tenant))
+                    .key(keys::api_keys(tenant))
+                    .arg(id.as_str())
+                    .arg(prefix)
+                    .arg(limit(Tier::Free))
+                    .arg(limit(Tier::Starter))
+                    .arg(limit(Tier::Pro))
+                    .arg(limit(Tier::Enterprise))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match reply.as_slice() {
+            [1, created_at] => {
+                let mut c = self.conn();
+                let mapping = format!("{} {}", tenant.as_str(), id.as_str());
+                self.run("map key", async {
+                    redis::cmd("SET")
+                        .arg(keys::key_hash(&hash))
+                        .arg(mapping)
+                        .query_async::<()>(&mut c)
+                        .await
+                })
+                .await?;
+                Ok(Ok(IssuedKey {
+                    info: ApiKeyInfo {
+                        id,
+                        label: label.to_string(),
+                        created_at: u64::try_from(*created_at).unwrap_or(0),
+                    },
+                    secret,
+                }))
+            }
+            [2, limit] => Ok(Err(KeyCreateError::LimitReached(
+                usize::try_from(*limit).unwrap_or(0),
+            ))),
+            _ => Ok(Err(KeyCreateError::TenantNotFound)),
+        }
+    }
+
+    async fn key_records(&self, tenant: &TenantId) -> StoreResult<Vec<KeyRecord>> {
+        let mut c = self.conn();
+        let raw: Vec<(String, String)> = self
+            .run("list keys", async {
+                redis::cmd("HGETALL")
+                    .arg(keys::api_keys(tenant))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut recs: Vec<KeyRecord> = raw
+            .iter()
+            .filter_map(|(_, json)| serde_json::from_str(json).ok())
+            .collect();
+        recs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(recs)
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct SweepMeta {
+    #[serde(default)]
+    r: String,
+    #[serde(default)]
+    q: String,
+}
+
+#[derive(serde::Deserialize, Clone)]
+struct KeyRecord {
+    id: String,
+    label: String,
+    hash: String,
+    #[serde(rename = "createdAt", default)]
+    created_at: u64,
+}
+
+impl KeyRecord {
+    fn info(&self) -> Option<ApiKeyInfo> {
+        Some(ApiKeyInfo {
+            id: KeyId::parse(&self.id).ok()?,
+            label: self.label.clone(),
+            created_at: self.created_at,
+        })
+    }
+}
+
+fn tenant_from_fields(id: &TenantId, fields: &[(String, String)]) -> Option<Tenant> {
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let tier = Tier::parse(get("tier")?).ok()?;
+    Some(Tenant {
+        id: id.clone(),
+        name: get("name").unwrap_or_default().to_string(),
+        tier,
+        created_at: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
+        jwt: get("jwt")
+            .filter(|v| !v.is_empty())
+            .and_then(|v| serde_json::from_str(v).ok()),
+    })
+}
+
+/// Redis I/O failures, timeouts and transient server states (loading, failover,
+/// read-only replica) mean the store is unavailable; anything else is a bug.
+fn classify(what: &str, e: redis::RedisError) -> StoreError {
+    use redis::{ErrorKind, ServerErrorKind as S};
+    let transient = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Io
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::MasterNameNotFoundBySentinel
+                | ErrorKind::Server(
+                    S::BusyLoading
+                        | S::TryAgain
+                        | S::ClusterDown
+                        | S::MasterDown
+                        | S::ReadOnly
+                        | S::Moved
+                        | S::Ask
+                )
+        );
+    if transient {
+        StoreError::Unavailable(format!("{what}: {e}"))
+    } else {
+        StoreError::Internal(format!("{what}: {e}"))
+    }
+}
+
+/// Keeps one subscription to the invalidation channel alive for as long as the
+/// process runs. Every (re)connect is announced as `Invalidation::All`, because
+/// messages published while it was down are lost; while it is down the
+/// authentication cache is bypassed (`cache_allowed` is false).
+async fn run_subscriber(
+    client: redis::Client,
+    tx: broadcast::Sender<Invalidation>,
+    subscribed: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(AUTH_CHANNEL).await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(pubsub)) => {
+                backoff = Duration::from_millis(50);
+                let (mut sink, mut stream) = pubsub.split();
+                let _ = tx.send(Invalidation::All);
+                subscribed.store(true, Ordering::SeqCst);
+                tracing::info!("auth invalidation feed subscribed");
+                let mut ping = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(msg) => {
+                                let payload: String = msg.get_payload().unwrap_or_default();
+                                let inv = TenantId::parse(&payload)
+                                    .map(Invalidation::Tenant)
+                                    .unwrap_or(Invalidation::All);
+                                let _ = tx.send(inv);
+                            }
+                            None => break,
+                        },
+                        _ = ping.tick() => {
+                            // A dead peer (a paused or unplugged Redis) sends no FIN;
+                            // only a ping that goes unanswered reveals it.
+                            let alive = tokio::time::timeout(
+                                Duration::from_millis(900),
+                                sink.ping::<String>(),
+                            ).await;
+                            if !matches!(alive, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                subscribed.store(false, Ordering::SeqCst);
+                let _ = tx.send(Invalidation::All);
+                tracing::warn!("auth invalidation feed lost; reconnecting");
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "auth invalidation feed: connect failed");
+            }
+            Err(_) => tracing::debug!("auth invalidation feed: connect timed out"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_opt_millis(v: &Value) -> Option<Millis> {
+    match v {
+        Value::Int(i) if *i >= 0 => Some(*i as u64),
+        _ => None,
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn items(v: Value) -> StoreResult<Vec<Value>> {
+    match v {
+        Value::Array(a) => Ok(a),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(StoreError::Internal(format!(
+            "expected an array from a script, got {other:?}"
+        ))),
+    }
+}
+
+fn bad_reply(what: &str) -> StoreError {
+    StoreError::Internal(format!("unexpected reply shape from {what}"))
+}
+
+fn holding_from(resource: Resource, parts: &[Value]) -> Option<Holding> {
+    // parts: requester, reservedAt, expiresAt, fencingToken, label
+    Some(Holding {
+        resource,
+        requester: as_string(parts.first()?)?,
+        reserved_at: as_u64(parts.get(1)?)?,
+        expires_at: as_opt_millis(parts.get(2)?),
+        fencing_token: as_u64(parts.get(3)?)?,
+        api_key_label: parts.get(4).and_then(as_string).unwrap_or_default(),
+    })
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
+    async fn reserve(
+        &self,
+        caller: &Caller,
+        items_in: &[ReserveItem],
+    ) -> StoreResult<Vec<ReserveOutcome>> {
+        let t = &caller.tenant;
+        let mut inv = RESERVE.prepare_invoke();
+        inv.key(keys::index(t))
+            .key(keys::expiries(t))
+            .key(keys::meta(t));
+        inv.arg(caller.label.as_str())
+            .arg(items_in.len())
+            .arg(FENCE_RETENTION_MS);
+        let mut tokens = Vec::with_capacity(items_in.len());
+        for it in items_in {
+            let token = ReleaseToken::generate();
+            inv.key(keys::lock(t, it.resource.as_str()))
+                .key(keys::fence(t, it.resource.as_str()))
+                .key(keys::by_requester(t, it.requester.as_str()));
+            inv.arg(it.resource.as_str())
+                .arg(it.requester.as_str())
+                .arg(it.ttl.map_or(0, |d| d.millis()))
+                .arg(token.as_str());
+            tokens.push(token);
+        }
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("reserve", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let rows = items(reply)?;
+        if rows.len() != items_in.len() {
+            return Err(bad_reply("reserve"));
+        }
+        rows.into_iter()
+            .zip(tokens)
+            .map(|(row, token)| {
+                let row = items(row)?;
+                match row.as_slice() {
+                    [Value::Int(1), _tok, at, ea, ft] => Ok(ReserveOutcome::Reserved {
+                        release_token: token,
+                        reserved_at: as_u64(at).ok_or_else(|| bad_reply("reserve"))?,
+                        expires_at: as_opt_millis(ea),
+                        fencing_token: as_u64(ft).ok_or_else(|| bad_reply("reserve"))?,
+                    }),
+                    [Value::Int(0), by, ea] => Ok(ReserveOutcome::AlreadyHeld {
+                        held_by: as_string(by).unwrap_or_default(),
+                        expires_at: as_opt_millis(ea),
+                    }),
+                    _ => Err(bad_reply("reserve")),
+                }
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
+    async fn unreserve(
+        &self,
+        caller: &Caller,
+        items_in: &[ReleaseItem],
+    ) -> StoreResult<Vec<ReleaseOutcome>> {
+        let t = &caller.tenant;
+        let mut inv = UNRESERVE.prepare_invoke();
+        inv.key(keys::index(t))
+            .key(keys::expiries(t))
+            .key(keys::meta(t));
+        inv.arg(items_in.len()).arg(FENCE_RETENTION_MS);
+        for it in items_in {
+            inv.key(keys::lock(t, it.resource.as_str()))
+                .key(keys::fence(t, it.resource.as_str()))
+                .key(keys::by_requester(t, it.requester.as_str()));
+            inv.arg(it.resource.as_str())
+                .arg(it.requester.as_str())
+                .arg(it.release_token.as_str());
+        }
+        let mut c = self.conn();
+        let codes: Vec<i64> = self
+            .run("unreserve", async { inv.invoke_async(&mut c).await })
+            .await?;
+        if codes.len() != items_in.len() {
+            return Err(bad_reply("unreserve"));
+        }
+        codes
+            .into_iter()
+            .map(|code| match code {
+                1 => Ok(ReleaseOutcome::Unreserved),
+                0 => Ok(ReleaseOutcome::NotHeld),
+                2 => Ok(ReleaseOutcome::InvalidToken),
+                _ => Err(bad_reply("unreserve")),
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
+    async fn extend(
+        &self,
+        caller: &Caller,
+        items_in: &[ExtendItem],
+    ) -> StoreResult<Vec<ExtendOutcome>> {
+        let t = &caller.tenant;
+        let mut inv = EXTEND.prepare_invoke();
+        inv.key(keys::expiries(t)).key(keys::meta(t));
+        inv.arg(items_in.len()).arg(FENCE_RETENTION_MS);
+        for it in items_in {
+            inv.key(keys::lock(t, it.resource.as_str()))
+                .key(keys::fence(t, it.resource.as_str()));
+            inv.arg(it.resource.as_str())
+                .arg(it.requester.as_str())
+                .arg(it.release_token.as_str())
+                .arg(it.ttl.millis());
+        }
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("extend", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let rows = items(reply)?;
+        if rows.len() != items_in.len() {
+            return Err(bad_reply("extend"));
+        }
+        rows.into_iter()
+            .map(|row| {
+                let row = items(row)?;
+                match row.as_slice() {
+                    [Value::Int(1), ea] => Ok(ExtendOutcome::Extended {
+                        expires_at: as_u64(ea).ok_or_else(|| bad_reply("extend"))?,
+                    }),
+                    [Value::Int(0)] => Ok(ExtendOutcome::NotHeld),
+                    [Value::Int(2)] => Ok(ExtendOutcome::InvalidToken),
+                    _ => Err(bad_reply("extend")),
+                }
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, n = resources.len()))]
+    async fn check(
+        &self,
+        tenant: &TenantId,
+        resources: &[Resource],
+    ) -> StoreResult<Vec<CheckOutcome>> {
+        let mut inv = CHECK.prepare_invoke();
+        for r in resources {
+            inv.key(keys::lock(tenant, r.as_str()));
+        }
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("check", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let rows = items(reply)?;
+        if rows.len() != resources.len() {
+            return Err(bad_reply("check"));
+        }
+        rows.into_iter()
+            .zip(resources)
+            .map(|(row, r)| {
+                let row = items(row)?;
+                match row.as_slice() {
+                    [Value::Int(1), rest @ ..] => holding_from(r.clone(), rest)
+                        .map(CheckOutcome::Held)
+                        .ok_or_else(|| bad_reply("check")),
+                    [Value::Int(0)] => Ok(CheckOutcome::Free),
+                    _ => Err(bad_reply("check")),
+                }
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage> {
+        let index: Vec<u8> = match &query.requester {
+            Some(rq) => keys::by_requester(tenant, rq.as_str()),
+            None => keys::index(tenant).into_bytes(),
+        };
+        let want_rq = query
+            .requester
+            .as_ref()
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_default();
+        // Lexicographic bounds: start after the cursor (or at the prefix), stop at
+        // the end of the prefix range. 0xFF never occurs in UTF-8, so prefix+0xFF
+        // is above every name that starts with the prefix.
+        let prefix = query
+            .prefix
+            .as_ref()
+            .map(|p| p.as_str().as_bytes().to_vec());
+        let mut min: Vec<u8> = match (&query.after, &prefix) {
+            (Some(after), Some(p)) if after.as_bytes() < p.as_slice() => [b"[", &p[..]].concat(),
+            (Some(after), _) => [b"(", after.as_bytes()].concat(),
+            (None, Some(p)) => [b"[", &p[..]].concat(),
+            (None, None) => b"-".to_vec(),
+        };
+        let max: Vec<u8> = match &prefix {
+            Some(p) => [b"(", &p[..], &[0xFF]].concat(),
+            None => b"+".to_vec(),
+        };
+
+        let mut out: Vec<Holding> = Vec::new();
+        let mut last_seen: Option<String> = None;
+        // Each round reads at most one page of index entries; dead entries met on
+        // the way are removed, so later rounds and pages do not see them again.
+        for _round in 0..8 {
+            let want = query.limit - out.len();
+            let mut c = self.conn();
+            let members: Vec<Vec<u8>> = self
+                .run("list index", async {
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(&index)
+                        .arg(&min)
+                        .arg(&max)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(want + 1)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let more = members.len() > want;
+            let page = &members[..members.len().min(want)];
+            if page.is_empty() {
+                return Ok(ListPage {
+                    items: out,
+                    next_after: None,
+                });
+            }
+            let mut inv = LIST_READ.prepare_invoke();
+            inv.key(&index).arg(want_rq.as_str());
+            for m in page {
+                let name = String::from_utf8_lossy(m);
+                inv.key(keys::lock(tenant, &name)).arg(m.as_slice());
+            }
+            let mut c = self.conn();
+            let reply: Value = self
+                .run("list read", async { inv.invoke_async(&mut c).await })
+                .await?;
+            for row in items(reply)? {
+                let row = items(row)?;
+                let (first, rest) = row.split_first().ok_or_else(|| bad_reply("list"))?;
+                let name = as_string(first).ok_or_else(|| bad_reply("list"))?;
+                let resource = Resource::parse(name).map_err(|_| bad_reply("list"))?;
+                out.push(holding_from(resource, rest).ok_or_else(|| bad_reply("list"))?);
+            }
+            let last = page.last().map(|m| String::from_utf8_lossy(m).into_owned());
+            min = [b"(", page.last().map(Vec::as_slice).unwrap_or_default()].concat();
+            last_seen = last;
+            if !more {
+                return Ok(ListPage {
+                    items: out,
+                    next_after: None,
+                });
+            }
+            if out.len() >= query.limit {
+                break;
+            }
+        }
+        Ok(ListPage {
+            items: out,
+            next_after: last_seen,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool> {
+        // The holder's requester names one of the keys, so read it first and let
+        // the script confirm it did not change in between.
+        let mut holder = String::new();
+        for _ in 0..5 {
+            let mut c = self.conn();
+            let reply: Value = self
+                .run("force release", async {
+                    FORCE_RELEASE
+                        .key(keys::index(tenant))
+                        .key(keys::expiries(tenant))
+                        .key(keys::meta(tenant))
+                        .key(keys::lock(tenant, resource.as_str()))
+                        .key(keys::fence(tenant, resource.as_str()))
+                        .key(keys::by_requester(tenant, &holder))
+                        .arg(resource.as_str())
+                        .arg(holder.as_str())
+                        .arg(FENCE_RETENTION_MS)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            let row = items(reply)?;
+            match row.as_slice() {
+                [Value::Int(1), ..] => return Ok(true),
+                [Value::Int(0)] => return Ok(false),
+                [Value::Int(2), who] => {
+                    holder = as_string(who).ok_or_else(|| bad_reply("force release"))?
+                }
+                _ => return Err(bad_reply("force release")),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "force release: the holder kept changing; try again".into(),
+        ))
+    }
+
+    async fn create_tenant(
+        &self,
+        name: &TenantName,
+        tier: Tier,
+        secret: Option<String>,
+    ) -> StoreResult<(Tenant, IssuedKey)> {
+        let id = TenantId::generate();
+        let now = self.now_millis().await?;
+        let mut c = self.conn();
+        self.run("create tenant", async {
+            redis::cmd("HSET")
+                .arg(keys::tenant(&id))
+                .arg("id")
+                .arg(id.as_str())
+                .arg("name")
+                .arg(name.as_str())
+                .arg("tier")
+                .arg(tier.as_str())
+                .arg("createdAt")
+                .arg(now)
+                .arg("jwt")
+                .arg("")
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        let key = match self.add_key(&id, "default", secret).await? {
+            Ok(k) => k,
+            Err(e) => return Err(StoreError::Internal(format!("default key: {e:?}"))),
+        };
+        let mut c = self.conn();
+        self.run("register tenant", async {
+            redis::cmd("ZADD")
+                .arg(TENANTS)
+                .arg(0)
+                .arg(id.as_str())
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        let tenant = Tenant {
+            id,
+            name: name.as_str().to_string(),
+            tier,
+            created_at: now,
+            jwt: None,
+        };
+        Ok((tenant, key))
+    }
+
+    async fn list_tenants(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> StoreResult<(Vec<Tenant>, Option<TenantId>)> {
+        let (ids, next) = self.tenant_ids(after, limit).await?;
+        let loaded =
+            futures_util::future::join_all(ids.iter().map(|id| self.load_tenant(id))).await;
+        let mut out = Vec::with_capacity(ids.len());
+        for t in loaded {
+            if let Some(t) = t? {
+                out.push(t);
+            }
+        }
+        Ok((out, next))
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        self.load_tenant(id).await
+    }
+
+    async fn update_tenant(
+        &self,
+        id: &TenantId,
+        patch: &TenantPatch,
+    ) -> StoreResult<Option<Tenant>> {
+        let mut inv = TENANT_UPDATE.prepare_invoke();
+        inv.key(keys::tenant(id));
+        if let Some(name) = &patch.name {
+            inv.arg("name").arg(name.as_str());
+        }
+        if let Some(tier) = patch.tier {
+            inv.arg("tier").arg(tier.as_str());
+        }
+        if let Some(jwt) = &patch.jwt {
+            inv.arg("jwt")
+                .arg(jwt.as_ref().map(|j| j.to_string()).unwrap_or_default());
+        }
+        let mut c = self.conn();
+        let fields: Vec<(String, String)> = self
+            .run("update tenant", async { inv.invoke_async(&mut c).await })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        self.publish_invalidation(id).await?;
+        Ok(tenant_from_fields(id, &fields))
+    }
+
+    async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool> {
+        let mut c = self.conn();
+        let removed: i64 = self
+            .run("unregister tenant", async {
+                redis::cmd("ZREM")
+                    .arg(TENANTS)
+                    .arg(id.as_str())
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let existed = self.load_tenant(id).await?.is_some();
+        if removed == 0 && !existed {
+            return Ok(false);
+        }
+        for rec in self.key_records(id).await? {
+            let mut c = self.conn();
+            self.run("unmap key", async {
+                redis::cmd("DEL")
+                    .arg(keys::key_hash(&rec.hash))
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        }
+        let mut c = self.conn();
+        self.run("delete tenant", async {
+            redis::cmd("DEL")
+                .arg(keys::tenant(id))
+                .arg(keys::api_keys(id))
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        self.publish_invalidation(id).await?;
+        // Everything else of the tenant (reservations, indexes, counters).
+        let mut cursor: u64 = 0;
+        loop {
+            let mut c = self.conn();
+            let (next, found): (u64, Vec<Vec<u8>>) = self
+                .run("scan tenant", async {
+                    redis::cmd("SCAN")
+                        .cursor_arg(cursor)
+                        .arg("MATCH")
+                        .arg(keys::all_of(id))
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            if !found.is_empty() {
+                let mut c = self.conn();
+                self.run("unlink tenant keys", async {
+                    redis::cmd("UNLINK")
+                        .arg(&found)
+                        .query_async::<()>(&mut c)
+                        .await
+                })
+                .await?;
+            }
+            if next == 0 {
+                return Ok(true);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn create_key(
+        &self,
+        tenant: &TenantId,
+        label: &str,
+    ) -> StoreResult<Result<IssuedKey, KeyCreateError>> {
+        self.add_key(tenant, label, None).await
+    }
+
+    async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Option<Vec<ApiKeyInfo>>> {
+        if self.load_tenant(tenant).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.key_records(tenant)
+                .await?
+                .iter()
+                .filter_map(KeyRecord::info)
+                .collect(),
+        ))
+    }
+
+    async fn rotate_key(&self, tenant: &TenantId, key: &KeyId) -> StoreResult<Option<IssuedKey>> {
+        let secret = crate::domain::generate_secret();
+        let hash = crate::domain::hash_secret(&secret);
+        let mut c = self.conn();
+        let reply: Vec<String> = self
+            .run("rotate key", async {
+                KEY_ROTATE
+                    .key(keys::api_keys(tenant))
+                    .arg(key.as_str())
+                    .arg(&hash)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let [old_hash, json] = reply.as_slice() else {
+            return Ok(None);
+        };
+        let rec: KeyRecord =
+            serde_json::from_str(json).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut c = self.conn();
+        let mapping = format!("{} {}", tenant.as_str(), key.as_str());
+        self.run("remap key", async {
+            redis::pipe()
+                .cmd("SET")
+                .arg(keys::key_hash(&hash))
+                .arg(mapping)
+                .ignore()
+                .cmd("DEL")
+                .arg(keys::key_hash(old_hash))
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        self.publish_invalidation(tenant).await?;
+        Ok(rec.info().map(|info| IssuedKey { info, secret }))
+    }
+
+    async fn delete_key(&self, tenant: &TenantId, key: &KeyId) -> StoreResult<bool> {
+        let Some(rec) = self
+            .key_records(tenant)
+            .await?
+            .into_iter()
+            .find(|r| r.id == key.as_str())
+        else {
+            return Ok(false);
+        };
+        let mut c = self.conn();
+        self.run("delete key", async {
+            redis::pipe()
+                .cmd("HDEL")
+                .arg(keys::api_keys(tenant))
+                .arg(key.as_str())
+                .ignore()
+                .cmd("DEL")
+                .arg(keys::key_hash(&rec.hash))
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        self.publish_invalidation(tenant).await?;
+        Ok(true)
+    }
+
+    async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<Principal>> {
+        let mut c = self.conn();
+        let mapping: Option<String> = self
+            .run("auth lookup", async {
+                redis::cmd("GET")
+                    .arg(keys::key_hash(key_hash))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let Some((tenant, key_id)) = mapping.as_deref().and_then(|m| m.split_once(' ')) else {
+            return Ok(None);
+        };
+        let (Ok(tenant), Ok(key_id)) = (TenantId::parse(tenant), KeyId::parse(key_id)) else {
+            return Ok(None);
+        };
+        let mut c = self.conn();
+        let (record, tier): (Option<String>, Option<String>) = self
+            .run("auth record", async {
+                redis::pipe()
+                    .cmd("HGET")
+                    .arg(keys::api_keys(&tenant))
+                    .arg(key_id.as_str())
+                    .cmd("HGET")
+                    .arg(keys::tenant(&tenant))
+                    .arg("tier")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let Some(rec) = record.and_then(|r| serde_json::from_str::<KeyRecord>(&r).ok()) else {
+            return Ok(None);
+        };
+        let Some(tier) = tier.and_then(|t| Tier::parse(&t).ok()) else {
+            return Ok(None);
+        };
+        // The mapping may be stale (rotation in progress): the record decides.
+        if !crate::domain::constant_time_eq(rec.hash.as_bytes(), key_hash.as_bytes()) {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
+            tenant,
+            key_id,
+            label: rec.label,
+            tier,
+        }))
+    }
+
+    fn invalidations(&self) -> broadcast::Receiver<Invalidation> {
+        self.inner.invalidations.subscribe()
+    }
+
+    fn cache_allowed(&self) -> bool {
+        self.inner.subscribed.load(Ordering::SeqCst)
+    }
+
+    async fn sweep(&self) -> StoreResult<usize> {
+        self.sweep_once().await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut c = self.conn();
+        self.run("ping", async {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        })
+        .await
+        .map(|_| ())
+    }
+}
