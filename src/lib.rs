@@ -12,7 +12,7 @@
 //! - [`store`]: the [`store::Store`] trait, its Redis implementation (Lua scripts
 //!   in `lua/`) and the embedded one.
 //! - [`cli`]: the `cooplocker admin ...` subcommands.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`](crate::telemetry): logging.
 
 pub mod auth;
 pub mod cli;

@@ -26,7 +26,7 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
 }
 
 /// The single value of a header that must appear at most once.
-fn single<'a>(req: &'a HttpRequest, name: header::HeaderName) -> Result<Option<&'a str>, ApiError> {
+fn single(req: &HttpRequest, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
     let mut values = req.headers().get_all(&name);
     let Some(first) = values.next() else {
         return Ok(None);

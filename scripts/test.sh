@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what it needs
+# (redis-server and redis-tools through apt; Rust through rustup if missing),
+# then runs format and lint checks and the one integration-test binary against
+# real Redis servers that the tests spawn themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else
+    echo "error: need root (or sudo) to run: $*" >&2
+    exit 1
+  fi
+}
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: ${missing[*]} missing and apt-get is not available; install Redis >= 6.2 and retry" >&2
+    exit 1
+  fi
+  say "installing ${missing[*]} with apt-get"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Installing the package may start a system Redis on 6379; the tests never use
+# it (each test spawns its own on a free port), so it is left alone.
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || {
+    say "installing the Rust toolchain with rustup"
+    command -v curl >/dev/null 2>&1 || as_root apt-get install -y -qq curl ca-certificates >/dev/null
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+  }
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast
+else
+  cargo test --no-fail-fast
+fi

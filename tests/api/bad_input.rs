@@ -1,0 +1,414 @@
+//! Malformed requests (contract sections 1 and 8): each gets a 4xx JSON error
+//! with the right code, and none of them changes anything.
+
+use crate::both_stores;
+use crate::helpers::{into_reply, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+both_stores!(
+    malformed_requests_change_nothing,
+    oversized_requests_are_refused
+);
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: String,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+    code: &'static str,
+}
+
+fn case(
+    name: &'static str,
+    path: &str,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+    code: &'static str,
+) -> Case {
+    Case {
+        name,
+        method: Method::POST,
+        path: path.to_string(),
+        content_type: Some("application/json"),
+        body: body.into(),
+        status,
+        code,
+    }
+}
+
+const RESERVE: &str = "/api/v1/Reservation/reserve";
+const UNRESERVE: &str = "/api/v1/Reservation/unreserve";
+const EXTEND: &str = "/api/v1/Reservation/extend";
+const CHECK: &str = "/api/v1/Reservation/check";
+
+fn cases() -> Vec<Case> {
+    let long = "x".repeat(257);
+    let mut v = vec![
+        case("empty body", RESERVE, "", 400, "INVALID_REQUEST"),
+        case("not json", RESERVE, "hello", 400, "INVALID_REQUEST"),
+        case(
+            "truncated json",
+            RESERVE,
+            "[{\"resource\":\"a\"",
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "object not array",
+            RESERVE,
+            r#"{"resource":"a","requester":"b"}"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "array of strings",
+            RESERVE,
+            r#"["a","b"]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case("null body", RESERVE, "null", 400, "INVALID_REQUEST"),
+        case(
+            "missing resource",
+            RESERVE,
+            r#"[{"requester":"b"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "missing requester",
+            RESERVE,
+            r#"[{"resource":"a"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "empty resource",
+            RESERVE,
+            r#"[{"resource":"","requester":"b"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "empty requester",
+            RESERVE,
+            r#"[{"resource":"a","requester":""}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "resource too long",
+            RESERVE,
+            format!(r#"[{{"resource":"{long}","requester":"b"}}]"#),
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "control char",
+            RESERVE,
+            r#"[{"resource":"a\u0007","requester":"b"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "DEL char",
+            RESERVE,
+            r#"[{"resource":"a\u007f","requester":"b"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "resource a number",
+            RESERVE,
+            r#"[{"resource":5,"requester":"b"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "unknown field",
+            RESERVE,
+            r#"[{"resource":"a","requester":"b","owner":"c"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "duplicate field",
+            RESERVE,
+            r#"[{"resource":"a","resource":"z","requester":"b"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "ttl zero",
+            RESERVE,
+            r#"[{"resource":"a","requester":"b","ttlSeconds":0}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "ttl negative",
+            RESERVE,
+            r#"[{"resource":"a","requester":"b","ttlSeconds":-5}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "ttl over a year",
+            RESERVE,
+            r#"[{"resource":"a","requester":"b","ttlSeconds":31536001}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "ttl fractional",
+            RESERVE,
+            r#"[{"resource":"a","requester":"b","ttlSeconds":1.5}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "ttl string",
+            RESERVE,
+            r#"[{"resource":"a","requester":"b","ttlSeconds":"60"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "ttl 1e309",
+            RESERVE,
+            r#"[{"resource":"a","requester":"b","ttlSeconds":1e309}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "ttl huge integer",
+            RESERVE,
+            r#"[{"resource":"a","requester":"b","ttlSeconds":99999999999999999999999}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "one bad item spoils the batch",
+            RESERVE,
+            r#"[{"resource":"ok","requester":"b"},{"resource":"","requester":"b"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "invalid utf-8",
+            RESERVE,
+            b"[{\"resource\":\"\xff\xfe\",\"requester\":\"b\"}]".to_vec(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "deep nesting",
+            RESERVE,
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000)),
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "unreserve missing token",
+            UNRESERVE,
+            r#"[{"resource":"a","requester":"b"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "unreserve token a number",
+            UNRESERVE,
+            r#"[{"resource":"a","requester":"b","releaseToken":7}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "extend missing ttl",
+            EXTEND,
+            r#"[{"resource":"a","requester":"b","releaseToken":"t"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "extend null ttl",
+            EXTEND,
+            r#"[{"resource":"a","requester":"b","releaseToken":"t","ttlSeconds":null}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "check extra field",
+            CHECK,
+            r#"[{"resource":"a","requester":"b"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "check not objects",
+            CHECK,
+            r#"[1,2,3]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+    ];
+    let mut form = case(
+        "form content type",
+        RESERVE,
+        r#"[{"resource":"a","requester":"b"}]"#,
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    );
+    form.content_type = Some("application/x-www-form-urlencoded");
+    v.push(form);
+    let mut text = case(
+        "text content type",
+        RESERVE,
+        r#"[{"resource":"a","requester":"b"}]"#,
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    );
+    text.content_type = Some("text/plain");
+    v.push(text);
+    for (name, q) in [
+        ("limit zero", "limit=0"),
+        ("limit too big", "limit=10001"),
+        ("limit not a number", "limit=ten"),
+        ("garbage cursor", "cursor=%%%"),
+        ("forged cursor", "cursor=r1.zz"),
+        ("unknown query parameter", "owner=x"),
+        ("duplicate query parameter", "limit=1&limit=2"),
+        ("empty prefix", "prefix="),
+        ("control char in requester", "requester=a%07"),
+    ] {
+        v.push(Case {
+            name,
+            method: Method::GET,
+            path: format!("/api/v1/Reservation?{q}"),
+            content_type: None,
+            body: Vec::new(),
+            status: 400,
+            code: "INVALID_REQUEST",
+        });
+    }
+    v.push(Case {
+        name: "wrong method",
+        method: Method::DELETE,
+        path: RESERVE.to_string(),
+        content_type: None,
+        body: Vec::new(),
+        status: 405,
+        code: "METHOD_NOT_ALLOWED",
+    });
+    v.push(Case {
+        name: "unknown route",
+        method: Method::GET,
+        path: "/api/v1/nothing-here".to_string(),
+        content_type: None,
+        body: Vec::new(),
+        status: 404,
+        code: "NOT_FOUND",
+    });
+    v
+}
+
+async fn snapshot(app: &TestApp) -> Vec<serde_json::Value> {
+    app.list_all("").await
+}
+
+async fn malformed_requests_change_nothing(app: TestApp) {
+    app.reserve_one("sentinel", "keeper", None).await;
+    let before = snapshot(&app).await;
+    let cases = cases();
+    assert!(cases.len() >= 30);
+    for c in cases {
+        let mut req = app
+            .client
+            .request(c.method.clone(), app.url(&c.path))
+            .header("X-Api-Key", &app.api_key)
+            .body(c.body.clone());
+        if let Some(ct) = c.content_type {
+            req = req.header("Content-Type", ct);
+        }
+        let r = into_reply(req.send().await.expect("send")).await;
+        assert_eq!(r.status.as_u16(), c.status, "case {:?}: {r:?}", c.name);
+        assert_eq!(r.error_code(), c.code, "case {:?}", c.name);
+    }
+    // Items that would have been valid on their own were not applied either.
+    assert_eq!(app.check_status("ok").await, "FREE");
+    assert_eq!(app.check_status("a").await, "FREE");
+    assert_eq!(snapshot(&app).await, before, "nothing changed");
+
+    // Details name the index and field.
+    let r = app
+        .reserve(json!([{"resource":"fine","requester":"b"},{"resource":"x","requester":"b","ttlSeconds":0}]))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"]["details"][0]["index"], 1);
+    assert_eq!(r.body["error"]["details"][0]["field"], "ttlSeconds");
+
+    // Two X-Api-Key headers, and conflicting credentials.
+    let two = app
+        .client
+        .get(app.url("/api/v1/Reservation"))
+        .header("X-Api-Key", &app.api_key)
+        .header("X-Api-Key", "other")
+        .send()
+        .await
+        .expect("send");
+    let two = into_reply(two).await;
+    assert_eq!(two.status, StatusCode::BAD_REQUEST);
+    assert_eq!(two.error_code(), "INVALID_REQUEST");
+}
+
+async fn oversized_requests_are_refused(app: TestApp) {
+    let big = format!(
+        "[{}]",
+        vec![r#"{"resource":"r","requester":"q"}"#; 40_000].join(",")
+    );
+    assert!(big.len() > 1024 * 1024);
+    let r = into_reply(
+        app.client
+            .post(app.url(RESERVE))
+            .header("X-Api-Key", &app.api_key)
+            .header("Content-Type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.status);
+    assert_eq!(r.error_code(), "PAYLOAD_TOO_LARGE");
+
+    let items: Vec<serde_json::Value> = (0..1001)
+        .map(|i| json!({"resource": format!("r{i}"), "requester": "q"}))
+        .collect();
+    let r = app.reserve(serde_json::Value::Array(items)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "INVALID_REQUEST");
+    let items: Vec<serde_json::Value> = (0..1000)
+        .map(|i| json!({"resource": format!("r{i}"), "requester": "q"}))
+        .collect();
+    let r = app.reserve(serde_json::Value::Array(items)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.results().len(), 1000);
+
+    let long_uri = format!("/api/v1/Reservation?prefix={}", "a".repeat(9000));
+    let r = app.get(&long_uri).await;
+    assert_eq!(r.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(r.error_code(), "URI_TOO_LONG");
+
+    let mut req = app
+        .client
+        .get(app.url("/api/v1/Reservation"))
+        .header("X-Api-Key", &app.api_key);
+    for i in 0..70 {
+        req = req.header(format!("x-filler-{i}"), "v");
+    }
+    let r = into_reply(req.send().await.expect("send")).await;
+    assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(r.error_code(), "HEADERS_TOO_LARGE");
+}

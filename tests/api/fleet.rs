@@ -1,0 +1,338 @@
+//! Several instances on one real Redis, and Redis faults.
+
+use crate::helpers::{
+    client, create_tenant, eventually, send, settings, start_instance, RedisServer, ADMIN_TOKEN,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+struct Fleet {
+    redis: RedisServer,
+    a: String,
+    b: String,
+    client: reqwest::Client,
+    key: String,
+    tenant: String,
+}
+
+async fn fleet() -> Fleet {
+    let redis = RedisServer::start();
+    let (a, _) = start_instance(settings(Some(redis.url()))).await;
+    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = client();
+    let (tenant, key) = create_tenant(&client, &a, "fleet", "pro").await;
+    Fleet {
+        redis,
+        a,
+        b,
+        client,
+        key,
+        tenant,
+    }
+}
+
+async fn reserve(
+    f: &Fleet,
+    base: &str,
+    key: &str,
+    resource: &str,
+    requester: &str,
+) -> crate::helpers::Reply {
+    send(
+        &f.client,
+        Method::POST,
+        format!("{base}/api/v1/Reservation/reserve"),
+        Some(key),
+        Some(json!([{"resource": resource, "requester": requester}])),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_made_on_one_instance_holds_on_the_other() {
+    let f = fleet().await;
+    let first = reserve(&f, &f.a, &f.key, "shared", "on-a").await;
+    assert_eq!(first.results()[0]["status"], "RESERVED");
+    let second = reserve(&f, &f.b, &f.key, "shared", "on-b").await;
+    assert_eq!(second.results()[0]["status"], "ALREADY_HELD");
+    assert_eq!(second.results()[0]["heldBy"], "on-a");
+    let listed = send(
+        &f.client,
+        Method::GET,
+        format!("{}/api/v1/Reservation", f.b),
+        Some(&f.key),
+        None,
+    )
+    .await;
+    assert_eq!(listed.body["reservations"][0]["resource"], "shared");
+    // Released through B with the token A handed out.
+    let token = first.results()[0]["releaseToken"].clone();
+    let u = send(
+        &f.client,
+        Method::POST,
+        format!("{}/api/v1/Reservation/unreserve", f.b),
+        Some(&f.key),
+        Some(json!([{"resource":"shared","requester":"on-a","releaseToken":token}])),
+    )
+    .await;
+    assert_eq!(u.results()[0]["status"], "UNRESERVED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_on_one_instance_is_refused_by_the_other_within_a_second() {
+    let f = fleet().await;
+    // Warm both instances' caches with the key.
+    for base in [&f.a, &f.b] {
+        let r = send(
+            &f.client,
+            Method::GET,
+            format!("{base}/api/v1/Reservation"),
+            Some(&f.key),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let keys = send(
+        &f.client,
+        Method::GET,
+        format!("{}/api/v1/admin/tenants/{}/keys", f.a, f.tenant),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        keys.status,
+        StatusCode::UNAUTHORIZED,
+        "admin needs the admin token"
+    );
+    let keys = f
+        .client
+        .get(format!("{}/api/v1/admin/tenants/{}/keys", f.a, f.tenant))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("keys");
+    let keys: serde_json::Value = keys.json().await.expect("json");
+    let key_id = keys["keys"][0]["id"].as_str().expect("key id").to_string();
+    let rotated = f
+        .client
+        .post(format!(
+            "{}/api/v1/admin/tenants/{}/keys/{key_id}/rotate",
+            f.a, f.tenant
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let rotated_at = Instant::now();
+    let new_key = rotated.json::<serde_json::Value>().await.expect("json")["key"]
+        .as_str()
+        .expect("new key")
+        .to_string();
+    let refused = eventually(Duration::from_secs(1), || async {
+        send(
+            &f.client,
+            Method::GET,
+            format!("{}/api/v1/Reservation", f.b),
+            Some(&f.key),
+            None,
+        )
+        .await
+        .status
+            == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused.is_some(), "old key still accepted by B after 1 s");
+    assert!(rotated_at.elapsed() < Duration::from_millis(1500));
+    let ok = send(
+        &f.client,
+        Method::GET,
+        format!("{}/api/v1/Reservation", f.b),
+        Some(&new_key),
+        None,
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    // And the tier change is seen by B on the next request.
+    let patched = f
+        .client
+        .patch(format!("{}/api/v1/admin/tenants/{}", f.a, f.tenant))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"tier":"free"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(patched.status(), StatusCode::OK);
+    let over = f
+        .client
+        .post(format!("{}/api/v1/admin/tenants/{}/keys", f.b, f.tenant))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"label":"second"}))
+        .send()
+        .await
+        .expect("create key");
+    assert_eq!(over.status(), StatusCode::FORBIDDEN, "free tier: one key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reserves_over_two_instances_grant_exactly_one() {
+    let f = fleet().await;
+    for round in 0..10 {
+        let resource = format!("contended-{round}");
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let base = if i % 2 == 0 { f.a.clone() } else { f.b.clone() };
+            let client = f.client.clone();
+            let key = f.key.clone();
+            let resource = resource.clone();
+            tasks.push(tokio::spawn(async move {
+                send(
+                    &client,
+                    Method::POST,
+                    format!("{base}/api/v1/Reservation/reserve"),
+                    Some(&key),
+                    Some(json!([{"resource": resource, "requester": format!("c{i}")}])),
+                )
+                .await
+            }));
+        }
+        let mut granted = 0;
+        let mut held = 0;
+        for t in tasks {
+            let r = t.await.expect("task");
+            assert_eq!(r.status, StatusCode::OK, "{r:?}");
+            match r.results()[0]["status"].as_str() {
+                Some("RESERVED") => granted += 1,
+                Some("ALREADY_HELD") => held += 1,
+                other => panic!("unexpected status {other:?}"),
+            }
+        }
+        assert_eq!((granted, held), (1, 63), "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_gives_503_quickly_and_the_service_recovers_by_itself() {
+    let mut f = fleet().await;
+    let r = reserve(&f, &f.a, &f.key, "before", "x").await;
+    assert_eq!(r.results()[0]["status"], "RESERVED");
+
+    f.redis.kill();
+    let started = Instant::now();
+    let down = reserve(&f, &f.a, &f.key, "during", "x").await;
+    let took = started.elapsed();
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "{down:?}");
+    assert_eq!(down.error_code(), "STORE_UNAVAILABLE");
+    assert_eq!(
+        down.headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(took < Duration::from_secs(1), "503 took {took:?}");
+    let ready = f
+        .client
+        .get(format!("{}/readyz", f.a))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Repeated requests keep failing fast (no hang while reconnecting).
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = reserve(&f, &f.b, &f.key, "during", "x").await;
+        assert!(
+            r.status == StatusCode::SERVICE_UNAVAILABLE || r.status == StatusCode::UNAUTHORIZED
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    f.redis.restart();
+    // The restarted Redis is empty: create a fresh tenant once it answers.
+    let recovered = eventually(Duration::from_secs(10), || async {
+        f.client
+            .get(format!("{}/readyz", f.a))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    assert!(recovered.is_some(), "instance A did not recover");
+    let (_, key) = create_tenant(&f.client, &f.b, "after", "pro").await;
+    let after = reserve(&f, &f.a, &key, "after", "x").await;
+    assert_eq!(after.results()[0]["status"], "RESERVED");
+    let _ = f.tenant;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_reservations_leave_no_index_entries_behind() {
+    let f = fleet().await;
+    let items: Vec<serde_json::Value> = (0..20)
+        .map(|i| json!({"resource": format!("e{i}"), "requester": format!("q{}", i % 3), "ttlSeconds": 1}))
+        .collect();
+    let r = send(
+        &f.client,
+        Method::POST,
+        format!("{}/api/v1/Reservation/reserve", f.a),
+        Some(&f.key),
+        Some(serde_json::Value::Array(items)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let t = &f.tenant;
+    assert_eq!(
+        f.redis.cli(&["ZCARD", &format!("cl:{{{t}}}:idx")]).trim(),
+        "20"
+    );
+    // No listing, no access: only the sweepers of the two instances clean up.
+    let clean = eventually(Duration::from_secs(4), || async {
+        let keys = f
+            .redis
+            .cli(&["--scan", "--pattern", &format!("cl:{{{t}}}:*")]);
+        // What may remain: the tenant, its keys and the fencing counters (which
+        // expire a day after their last grant).
+        keys.lines()
+            .all(|k| k.ends_with(":tenant") || k.ends_with(":keys") || k.contains(":f:"))
+    })
+    .await;
+    assert!(
+        clean.is_some(),
+        "left behind: {}",
+        f.redis
+            .cli(&["--scan", "--pattern", &format!("cl:{{{t}}}:*")])
+    );
+    let ttl: i64 = f
+        .redis
+        .cli(&["PTTL", &format!("cl:{{{t}}}:f:e0")])
+        .trim()
+        .parse()
+        .unwrap_or(-3);
+    assert!(ttl > 0, "fencing counters expire eventually (PTTL {ttl})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_tokens_never_go_back_even_when_the_counter_is_lost() {
+    let f = fleet().await;
+    let first = reserve(&f, &f.a, &f.key, "fenced", "x").await;
+    let t1 = first.results()[0]["fencingToken"].as_u64().expect("token");
+    let token = first.results()[0]["releaseToken"].clone();
+    send(
+        &f.client,
+        Method::POST,
+        format!("{}/api/v1/Reservation/unreserve", f.a),
+        Some(&f.key),
+        Some(json!([{"resource":"fenced","requester":"x","releaseToken":token}])),
+    )
+    .await;
+    // Simulate a Redis that lost the counter (restart without persistence).
+    let deleted = f
+        .redis
+        .cli(&["DEL", &format!("cl:{{{}}}:f:fenced", f.tenant)]);
+    assert_eq!(deleted.trim(), "1");
+    let second = reserve(&f, &f.b, &f.key, "fenced", "y").await;
+    let t2 = second.results()[0]["fencingToken"].as_u64().expect("token");
+    assert!(t2 > t1, "{t2} must exceed {t1}");
+}

@@ -1,0 +1,428 @@
+//! Test harness: a real `redis-server` spawned on a free port (killed on drop,
+//! and killable/restartable for fault tests), in-process app instances on port 0,
+//! and typed request helpers. Each test gets its own tenant (and its own Redis),
+//! so tests run in parallel.
+
+use cooplocker::config::Settings;
+use cooplocker::startup::Application;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    Embedded,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+fn redis_binary() -> String {
+    for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate.to_string();
+        }
+    }
+    panic!(
+        "redis-server is not installed: the integration tests need a real Redis. \
+         Run the README's test command (bash scripts/test.sh), which installs it, \
+         or `apt-get install redis-server`."
+    );
+}
+
+/// A real Redis on 127.0.0.1, no persistence.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let mut s = Self {
+            port: free_port(),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts on the same port, empty, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(redis_binary())
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("failed to spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let mut buf = [0u8; 16];
+                    if let Ok(n) = s.read(&mut buf) {
+                        if buf[..n].starts_with(b"+PONG") {
+                            return;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// SIGKILL: the store disappears at once.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs a redis-cli command against this server (for white-box checks of
+    /// what is stored).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One running instance plus a tenant of its own.
+pub struct TestApp {
+    pub address: String,
+    pub api_key: String,
+    pub tenant_id: String,
+    pub client: reqwest::Client,
+    pub redis: Option<RedisServer>,
+}
+
+pub fn settings(redis_url: Option<String>) -> Settings {
+    let mut s = Settings::for_tests();
+    s.redis_url = redis_url;
+    s.admin_token = Some(ADMIN_TOKEN.to_string());
+    s.workers = Some(2);
+    s.store_timeout_ms = 500;
+    s
+}
+
+/// Starts one instance with the given settings; returns its base URL and handle.
+pub async fn start_instance(settings: Settings) -> (String, actix_web::dev::ServerHandle) {
+    let app = Application::build(&settings)
+        .await
+        .expect("the application failed to build");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    (address, handle)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+pub async fn spawn_app(kind: Kind) -> TestApp {
+    let redis = match kind {
+        Kind::Redis => Some(RedisServer::start()),
+        Kind::Embedded => None,
+    };
+    let (address, _handle) = start_instance(settings(redis.as_ref().map(|r| r.url()))).await;
+    let client = client();
+    let (tenant_id, api_key) = create_tenant(&client, &address, "test", "pro").await;
+    TestApp {
+        address,
+        api_key,
+        tenant_id,
+        client,
+        redis,
+    }
+}
+
+/// Creates a tenant through the admin API; returns (tenant id, default key).
+pub async fn create_tenant(
+    client: &reqwest::Client,
+    address: &str,
+    name: &str,
+    tier: &str,
+) -> (String, String) {
+    let res = client
+        .post(format!("{address}/api/v1/admin/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": name, "tier": tier}))
+        .send()
+        .await
+        .expect("create tenant request");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.expect("tenant json");
+    (
+        body["tenant"]["id"]
+            .as_str()
+            .expect("tenant id")
+            .to_string(),
+        body["apiKey"]["key"].as_str().expect("api key").to_string(),
+    )
+}
+
+/// A response reduced to what tests assert on.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts the contract's error shape and returns the code.
+    pub fn error_code(&self) -> &str {
+        let ct = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            ct.starts_with("application/json"),
+            "error without JSON content type: {self:?}"
+        );
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "error without message: {self:?}"
+        );
+        assert!(self.body["error"]["details"].is_array(), "{self:?}");
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn results(&self) -> &Vec<Value> {
+        self.body["results"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no results in {self:?}"))
+    }
+}
+
+pub async fn send(
+    client: &reqwest::Client,
+    method: Method,
+    url: String,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = client.request(method, url);
+    if let Some(k) = key {
+        req = req.header("X-Api-Key", k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.expect("request failed to send");
+    into_reply(res).await
+}
+
+pub async fn into_reply(res: reqwest::Response) -> Reply {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        send(
+            &self.client,
+            Method::POST,
+            self.url(path),
+            Some(&self.api_key),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: Value) -> Reply {
+        send(
+            &self.client,
+            Method::POST,
+            self.url(path),
+            Some(key),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        send(
+            &self.client,
+            Method::GET,
+            self.url(path),
+            Some(&self.api_key),
+            None,
+        )
+        .await
+    }
+
+    pub async fn get_as(&self, key: &str, path: &str) -> Reply {
+        send(&self.client, Method::GET, self.url(path), Some(key), None).await
+    }
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self
+            .client
+            .request(method, self.url(&format!("/api/v1/admin{path}")))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        into_reply(req.send().await.expect("admin request")).await
+    }
+
+    pub async fn reserve(&self, items: Value) -> Reply {
+        self.post("/api/v1/Reservation/reserve", items).await
+    }
+
+    pub async fn unreserve(&self, items: Value) -> Reply {
+        self.post("/api/v1/Reservation/unreserve", items).await
+    }
+
+    pub async fn extend(&self, items: Value) -> Reply {
+        self.post("/api/v1/Reservation/extend", items).await
+    }
+
+    pub async fn check(&self, items: Value) -> Reply {
+        self.post("/api/v1/Reservation/check", items).await
+    }
+
+    /// Reserves one resource; returns the RESERVED result.
+    pub async fn reserve_one(&self, resource: &str, requester: &str, ttl: Option<u64>) -> Value {
+        let mut item = json!({"resource": resource, "requester": requester});
+        if let Some(t) = ttl {
+            item["ttlSeconds"] = json!(t);
+        }
+        let r = self.reserve(json!([item])).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        let first = r.results()[0].clone();
+        assert_eq!(first["status"], "RESERVED", "{first}");
+        first
+    }
+
+    pub async fn check_status(&self, resource: &str) -> String {
+        let r = self.check(json!([{"resource": resource}])).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        r.results()[0]["status"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Every listed resource, following cursors.
+    pub async fn list_all(&self, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let sep = if query.is_empty() { "" } else { "&" };
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/Reservation?{query}{sep}cursor={c}"),
+                None => format!("/api/v1/Reservation?{query}"),
+            };
+            let r = self.get(&path).await;
+            assert_eq!(r.status, StatusCode::OK, "{r:?}");
+            out.extend(
+                r.body["reservations"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            match r.body["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return out,
+            }
+        }
+        panic!("listing did not end");
+    }
+}
+
+/// Polls `f` until it returns true or `within` passes; returns the time taken.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if f().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Runs one behavioural test against both stores.
+#[macro_export]
+macro_rules! both_stores {
+    ($($f:ident),* $(,)?) => {
+        $(
+            mod $f {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Kind::Redis).await;
+                    super::$f(app).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Kind::Embedded).await;
+                    super::$f(app).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,10 @@
+//! The one integration-test binary. Behavioural tests run against both stores
+//! (`both_stores!`); fleet and fault tests run several instances on one real
+//! Redis spawned by the harness.
+
+mod helpers;
+
+mod admin;
+mod bad_input;
+mod fleet;
+mod reservations;
