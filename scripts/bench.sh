@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Benchmark: HTTP reserve/unreserve through one cooplocker instance on Redis,
+# next to redis-benchmark running the same reserve script at the same
+# concurrency. Loopback only, bounded in time.
+#   bash scripts/bench.sh [seconds-per-run (default 10)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+CONC=${CONC:-64}
+command -v redis-server >/dev/null || { echo "redis-server missing: run bash scripts/test.sh first (it installs it)"; exit 1; }
+command -v redis-benchmark >/dev/null || { echo "redis-benchmark missing: apt-get install redis-tools"; exit 1; }
+
+cargo build --release --quiet --bin cooplocker --example loadgen
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+RPORT=$(free_port); HPORT=$(free_port)
+TOKEN=bench-admin-token-0123456789
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+RPID=$!
+cleanup() { kill "$APID" "$RPID" 2>/dev/null || true; }
+trap cleanup EXIT
+until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
+RUST_LOG=warn REDIS_URL="redis://127.0.0.1:$RPORT" COOPLOCKER_ADMIN_TOKEN=$TOKEN \
+  COOPLOCKER_LISTEN="127.0.0.1:$HPORT" target/release/cooplocker >/dev/null &
+APID=$!
+until curl -sf "http://127.0.0.1:$HPORT/readyz" >/dev/null; do sleep 0.05; done
+KEY=$(curl -sf -X POST "http://127.0.0.1:$HPORT/api/v1/admin/tenants" -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' -d '{"name":"bench","tier":"enterprise"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"]["key"])')
+TENANT=$(curl -sf "http://127.0.0.1:$HPORT/api/v1/admin/tenants" -H "Authorization: Bearer $TOKEN" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tenants"][0]["id"])')
+
+echo "machine: $(nproc) cores; $CONC connections; ${SECS}s per run"
+http_single=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$KEY" --concurrency "$CONC" --seconds "$SECS" --batch 1)
+echo "HTTP   1-item reserve+unreserve: $http_single"
+http_batch=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$KEY" --concurrency "$CONC" --seconds "$SECS" --batch 100)
+echo "HTTP 100-item reserve+unreserve: $http_batch"
+
+# The same reserve script, straight into Redis. Random resource names in a huge
+# key space so (almost) every call takes the RESERVED path, as in the HTTP run.
+SHA=$(redis-cli -p "$RPORT" SCRIPT LOAD "$(cat lua/reserve.lua)")
+T="cl:{$TENANT}"
+raw_args() { # $1 = items
+  local n=$1 keys=() argv=()
+  for ((i = 0; i < n; i++)); do
+    keys+=("$T:r:b$i-__rand_int__" "$T:f:b$i-__rand_int__" "$T:q:rb")
+    argv+=("b$i-__rand_int__" "rb" "0" "00000000-0000-4000-8000-00000000000$((i % 10))")
+  done
+  echo EVALSHA "$SHA" $((3 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "${keys[@]}" label "$n" 86400000 "${argv[@]}"
+}
+rb() { # $1 = items, $2 = requests
+  # shellcheck disable=SC2046
+  # CSV columns: test, rps, avg, min, p50, p95, p99, max (ms)
+  redis-benchmark -p "$RPORT" -c "$CONC" -n "$2" -r 100000000000 --csv $(raw_args "$1") | tail -1 | tr -d '"' |
+    awk -F, '{printf "%s p50_ms=%s p99_ms=%s", $2, $5, $7}'
+}
+raw_single=$(rb 1 $((SECS * 40000)))
+raw_batch=$(rb 100 $((SECS * 800)))
+echo "redis-benchmark reserve.lua   1 item : calls/s=${raw_single}"
+echo "redis-benchmark reserve.lua 100 items: calls/s=${raw_batch} (resources/s=$(python3 -c "print(round(${raw_batch%% *}*100))"))"
+python3 - "$http_single" "$http_batch" "$raw_single" "$raw_batch" <<'PY'
+import sys
+def kv(s): return dict(p.split("=") for p in s.split())
+hs, hb = kv(sys.argv[1]), kv(sys.argv[2])
+rs, rb = float(sys.argv[3].split()[0]), float(sys.argv[4].split()[0])
+print(f"ratio HTTP/raw, 1 item : {float(hs['requests_per_s'])/rs:.0%} (p50 {hs['p50_ms']} ms, p99 {hs['p99_ms']} ms)")
+print(f"ratio HTTP/raw, 100 items: {float(hb['requests_per_s'])/rb:.0%} (p50 {hb['p50_ms']} ms, p99 {hb['p99_ms']} ms)")
+PY
