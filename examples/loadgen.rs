@@ -73,14 +73,17 @@ impl Conn {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
             self.buf.extend_from_slice(&chunk[..n]);
-            let Some(end) = find(&self.buf, b"\r\n\r\n") else { continue };
+            let Some(end) = find(&self.buf, b"\r\n\r\n") else {
+                continue;
+            };
             let head = std::str::from_utf8(&self.buf[..end]).unwrap_or("");
             let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
             let len: usize = head
                 .lines()
                 .find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
                 })
                 .unwrap_or(0);
             while self.buf.len() < end + 4 + len {

@@ -178,7 +178,9 @@ pub async fn run(settings: &Settings, args: AdminArgs) -> ExitCode {
         .unwrap_or(text);
     if status.is_success() {
         if !pretty.is_empty() {
-            println!("{pretty}");
+            use std::io::Write;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{pretty}");
         }
         ExitCode::SUCCESS
     } else {

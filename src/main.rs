@@ -27,17 +27,25 @@ async fn serve(settings: config::Settings) -> std::process::ExitCode {
     tracing::info!(port = app.port(), mode, "cooplocker listening");
     if let Some(b) = &app.bootstrap {
         // Printed once for the person at the terminal, deliberately not logged.
-        println!("\nEmbedded mode: state lives in this process only.");
-        println!("  default tenant: {}", b.tenant_id);
-        println!("  API key:        {}", b.api_key);
+        // Write errors (a closed stdout) must not take the server down.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "\nEmbedded mode: state lives in this process only.");
+        let _ = writeln!(out, "  default tenant: {}", b.tenant_id);
+        let _ = writeln!(out, "  API key:        {}", b.api_key);
         if let Some(t) = &b.generated_admin_token {
-            println!("  admin token:    {t}  (set COOPLOCKER_ADMIN_TOKEN to choose one)");
+            let _ = writeln!(
+                out,
+                "  admin token:    {t}  (set COOPLOCKER_ADMIN_TOKEN to choose one)"
+            );
         }
-        println!(
+        let _ = writeln!(
+            out,
             "  try: curl -X POST http://localhost:{}/api/v1/Reservation/reserve -H \"X-Api-Key: {}\" \\\n         -H \"Content-Type: application/json\" -d '[{{\"requester\":\"my-app\",\"resource\":\"my-first-lock\"}}]'\n",
             app.port(),
             b.api_key
         );
+        let _ = out.flush();
     }
     match app.run_until_stopped().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -336,3 +336,31 @@ async fn fencing_tokens_never_go_back_even_when_the_counter_is_lost() {
     let t2 = second.results()[0]["fencingToken"].as_u64().expect("token");
     assert!(t2 > t1, "{t2} must exceed {t1}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_gives_503_not_a_hang() {
+    let f = fleet().await;
+    let r = reserve(&f, &f.a, &f.key, "before", "x").await;
+    assert_eq!(r.results()[0]["status"], "RESERVED");
+    let pid = f.redis.pid();
+    signal(pid, "-STOP");
+    let started = Instant::now();
+    let paused = reserve(&f, &f.a, &f.key, "during", "x").await;
+    let took = started.elapsed();
+    signal(pid, "-CONT");
+    assert_eq!(paused.status, StatusCode::SERVICE_UNAVAILABLE, "{paused:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let back = eventually(Duration::from_secs(5), || async {
+        reserve(&f, &f.b, &f.key, "after", "x").await.status == StatusCode::OK
+    })
+    .await;
+    assert!(back.is_some(), "service did not come back after SIGCONT");
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}

@@ -99,6 +99,13 @@ impl RedisServer {
         panic!("redis-server did not start on port {}", self.port);
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("redis is running")
+    }
+
     /// SIGKILL: the store disappears at once.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

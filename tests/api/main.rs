@@ -6,5 +6,6 @@ mod helpers;
 
 mod admin;
 mod bad_input;
+mod cli;
 mod fleet;
 mod reservations;

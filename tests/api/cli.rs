@@ -1,0 +1,190 @@
+//! The binary itself: `cooplocker admin ...` against a running instance, and
+//! configuration errors at start-up.
+
+use crate::helpers::{spawn_app, Kind, ADMIN_TOKEN};
+use serde_json::Value;
+use std::process::Command;
+
+fn cooplocker(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cooplocker"));
+    cmd.args(args);
+    for var in [
+        "REDIS_URL",
+        "COOPLOCKER_LISTEN",
+        "COOPLOCKER_ADMIN_TOKEN",
+        "COOPLOCKER_MAX_BATCH",
+        "COOPLOCKER_RATE_LIMITS",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run cooplocker")
+}
+
+fn json_out(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_subcommands_drive_a_running_server() {
+    let app = spawn_app(Kind::Redis).await;
+    let env = [
+        ("COOPLOCKER_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("COOPLOCKER_SERVER", app.address.as_str()),
+    ];
+    let run = |args: &[&str]| cooplocker(args, &env);
+
+    let created = json_out(&run(&[
+        "admin", "tenants", "create", "--name", "cli-co", "--tier", "starter",
+    ]));
+    let tenant = created["tenant"]["id"].as_str().expect("id").to_string();
+    let key = created["apiKey"]["key"].as_str().expect("key").to_string();
+    assert_eq!(created["tenant"]["tier"], "starter");
+
+    let listed = json_out(&run(&["admin", "tenants", "list"]));
+    assert!(listed["tenants"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|x| x["id"] == tenant.as_str())));
+    let updated = json_out(&run(&[
+        "admin", "tenants", "update", &tenant, "--tier", "pro",
+    ]));
+    assert_eq!(updated["tier"], "pro");
+
+    let k = json_out(&run(&["admin", "keys", "create", &tenant, "--label", "ci"]));
+    let key_id = k["id"].as_str().expect("key id").to_string();
+    let keys = json_out(&run(&["admin", "keys", "list", &tenant]));
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(2));
+    let rotated = json_out(&run(&["admin", "keys", "rotate", &tenant, &key_id]));
+    assert_ne!(rotated["key"], k["key"]);
+
+    let r = app
+        .post_as(
+            &key,
+            "/api/v1/Reservation/reserve",
+            serde_json::json!([{"resource":"x/y","requester":"q"}]),
+        )
+        .await;
+    assert_eq!(r.results()[0]["status"], "RESERVED");
+    let released = run(&["admin", "release", &tenant, "x/y"]);
+    assert!(
+        released.status.success(),
+        "{}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+    let again = run(&["admin", "release", &tenant, "x/y"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("NOT_FOUND"));
+
+    assert!(run(&["admin", "keys", "delete", &tenant, &key_id])
+        .status
+        .success());
+    assert!(run(&["admin", "tenants", "delete", &tenant])
+        .status
+        .success());
+    let gone = run(&["admin", "tenants", "get", &tenant]);
+    assert!(!gone.status.success());
+
+    let no_token = cooplocker(
+        &["admin", "tenants", "list"],
+        &[("COOPLOCKER_SERVER", app.address.as_str())],
+    );
+    assert_eq!(no_token.status.code(), Some(2));
+}
+
+#[test]
+fn a_bad_setting_stops_the_start_with_one_line_naming_it() {
+    for (var, value) in [
+        ("COOPLOCKER_LISTEN", "not-an-address"),
+        ("REDIS_URL", "http://example"),
+        ("COOPLOCKER_MAX_BATCH", "0"),
+        ("COOPLOCKER_RATE_LIMITS", "gold=5"),
+        ("COOPLOCKER_ADMIN_TOKEN", "short"),
+    ] {
+        let out = cooplocker(&["serve"], &[(var, value)]);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{var}: {err}");
+        assert!(err.contains(var), "{var} not named in: {err}");
+    }
+}
+
+#[test]
+fn help_lists_every_setting_with_its_environment_variable() {
+    let out = cooplocker(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "COOPLOCKER_LISTEN",
+        "REDIS_URL",
+        "COOPLOCKER_ADMIN_TOKEN",
+        "COOPLOCKER_LOG_FORMAT",
+        "COOPLOCKER_RATE_LIMITS",
+        "COOPLOCKER_EVENTS_RETAIN",
+        "COOPLOCKER_PUBLIC_LOCKS",
+        "COOPLOCKER_MAX_BATCH",
+        "COOPLOCKER_MAX_BODY_BYTES",
+        "COOPLOCKER_SHUTDOWN_TIMEOUT",
+        "COOPLOCKER_STORE_TIMEOUT_MS",
+        "COOPLOCKER_WORKERS",
+        "COOPLOCKER_DEFAULT_API_KEY",
+    ] {
+        assert!(help.contains(&format!("env: {var}")), "--help lacks {var}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_prints_a_working_default_key() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cooplocker"))
+        .env_remove("REDIS_URL")
+        .env_remove("COOPLOCKER_ADMIN_TOKEN")
+        .env("COOPLOCKER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut key = None;
+    let mut admin = None;
+    for line in BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take(20)
+    {
+        if let Some(k) = line.trim().strip_prefix("API key:") {
+            key = Some(k.trim().to_string());
+        }
+        if let Some(t) = line.trim().strip_prefix("admin token:") {
+            admin = t.split_whitespace().next().map(str::to_string);
+            break;
+        }
+    }
+    let key = key.expect("the API key is printed");
+    assert!(admin.is_some(), "a generated admin token is printed");
+    let client = crate::helpers::client();
+    let r = client
+        .post(format!(
+            "http://127.0.0.1:{port}/api/v1/Reservation/reserve"
+        ))
+        .header("X-Api-Key", &key)
+        .json(&serde_json::json!([{"requester":"my-app","resource":"my-first-lock"}]))
+        .send()
+        .await
+        .expect("reserve");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["results"][0]["status"], "RESERVED");
+    let _ = child.kill();
+    let _ = child.wait();
+}
