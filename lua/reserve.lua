@@ -3,7 +3,8 @@
 -- KEYS[1]  cl:{T}:idx   zset (score 0) of held resources, for listing
 -- KEYS[2]  cl:{T}:exp   zset release-token -> expiresAt (ms), for the sweeper
 -- KEYS[3]  cl:{T}:meta  hash release-token -> JSON {r,q,l,f,e}, for the sweeper
--- then per item i (i = 1..n), three keys starting at KEYS[3*i+1]:
+-- KEYS[4]  cl:{T}:tenant, which must exist (a deleted tenant gets nothing)
+-- then per item i (i = 1..n), three keys starting at KEYS[3*i+2]:
 --   cl:{T}:r:<resource>   hash rq tk at ea ft lb (the reservation; PEXPIREAT)
 --   cl:{T}:f:<resource>   string: last fencing token (no TTL while held)
 --   cl:{T}:q:<requester>  zset (score 0) of the requester's resources
@@ -13,7 +14,7 @@
 -- then per item four values starting at ARGV[4*i]: resource, requester,
 --   ttl in ms ("0" for no TTL), the release token to hand out
 --
--- Returns one array per item, in order:
+-- Returns -1 when the tenant does not exist, else one array per item, in order:
 --   {1, releaseToken, reservedAtMs, expiresAtMs or -1, fencingToken}   RESERVED
 --   {0, heldBy, expiresAtMs or -1}                                   ALREADY_HELD
 -- A reservation whose expiresAt has passed counts as free even while its key
@@ -27,8 +28,12 @@ local n = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
 local out = {}
 
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return -1
+end
+
 for i = 1, n do
-  local lock, fence, ridx = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local lock, fence, ridx = KEYS[3 * i + 2], KEYS[3 * i + 3], KEYS[3 * i + 4]
   local a = 4 * i
   local res, rq, ttl, tok = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local cur = redis.call('HMGET', lock, 'rq', 'ea')

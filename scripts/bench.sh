@@ -43,7 +43,7 @@ raw_args() { # $1 = items
     keys+=("$T:r:b$i-__rand_int__" "$T:f:b$i-__rand_int__" "$T:q:rb")
     argv+=("b$i-__rand_int__" "rb" "0" "00000000-0000-4000-8000-00000000000$((i % 10))")
   done
-  echo EVALSHA "$SHA" $((3 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "${keys[@]}" label "$n" 86400000 "${argv[@]}"
+  echo EVALSHA "$SHA" $((4 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "$T:tenant" "${keys[@]}" label "$n" 86400000 "${argv[@]}"
 }
 rb() { # $1 = items, $2 = requests
   # shellcheck disable=SC2046

@@ -138,6 +138,9 @@ impl From<StoreError> for ApiError {
                 Self::StoreUnavailable
             }
             StoreError::Internal(cause) => Self::Internal(cause),
+            StoreError::TenantGone => {
+                Self::Unauthorized("the tenant of this API key has been deleted".into())
+            }
         }
     }
 }

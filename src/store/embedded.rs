@@ -7,7 +7,7 @@
 use super::{
     Caller, CheckOutcome, ExtendItem, ExtendOutcome, Invalidation, KeyCreateError, ListPage,
     ListQuery, Principal, ReleaseItem, ReleaseOutcome, ReserveItem, ReserveOutcome, Store,
-    StoreResult, TenantPatch, FENCE_RETENTION_MS,
+    StoreError, StoreResult, TenantPatch, FENCE_RETENTION_MS,
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
@@ -227,7 +227,7 @@ impl Store for EmbeddedStore {
         let now_us = st.now_us();
         let now_ms = now_us / 1000;
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
-            return Ok(Vec::new());
+            return Err(StoreError::TenantGone);
         };
         let mut out = Vec::with_capacity(items.len());
         for it in items {
@@ -282,7 +282,7 @@ impl Store for EmbeddedStore {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
-            return Ok(Vec::new());
+            return Err(StoreError::TenantGone);
         };
         Ok(items
             .iter()
@@ -313,7 +313,7 @@ impl Store for EmbeddedStore {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
-            return Ok(Vec::new());
+            return Err(StoreError::TenantGone);
         };
         let mut out = Vec::with_capacity(items.len());
         for it in items {

@@ -25,6 +25,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store returned something unexpected: {0}")]
     Internal(String),
+    /// The caller's tenant was deleted while its credential was in flight.
+    #[error("the tenant no longer exists")]
+    TenantGone,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -571,7 +571,8 @@ impl Store for RedisStore {
         let mut inv = RESERVE.prepare_invoke();
         inv.key(keys::index(t))
             .key(keys::expiries(t))
-            .key(keys::meta(t));
+            .key(keys::meta(t))
+            .key(keys::tenant(t));
         inv.arg(caller.label.as_str())
             .arg(items_in.len())
             .arg(FENCE_RETENTION_MS);
@@ -591,6 +592,9 @@ impl Store for RedisStore {
         let reply: Value = self
             .run("reserve", async { inv.invoke_async(&mut c).await })
             .await?;
+        if reply == Value::Int(-1) {
+            return Err(StoreError::TenantGone);
+        }
         let rows = items(reply)?;
         if rows.len() != items_in.len() {
             return Err(bad_reply("reserve"));
