@@ -53,6 +53,11 @@ script!(KEY_ROTATE, "key_rotate.lua");
 script!(TENANT_UPDATE, "tenant_update.lua");
 
 const AUTH_CHANNEL: &str = "cl:auth";
+/// Short lease that lets one instance of the fleet sweep per round; the others
+/// skip. Correctness does not depend on it (the scripts are idempotent), only
+/// the load does: without it every instance would read every tenant.
+const SWEEP_LEASE: &str = "cl:sweep-lease";
+const SWEEP_LEASE_MS: u64 = 400;
 const TENANTS: &str = "cl:tenants";
 
 /// Key names, in one place.
@@ -179,8 +184,25 @@ impl RedisStore {
     }
 
     /// Retires the expired reservations of every tenant: a few hundred per tenant
-    /// per call. Idempotent, so every instance may run it concurrently.
+    /// per call, when this instance holds the sweep lease. Idempotent, so two
+    /// instances sweeping at once (a lease that ran out mid-round) do no harm.
     pub async fn sweep_once(&self) -> StoreResult<usize> {
+        let mut c = self.conn();
+        let lease: Option<String> = self
+            .run("sweep lease", async {
+                redis::cmd("SET")
+                    .arg(SWEEP_LEASE)
+                    .arg(std::process::id())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(SWEEP_LEASE_MS)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if lease.is_none() {
+            return Ok(0);
+        }
         let mut retired = 0;
         let mut after: Option<TenantId> = None;
         loop {
