@@ -508,9 +508,11 @@ async fn run_subscriber(
                         _ = ping.tick() => {
                             // A dead peer (a paused or unplugged Redis) sends no FIN;
                             // only a ping that goes unanswered reveals it.
+                            // (In RESP2 subscribed mode PING answers an array, so
+                            // accept any reply, not just "PONG".)
                             let alive = tokio::time::timeout(
                                 Duration::from_millis(900),
-                                sink.ping::<String>(),
+                                sink.ping::<Value>(),
                             ).await;
                             if !matches!(alive, Ok(Ok(_))) {
                                 break;

@@ -364,3 +364,46 @@ fn signal(pid: u32, sig: &str) {
         .is_ok_and(|s| s.success());
     assert!(ok, "kill {sig} {pid}");
 }
+
+/// Calls of one Redis command so far, from `INFO commandstats`.
+fn command_calls(redis: &RedisServer, command: &str) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hot_path_is_one_script_call_with_authentication_from_cache() {
+    let f = fleet().await;
+    // Warm the cache.
+    reserve(&f, &f.a, &f.key, "warm", "x").await;
+    // The invalidation feed of each instance stays subscribed: no reconnect loop
+    // (which would flush the cache over and over).
+    let subscribes = command_calls(&f.redis, "subscribe");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        command_calls(&f.redis, "subscribe"),
+        subscribes,
+        "the invalidation feed keeps reconnecting"
+    );
+    // Authentication reads the key record with HGET (the scripts never do).
+    let hgets = command_calls(&f.redis, "hget");
+    let evals = command_calls(&f.redis, "evalsha");
+    let sweeps = command_calls(&f.redis, "zrangebyscore");
+    for i in 0..20 {
+        let r = reserve(&f, &f.a, &f.key, &format!("hot-{i}"), "x").await;
+        assert_eq!(r.results()[0]["status"], "RESERVED");
+    }
+    assert_eq!(
+        command_calls(&f.redis, "hget"),
+        hgets,
+        "the key was read from Redis again"
+    );
+    // Every script call is a reserve, except the sweepers' reads (one
+    // ZRANGEBYSCORE each): one round trip per request.
+    let sweep_calls = command_calls(&f.redis, "zrangebyscore") - sweeps;
+    assert_eq!(command_calls(&f.redis, "evalsha") - evals, 20 + sweep_calls);
+}
