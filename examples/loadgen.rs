@@ -15,6 +15,8 @@ struct Args {
     concurrency: usize,
     seconds: u64,
     batch: usize,
+    /// Only reserve (unique names, no TTL), like redis-benchmark's raw run.
+    reserve_only: bool,
 }
 
 fn args() -> Args {
@@ -24,9 +26,14 @@ fn args() -> Args {
         concurrency: 64,
         seconds: 10,
         batch: 1,
+        reserve_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--reserve-only" {
+            a.reserve_only = true;
+            continue;
+        }
         let v = it.next().unwrap_or_default();
         match flag.as_str() {
             "--addr" => a.addr = v,
@@ -120,6 +127,7 @@ async fn main() {
         let addr = a.addr.clone();
         let key = a.key.clone();
         let batch = a.batch;
+        let reserve_only = a.reserve_only;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
             let mut errors = 0u64;
@@ -143,6 +151,17 @@ async fn main() {
                 let t = Instant::now();
                 let res = conn.post("/api/v1/Reservation/reserve", &key, &body).await;
                 lat.push(t.elapsed());
+                if reserve_only {
+                    match res {
+                        Ok((200, _)) => {}
+                        Ok(_) => errors += 1,
+                        Err(_) => {
+                            errors += 1;
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 let toks = match res {
                     Ok((200, b)) => tokens(&b),
                     Ok(_) => {
