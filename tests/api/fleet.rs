@@ -261,6 +261,9 @@ async fn redis_down_gives_503_quickly_and_the_service_recovers_by_itself() {
     })
     .await;
     assert!(recovered.is_some(), "instance A did not recover");
+    // The restarted Redis lost everything: the old key is refused, not half-working.
+    let stale = reserve(&f, &f.a, &f.key, "after", "x").await;
+    assert_eq!(stale.status, StatusCode::UNAUTHORIZED, "{stale:?}");
     let (_, key) = create_tenant(&f.client, &f.b, "after", "pro").await;
     let after = reserve(&f, &f.a, &key, "after", "x").await;
     assert_eq!(after.results()[0]["status"], "RESERVED");

@@ -7,5 +7,6 @@ mod helpers;
 mod admin;
 mod bad_input;
 mod cli;
+mod equivalence;
 mod fleet;
 mod reservations;
