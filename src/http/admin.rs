@@ -168,6 +168,7 @@ pub async fn update_tenant(
         .update_tenant(&id, &patch)
         .await?
         .ok_or_else(|| not_found_tenant(&id))?;
+    state.auth.forget_tenant(&id);
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant updated");
     Ok(HttpResponse::Ok().json(TenantView::from(&tenant)))
 }
@@ -181,6 +182,7 @@ pub async fn delete_tenant(
     no_query(&req)?;
     let id = tenant_id(&path)?;
     if state.store.delete_tenant(&id).await? {
+        state.auth.forget_tenant(&id);
         tracing::info!(tenant = %id, "tenant deleted");
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -258,6 +260,7 @@ pub async fn rotate_key(
         .rotate_key(&tenant, &key)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no API key {key} in tenant {tenant}")))?;
+    state.auth.forget_tenant(&tenant);
     tracing::info!(%tenant, %key, "api key rotated");
     Ok(HttpResponse::Ok().json(KeyView::issued(&issued)))
 }
@@ -271,6 +274,7 @@ pub async fn delete_key(
     no_query(&req)?;
     let (tenant, key) = key_path(&path)?;
     if state.store.delete_key(&tenant, &key).await? {
+        state.auth.forget_tenant(&tenant);
         tracing::info!(%tenant, %key, "api key revoked");
         Ok(HttpResponse::NoContent().finish())
     } else {
