@@ -128,7 +128,7 @@ impl TenantState {
     fn sweep(&mut self, now_ms: Millis) -> usize {
         let due: Vec<(Millis, String)> = self
             .expiries
-            .range(..=(now_ms, String::from("\u{10FFFF}")))
+            .range(..(now_ms + 1, String::new()))
             .cloned()
             .collect();
         for (_, resource) in &due {

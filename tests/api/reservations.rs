@@ -20,6 +20,7 @@ both_stores!(
     listing_never_shows_expired,
     tenants_are_isolated,
     health_and_readiness,
+    odd_names_are_just_names,
 );
 
 /// The seed 000 quick start, literally.
@@ -401,4 +402,41 @@ async fn health_and_readiness(app: TestApp) {
         .await
         .expect("readyz");
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Hash tags, glob characters, percent signs, non-ASCII and maximal names are
+/// ordinary names: they neither escape the tenant nor confuse listing.
+async fn odd_names_are_just_names(app: TestApp) {
+    let long = "é".repeat(128); // 256 bytes
+    let names = [
+        "{other-tenant}:r:x",
+        "*",
+        "a?b[c]\\d",
+        "100%",
+        "cl:{x}:idx",
+        " space ",
+        "日本語/ключ",
+        long.as_str(),
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let r = app
+            .reserve_one(name, &format!("{{req}}*{i}"), Some(60))
+            .await;
+        assert_eq!(r["resource"], *name);
+        assert_eq!(app.check_status(name).await, "HELD");
+    }
+    let listed: Vec<String> = app
+        .list_all("")
+        .await
+        .iter()
+        .map(|x| x["resource"].as_str().unwrap_or("").to_string())
+        .collect();
+    let mut expected: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "bytewise order, each once");
+    let star = app.list_all("prefix=*").await;
+    assert_eq!(star.len(), 1, "a glob prefix is literal");
+    let by_req = app.list_all("requester=%7Breq%7D*1").await;
+    assert_eq!(by_req.len(), 1);
+    assert_eq!(by_req[0]["resource"], "*");
 }
