@@ -23,22 +23,25 @@ RUST_LOG=warn REDIS_URL="redis://127.0.0.1:$RPORT" COOPLOCKER_ADMIN_TOKEN=$TOKEN
   COOPLOCKER_LISTEN="127.0.0.1:$HPORT" target/release/cooplocker >/dev/null &
 APID=$!
 until curl -sf "http://127.0.0.1:$HPORT/readyz" >/dev/null; do sleep 0.05; done
-KEY=$(curl -sf -X POST "http://127.0.0.1:$HPORT/api/v1/admin/tenants" -H "Authorization: Bearer $TOKEN" \
-  -H 'Content-Type: application/json' -d '{"name":"bench","tier":"enterprise"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"]["key"])')
-TENANT=$(curl -sf "http://127.0.0.1:$HPORT/api/v1/admin/tenants" -H "Authorization: Bearer $TOKEN" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tenants"][0]["id"])')
+# Every run gets a fresh tenant, so no run inserts into indexes an earlier run grew.
+new_tenant() { # prints "<tenant id> <api key>"
+  curl -sf -X POST "http://127.0.0.1:$HPORT/api/v1/admin/tenants" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"name":"bench","tier":"enterprise"}' |
+    python3 -c 'import json,sys; b=json.load(sys.stdin); print(b["tenant"]["id"], b["apiKey"]["key"])'
+}
+key_of() { new_tenant | cut -d' ' -f2; }
 
 echo "machine: $(nproc) cores; $CONC connections; ${SECS}s per run"
-http_single=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$KEY" --concurrency "$CONC" --seconds "$SECS" --batch 1)
+http_single=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1)
 echo "HTTP   1-item reserve+unreserve: $http_single"
-http_reserve=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$KEY" --concurrency "$CONC" --seconds "$SECS" --batch 1 --reserve-only)
+http_reserve=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1 --reserve-only)
 echo "HTTP   1-item reserve only     : $http_reserve"
-http_batch=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$KEY" --concurrency "$CONC" --seconds "$SECS" --batch 100)
+http_batch=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 100)
 echo "HTTP 100-item reserve+unreserve: $http_batch"
 
 # The same reserve script, straight into Redis. Random resource names in a huge
 # key space so (almost) every call takes the RESERVED path, as in the HTTP run.
 SHA=$(redis-cli -p "$RPORT" SCRIPT LOAD "$(cat lua/reserve.lua)")
-T="cl:{$TENANT}"
 raw_args() { # $1 = items
   local n=$1 keys=() argv=()
   for ((i = 0; i < n; i++)); do
@@ -47,7 +50,8 @@ raw_args() { # $1 = items
   done
   echo EVALSHA "$SHA" $((4 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "$T:tenant" "${keys[@]}" label "$n" 86400000 "${argv[@]}"
 }
-rb() { # $1 = items, $2 = requests
+rb() { # $1 = items, $2 = requests; a fresh tenant each
+  T="cl:{$(new_tenant | cut -d' ' -f1)}"
   # shellcheck disable=SC2046
   # CSV columns: test, rps, avg, min, p50, p95, p99, max (ms)
   redis-benchmark -p "$RPORT" -c "$CONC" -n "$2" -r 100000000000 --csv $(raw_args "$1") | tail -1 | tr -d '"' |

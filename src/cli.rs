@@ -87,6 +87,13 @@ pub async fn run(settings: &Settings, args: AdminArgs) -> ExitCode {
         eprintln!("cooplocker admin: set COOPLOCKER_ADMIN_TOKEN (or --admin-token)");
         return ExitCode::from(2);
     };
+    if !args.server.starts_with("http://") {
+        eprintln!(
+            "cooplocker admin: --server must be an http:// URL of an instance (the CLI speaks plain \
+             HTTP; run it next to an instance, e.g. with kubectl exec, or through a port-forward)"
+        );
+        return ExitCode::from(2);
+    }
     use reqwest::Method;
     use serde_json::json;
     let base = format!("{}/api/v1/admin", args.server.trim_end_matches('/'));
