@@ -49,18 +49,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(health::readyz))
             .route(web::head().to(health::readyz)),
     )
-    .service(
-        web::resource([
-            "/api/v1/reservation",
-            "/api/v1/reservation/activereservations",
-        ])
-        .route(web::get().to(r::list))
-        .route(web::head().to(r::list)),
-    )
+    // Every pattern is static up to the admin routes: a multi-pattern or
+    // parameterised resource is matched with a regex, which the router would run
+    // for every request that reaches it.
     .service(web::resource("/api/v1/reservation/reserve").route(web::post().to(r::reserve)))
     .service(web::resource("/api/v1/reservation/unreserve").route(web::post().to(r::unreserve)))
     .service(web::resource("/api/v1/reservation/extend").route(web::post().to(r::extend)))
     .service(web::resource("/api/v1/reservation/check").route(web::post().to(r::check)))
+    .service(
+        web::resource("/api/v1/reservation")
+            .route(web::get().to(r::list))
+            .route(web::head().to(r::list)),
+    )
+    .service(
+        web::resource("/api/v1/reservation/activereservations")
+            .route(web::get().to(r::list))
+            .route(web::head().to(r::list)),
+    )
     .service(
         web::resource("/api/v1/admin/tenants")
             .route(web::get().to(admin::list_tenants))
