@@ -105,6 +105,22 @@ impl Conn {
     }
 }
 
+/// Counts a failed request; returns the body of a 200, or `Err(())` when the
+/// connection is gone and the worker must stop.
+fn outcome(res: std::io::Result<(u16, Vec<u8>)>, errors: &mut u64) -> Result<Option<Vec<u8>>, ()> {
+    match res {
+        Ok((200, body)) => Ok(Some(body)),
+        Ok(_) => {
+            *errors += 1;
+            Ok(None)
+        }
+        Err(_) => {
+            *errors += 1;
+            Err(())
+        }
+    }
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -151,27 +167,11 @@ async fn main() {
                 let t = Instant::now();
                 let res = conn.post("/api/v1/Reservation/reserve", &key, &body).await;
                 lat.push(t.elapsed());
-                if reserve_only {
-                    match res {
-                        Ok((200, _)) => {}
-                        Ok(_) => errors += 1,
-                        Err(_) => {
-                            errors += 1;
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                let toks = match res {
-                    Ok((200, b)) => tokens(&b),
-                    Ok(_) => {
-                        errors += 1;
-                        continue;
-                    }
-                    Err(_) => {
-                        errors += 1;
-                        break;
-                    }
+                let toks = match outcome(res, &mut errors) {
+                    Err(()) => break,
+                    Ok(_) if reserve_only => continue,
+                    Ok(Some(body)) => tokens(&body),
+                    Ok(None) => continue,
                 };
                 let body = format!(
                     "[{}]",
@@ -187,13 +187,8 @@ async fn main() {
                 let t = Instant::now();
                 let res = conn.post("/api/v1/Reservation/unreserve", &key, &body).await;
                 lat.push(t.elapsed());
-                match res {
-                    Ok((200, _)) => {}
-                    Ok(_) => errors += 1,
-                    Err(_) => {
-                        errors += 1;
-                        break;
-                    }
+                if outcome(res, &mut errors).is_err() {
+                    break;
                 }
             }
             (lat, errors)

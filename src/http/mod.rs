@@ -34,6 +34,13 @@ pub struct AppState {
     pub shutting_down: Arc<AtomicBool>,
 }
 
+/// One of the two static paths of the reservation listing (GET and HEAD).
+fn list_resource(path: &str) -> actix_web::Resource {
+    web::resource(path)
+        .route(web::get().to(reservations::list))
+        .route(web::head().to(reservations::list))
+}
+
 /// The route table. Paths are registered lower-case; the front-door middleware
 /// lower-cases the fixed segments of incoming paths so `/api/v1/Reservation`
 /// matches as the seeds write it.
@@ -56,16 +63,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/api/v1/reservation/unreserve").route(web::post().to(r::unreserve)))
     .service(web::resource("/api/v1/reservation/extend").route(web::post().to(r::extend)))
     .service(web::resource("/api/v1/reservation/check").route(web::post().to(r::check)))
-    .service(
-        web::resource("/api/v1/reservation")
-            .route(web::get().to(r::list))
-            .route(web::head().to(r::list)),
-    )
-    .service(
-        web::resource("/api/v1/reservation/activereservations")
-            .route(web::get().to(r::list))
-            .route(web::head().to(r::list)),
-    )
+    .service(list_resource("/api/v1/reservation"))
+    .service(list_resource("/api/v1/reservation/activereservations"))
     .service(
         web::resource("/api/v1/admin/tenants")
             .route(web::get().to(admin::list_tenants))
