@@ -198,6 +198,23 @@ pub struct Settings {
     #[arg(long, env = "COOPLOCKER_WORKERS", value_parser = range(1usize, 256), global = true)]
     pub workers: Option<usize>,
 
+    /// Most event-stream (SSE) connections one tenant may hold on one instance;
+    /// past it a new stream is answered 429.
+    #[arg(long, env = "COOPLOCKER_SSE_MAX_PER_TENANT", value_parser = range(1usize, 1_000_000),
+          default_value = "1000", global = true)]
+    pub sse_max_per_tenant: usize,
+
+    /// Events buffered per stream client; a client that falls this far behind is
+    /// disconnected (it resumes with Last-Event-ID).
+    #[arg(long, env = "COOPLOCKER_SSE_BUFFER", value_parser = range(16usize, 1_000_000),
+          default_value = "1024", global = true)]
+    pub sse_buffer: usize,
+
+    /// Milliseconds between `: keep-alive` comments on an idle event stream.
+    #[arg(long, env = "COOPLOCKER_SSE_KEEPALIVE_MS", value_parser = range(100u64, 15_000),
+          default_value = "15000", global = true)]
+    pub sse_keepalive_ms: u64,
+
     /// Embedded mode only: the default tenant's API key, instead of a random one.
     #[arg(long, env = "COOPLOCKER_DEFAULT_API_KEY", value_parser = parse_token, global = true, hide_env_values = true)]
     pub default_api_key: Option<String>,

@@ -5,6 +5,7 @@
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::domain::{hash_secret, TenantName, Tier};
+use crate::events::hub::{Hub, HubConfig};
 use crate::http::{self, error::ApiError, AppState, Limits};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::{RedisOptions, RedisStore};
@@ -13,7 +14,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpServer};
 use std::net::TcpListener;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct Application {
     server: Server,
     pub bootstrap: Option<EmbeddedBootstrap>,
     sweeper: tokio::task::JoinHandle<()>,
+    hub: Arc<Hub>,
+    shutting_down: Arc<AtomicBool>,
 }
 
 /// How often each instance sweeps expired reservations.
@@ -53,11 +56,13 @@ impl Application {
                 RedisStore::connect(RedisOptions {
                     url: url.clone(),
                     op_timeout: Duration::from_millis(settings.store_timeout_ms),
+                    events_retain: settings.events_retain,
                 })
                 .await?,
             ),
             None => {
-                let store = EmbeddedStore::new();
+                let retain = usize::try_from(settings.events_retain).unwrap_or(usize::MAX);
+                let store = EmbeddedStore::with_retain(retain);
                 let name = TenantName::parse("default").map_err(|e| anyhow::anyhow!(e.0))?;
                 let (tenant, key) = store
                     .create_tenant(&name, Tier::Enterprise, settings.default_api_key.clone())
@@ -82,6 +87,14 @@ impl Application {
         }
 
         let auth = Authenticator::start(store.clone());
+        let hub = Hub::start(
+            store.clone(),
+            HubConfig {
+                max_per_tenant: settings.sse_max_per_tenant,
+                buffer: settings.sse_buffer,
+            },
+        );
+        let shutting_down = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
             store: store.clone(),
             auth,
@@ -90,7 +103,9 @@ impl Application {
                 max_batch: settings.max_batch,
                 max_body_bytes: settings.max_body_bytes,
             },
-            shutting_down: Arc::new(AtomicBool::new(false)),
+            shutting_down: shutting_down.clone(),
+            hub: hub.clone(),
+            sse_keepalive: Duration::from_millis(settings.sse_keepalive_ms),
         });
 
         let sweeper = tokio::spawn(run_sweeper(store));
@@ -107,6 +122,15 @@ impl Application {
                 .configure(http::routes)
                 .default_service(web::to(not_found))
         })
+        .on_connect(|conn, ext| {
+            use std::os::fd::AsRawFd;
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                ext.insert(http::events::ConnFd(tcp.as_raw_fd()));
+            }
+        })
+        // SIGTERM/SIGINT are handled in `run_until_stopped`, which closes the
+        // event streams first so a graceful stop does not wait for them.
+        .disable_signals()
         .shutdown_timeout(settings.shutdown_timeout.as_secs());
         if let Some(w) = settings.workers {
             server = server.workers(w);
@@ -117,6 +141,8 @@ impl Application {
             server,
             bootstrap,
             sweeper,
+            hub,
+            shutting_down,
         })
     }
 
@@ -124,15 +150,46 @@ impl Application {
         self.port
     }
 
-    /// A handle to stop the server (tests; SIGTERM is handled by actix itself).
+    /// A handle to stop the server (tests).
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
 
+    /// Serves until the server is stopped or the process gets SIGTERM/SIGINT.
+    /// On a signal: readiness turns false, event streams end (clients resume
+    /// elsewhere with `Last-Event-ID`), then in-flight requests finish within
+    /// the shutdown timeout.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let hub = self.hub.clone();
+        let shutting_down = self.shutting_down.clone();
+        let signals = tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: closing event streams, finishing requests");
+            shutting_down.store(true, Ordering::SeqCst);
+            hub.shut_down();
+            handle.stop(true).await;
+        });
         let result = self.server.await;
+        signals.abort();
         self.sweeper.abort();
         result
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for signals; stop the server another way");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }
 

@@ -48,7 +48,14 @@ pub enum ApiError {
     UriTooLong(String),
     UnsupportedMediaType(String),
     HeadersTooLarge(String),
+    /// 429 with `Retry-After` (and `retryAfterSeconds` in the body).
+    RateLimited {
+        message: String,
+        retry_after_seconds: u64,
+    },
     StoreUnavailable,
+    /// The instance is shutting down; another one will answer.
+    ShuttingDown,
     /// A bug: logged in full, answered opaquely.
     Internal(String),
 }
@@ -81,7 +88,9 @@ impl ApiError {
             Self::UriTooLong(_) => "URI_TOO_LONG",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::HeadersTooLarge(_) => "HEADERS_TOO_LARGE",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
+            Self::ShuttingDown => "SHUTTING_DOWN",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -97,7 +106,10 @@ impl ApiError {
             | Self::UriTooLong(m)
             | Self::UnsupportedMediaType(m)
             | Self::HeadersTooLarge(m) => m,
-            Self::Forbidden { message, .. } => message,
+            Self::Forbidden { message, .. } | Self::RateLimited { message, .. } => message,
+            Self::ShuttingDown => {
+                "this instance is shutting down; retry (another instance will answer)"
+            }
             Self::StoreUnavailable => {
                 "the lock store cannot be reached right now; retry after the Retry-After delay"
             }
@@ -151,10 +163,13 @@ struct Body<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Inner<'a> {
     code: &'a str,
     message: &'a str,
     details: &'a [Detail],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u64>,
 }
 
 impl ResponseError for ApiError {
@@ -170,7 +185,8 @@ impl ResponseError for ApiError {
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::StoreUnavailable | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -189,11 +205,27 @@ impl ResponseError for ApiError {
                 code: self.code(),
                 message: self.message(),
                 details,
+                retry_after_seconds: match self {
+                    Self::RateLimited {
+                        retry_after_seconds,
+                        ..
+                    } => Some(*retry_after_seconds),
+                    _ => None,
+                },
             },
         };
         let mut res = HttpResponse::build(self.status_code());
-        if matches!(self, Self::StoreUnavailable) {
-            res.insert_header((header::RETRY_AFTER, "1"));
+        match self {
+            Self::StoreUnavailable | Self::ShuttingDown => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+            }
+            Self::RateLimited {
+                retry_after_seconds,
+                ..
+            } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
+            }
+            _ => {}
         }
         res.json(body)
     }

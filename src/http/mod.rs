@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod body;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod middleware;
@@ -11,6 +12,7 @@ pub mod query;
 pub mod reservations;
 
 use crate::auth::Authenticator;
+use crate::events::hub::Hub;
 use crate::store::Store;
 use actix_web::web;
 use std::sync::atomic::AtomicBool;
@@ -32,6 +34,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Set on SIGTERM: readiness turns false before the listener closes.
     pub shutting_down: Arc<AtomicBool>,
+    /// This instance's fan-out of live events to its SSE clients.
+    pub hub: Arc<Hub>,
+    /// Idle time between `: keep-alive` comments on an event stream.
+    pub sse_keepalive: std::time::Duration,
 }
 
 /// One of the two static paths of the reservation listing (GET and HEAD).
@@ -65,6 +71,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/api/v1/reservation/check").route(web::post().to(r::check)))
     .service(list_resource("/api/v1/reservation"))
     .service(list_resource("/api/v1/reservation/activereservations"))
+    .service(web::resource("/api/v1/events").route(web::get().to(events::stream)))
     .service(
         web::resource("/api/v1/admin/tenants")
             .route(web::get().to(admin::list_tenants))

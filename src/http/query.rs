@@ -18,6 +18,16 @@ fn decode(part: &str) -> Option<String> {
 
 impl Query {
     pub fn parse(raw: &str, allowed: &[&str]) -> Result<Self, ApiError> {
+        Self::parse_repeatable(raw, allowed, &[])
+    }
+
+    /// Like [`Query::parse`], but the parameters in `repeatable` may appear
+    /// several times (read them with [`Query::take_all`]).
+    pub fn parse_repeatable(
+        raw: &str,
+        allowed: &[&str],
+        repeatable: &[&str],
+    ) -> Result<Self, ApiError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for part in raw.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
@@ -35,7 +45,7 @@ impl Query {
                     ),
                 ));
             }
-            if pairs.iter().any(|(seen, _)| *seen == k) {
+            if !repeatable.contains(&k.as_str()) && pairs.iter().any(|(seen, _)| *seen == k) {
                 return Err(ApiError::invalid_field(&k, "appears more than once"));
             }
             pairs.push((k, v));
@@ -46,6 +56,15 @@ impl Query {
     pub fn take(&mut self, name: &str) -> Option<String> {
         let i = self.pairs.iter().position(|(k, _)| k == name)?;
         Some(self.pairs.swap_remove(i).1)
+    }
+
+    /// Every value of a repeatable parameter, in order.
+    pub fn take_all(&mut self, name: &str) -> Vec<String> {
+        let (taken, kept) = std::mem::take(&mut self.pairs)
+            .into_iter()
+            .partition(|(k, _)| k == name);
+        self.pairs = kept;
+        taken.into_iter().map(|(_, v)| v).collect()
     }
 
     /// An optional parameter parsed by `parse` (the section 1 string rules).

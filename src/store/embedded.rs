@@ -2,7 +2,8 @@
 //! batch is atomic exactly as a Lua script is in Redis. Same rules as the Redis
 //! store (`lua/` is the reference): fencing tokens never below the clock in
 //! microseconds, an expired reservation counts as free at once, a sweeper retires
-//! expired ones. State lives only as long as the process.
+//! expired ones. Events are recorded and published under the same lock as the
+//! change they describe. State lives only as long as the process.
 
 use super::{
     Caller, CheckOutcome, ExtendItem, ExtendOutcome, Invalidation, KeyCreateError, ListPage,
@@ -13,8 +14,9 @@ use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
     ReleaseToken, Resource, Tenant, TenantId, TenantName, Tier,
 };
+use crate::events::{Event, EventId, EventKind, History, Live};
 use async_trait::async_trait;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,13 +30,15 @@ pub struct EmbeddedStore {
 struct Inner {
     state: Mutex<State>,
     invalidations: broadcast::Sender<Invalidation>,
+    live: broadcast::Sender<Live>,
 }
 
-#[derive(Default)]
 struct State {
     tenants: BTreeMap<TenantId, TenantState>,
     key_hashes: HashMap<String, (TenantId, KeyId)>,
     last_us: u64,
+    /// Events kept per tenant for resume.
+    retain: usize,
 }
 
 struct TenantState {
@@ -47,6 +51,13 @@ struct TenantState {
     expiries: BTreeSet<(Millis, String)>,
     /// resource -> (last fencing token, when the counter may be forgotten)
     fences: HashMap<String, (u64, Option<Millis>)>,
+    /// The retained event history, oldest first.
+    events: VecDeque<Event>,
+    last_event: Option<EventId>,
+    /// The newest id dropped from `events`: resuming from before it is a gap.
+    max_dropped: Option<EventId>,
+    /// Events of the operation in progress, published when it completes.
+    pending: Vec<Event>,
 }
 
 struct KeyRec {
@@ -102,7 +113,63 @@ impl TenantState {
             by_requester: BTreeSet::new(),
             expiries: BTreeSet::new(),
             fences: HashMap::new(),
+            events: VecDeque::new(),
+            last_event: None,
+            max_dropped: None,
+            pending: Vec::new(),
         }
+    }
+
+    /// Records an event of `lock` on `resource` (history and pending publish).
+    fn emit(
+        &mut self,
+        retain: usize,
+        now_ms: Millis,
+        kind: EventKind,
+        resource: &str,
+        lock: &Lock,
+        label: &str,
+    ) {
+        let id = match self.last_event {
+            Some(last) if last.ms >= now_ms => EventId {
+                ms: last.ms,
+                seq: last.seq + 1,
+            },
+            _ => EventId { ms: now_ms, seq: 0 },
+        };
+        self.last_event = Some(id);
+        let event = Event {
+            id,
+            kind,
+            resource: resource.to_string(),
+            requester: lock.requester.clone(),
+            label: label.to_string(),
+            at: now_ms,
+            expires_at: lock.expires_at,
+            fencing_token: lock.fencing,
+        };
+        self.events.push_back(event.clone());
+        while self.events.len() > retain {
+            if let Some(old) = self.events.pop_front() {
+                self.max_dropped = Some(old.id);
+            }
+        }
+        self.pending.push(event);
+    }
+
+    /// The history after `after`, by the same rules as the Redis store.
+    fn history(&self, after: EventId, limit: usize) -> History {
+        let gap = match self.last_event {
+            None => after > EventId::ZERO,
+            Some(last) => after > last || self.max_dropped.is_some_and(|d| d > after),
+        };
+        if gap {
+            return History::Gap {
+                latest: self.last_event,
+            };
+        }
+        let start = self.events.partition_point(|e| e.id <= after);
+        History::Events(self.events.range(start..).take(limit).cloned().collect())
     }
 
     /// Removes a lock and its index entries; returns it.
@@ -124,15 +191,19 @@ impl TenantState {
         self.locks.get(resource).filter(|l| l.live(now_ms))
     }
 
-    /// Retires every reservation whose expiry has passed; returns how many.
-    fn sweep(&mut self, now_ms: Millis) -> usize {
+    /// Retires every reservation whose expiry has passed, emitting `EXPIRED`
+    /// for each; returns how many.
+    fn sweep(&mut self, now_ms: Millis, retain: usize) -> usize {
         let due: Vec<(Millis, String)> = self
             .expiries
             .range(..(now_ms + 1, String::new()))
             .cloned()
             .collect();
         for (_, resource) in &due {
-            self.drop_lock(resource, now_ms);
+            if let Some(lock) = self.drop_lock(resource, now_ms) {
+                let label = lock.label.clone();
+                self.emit(retain, now_ms, EventKind::Expired, resource, &lock, &label);
+            }
         }
         self.fences
             .retain(|_, (_, until)| until.is_none_or(|u| u > now_ms));
@@ -148,12 +219,36 @@ impl Default for EmbeddedStore {
 
 impl EmbeddedStore {
     pub fn new() -> Self {
+        Self::with_retain(10_000)
+    }
+
+    /// A store keeping `retain` events per tenant for resume.
+    pub fn with_retain(retain: usize) -> Self {
         let (invalidations, _) = broadcast::channel(1024);
+        let (live, _) = broadcast::channel(4096);
         Self {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    tenants: BTreeMap::new(),
+                    key_hashes: HashMap::new(),
+                    last_us: 0,
+                    retain: retain.max(1),
+                }),
                 invalidations,
+                live,
             }),
+        }
+    }
+
+    /// Publishes the events a tenant's operation produced. Called with the state
+    /// lock held, so events reach the hub in the order they happened.
+    fn publish(&self, tenant: &TenantId, ts: &mut TenantState) {
+        if !ts.pending.is_empty() {
+            let events = std::mem::take(&mut ts.pending);
+            let _ = self
+                .inner
+                .live
+                .send(Live::Batch(tenant.clone(), Arc::new(events)));
         }
     }
 
@@ -178,7 +273,13 @@ impl EmbeddedStore {
     pub fn sweep_once(&self) -> usize {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
-        st.tenants.values_mut().map(|t| t.sweep(now_ms)).sum()
+        let retain = st.retain;
+        let mut retired = 0;
+        for (id, ts) in st.tenants.iter_mut() {
+            retired += ts.sweep(now_ms, retain);
+            self.publish(id, ts);
+        }
+        retired
     }
 
     fn add_key(
@@ -226,6 +327,7 @@ impl Store for EmbeddedStore {
         let mut st = self.state();
         let now_us = st.now_us();
         let now_ms = now_us / 1000;
+        let retain = st.retain;
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
         };
@@ -239,7 +341,11 @@ impl Store for EmbeddedStore {
                 });
                 continue;
             }
-            ts.drop_lock(res, now_ms);
+            if let Some(old) = ts.drop_lock(res, now_ms) {
+                // Expired but not yet swept: announce it before the new grant.
+                let label = old.label.clone();
+                ts.emit(retain, now_ms, EventKind::Expired, res, &old, &label);
+            }
             let last = ts.fences.get(res).map_or(0, |f| f.0);
             let fencing = (last + 1).max(now_us);
             let expires_at = it.ttl.map(|t| now_ms + t.millis());
@@ -248,17 +354,23 @@ impl Store for EmbeddedStore {
                 res.to_string(),
                 (fencing, expires_at.map(|ea| ea + FENCE_RETENTION_MS)),
             );
-            ts.locks.insert(
-                res.to_string(),
-                Lock {
-                    requester: it.requester.as_str().to_string(),
-                    token: token.as_str().to_string(),
-                    reserved_at: now_ms,
-                    expires_at,
-                    fencing,
-                    label: caller.label.clone(),
-                },
+            let lock = Lock {
+                requester: it.requester.as_str().to_string(),
+                token: token.as_str().to_string(),
+                reserved_at: now_ms,
+                expires_at,
+                fencing,
+                label: caller.label.clone(),
+            };
+            ts.emit(
+                retain,
+                now_ms,
+                EventKind::Reserved,
+                res,
+                &lock,
+                &caller.label,
             );
+            ts.locks.insert(res.to_string(), lock);
             ts.by_requester
                 .insert((it.requester.as_str().to_string(), res.to_string()));
             if let Some(ea) = expires_at {
@@ -271,6 +383,7 @@ impl Store for EmbeddedStore {
                 fencing_token: fencing,
             });
         }
+        self.publish(&caller.tenant, ts);
         Ok(out)
     }
 
@@ -281,10 +394,11 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<Vec<ReleaseOutcome>> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
+        let retain = st.retain;
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
         };
-        Ok(items
+        let out = items
             .iter()
             .map(|it| {
                 let res = it.resource.as_str();
@@ -297,12 +411,23 @@ impl Store for EmbeddedStore {
                         ReleaseOutcome::InvalidToken
                     }
                     Some(_) => {
-                        ts.drop_lock(res, now_ms);
+                        if let Some(old) = ts.drop_lock(res, now_ms) {
+                            ts.emit(
+                                retain,
+                                now_ms,
+                                EventKind::Unreserved,
+                                res,
+                                &old,
+                                &caller.label,
+                            );
+                        }
                         ReleaseOutcome::Unreserved
                     }
                 }
             })
-            .collect())
+            .collect();
+        self.publish(&caller.tenant, ts);
+        Ok(out)
     }
 
     async fn extend(
@@ -312,6 +437,7 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<Vec<ExtendOutcome>> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
+        let retain = st.retain;
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
         };
@@ -333,16 +459,26 @@ impl Store for EmbeddedStore {
                             ts.expiries.remove(&(old, res.to_string()));
                         }
                         let fencing = lock.fencing;
+                        let snapshot = lock.clone();
                         ts.expiries.insert((ea, res.to_string()));
                         let entry = ts.fences.entry(res.to_string()).or_insert((fencing, None));
                         entry.0 = entry.0.max(fencing);
                         entry.1 = Some(ea + FENCE_RETENTION_MS);
+                        ts.emit(
+                            retain,
+                            now_ms,
+                            EventKind::Extended,
+                            res,
+                            &snapshot,
+                            &caller.label,
+                        );
                     }
                     ExtendOutcome::Extended { expires_at: ea }
                 }
             };
             out.push(outcome);
         }
+        self.publish(&caller.tenant, ts);
         Ok(out)
     }
 
@@ -415,13 +551,26 @@ impl Store for EmbeddedStore {
     async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
+        let retain = st.retain;
         let Some(ts) = st.tenants.get_mut(tenant) else {
             return Ok(false);
         };
         if ts.live_lock(resource.as_str(), now_ms).is_none() {
             return Ok(false);
         }
-        Ok(ts.drop_lock(resource.as_str(), now_ms).is_some())
+        let Some(old) = ts.drop_lock(resource.as_str(), now_ms) else {
+            return Ok(false);
+        };
+        ts.emit(
+            retain,
+            now_ms,
+            EventKind::ForceReleased,
+            resource.as_str(),
+            &old,
+            "admin",
+        );
+        self.publish(tenant, ts);
+        Ok(true)
     }
 
     async fn create_tenant(
@@ -613,5 +762,37 @@ impl Store for EmbeddedStore {
 
     async fn sweep(&self) -> StoreResult<usize> {
         Ok(self.sweep_once())
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        after: EventId,
+        limit: usize,
+    ) -> StoreResult<History> {
+        let st = self.state();
+        Ok(match st.tenants.get(tenant) {
+            Some(ts) => ts.history(after, limit),
+            None => History::Gap { latest: None },
+        })
+    }
+
+    async fn latest_event(&self, tenant: &TenantId) -> StoreResult<Option<EventId>> {
+        Ok(self
+            .state()
+            .tenants
+            .get(tenant)
+            .and_then(|ts| ts.last_event))
+    }
+
+    async fn follow_events(&self, _tenant: &TenantId) -> StoreResult<()> {
+        // Every event of this process reaches `live` already.
+        Ok(())
+    }
+
+    fn unfollow_events(&self, _tenant: &TenantId) {}
+
+    fn live_events(&self) -> broadcast::Receiver<Live> {
+        self.inner.live.subscribe()
     }
 }

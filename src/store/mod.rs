@@ -10,6 +10,7 @@ use crate::domain::{
     ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, ReleaseToken, Requester, Resource, Tenant,
     TenantId, TenantName, Tier, Ttl,
 };
+use crate::events::{EventId, History, Live};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
@@ -219,7 +220,25 @@ pub trait Store: Send + Sync + 'static {
     fn cache_allowed(&self) -> bool;
     /// Whether the store answers now (readiness).
     async fn ping(&self) -> StoreResult<()>;
-    /// Retires reservations whose expiry has passed (index clean-up). Idempotent:
-    /// every instance runs it periodically.
+    /// Retires reservations whose expiry has passed, emitting their `EXPIRED`
+    /// events. Idempotent: every instance runs it periodically.
     async fn sweep(&self) -> StoreResult<usize>;
+
+    /// Up to `limit` events of a tenant after `after`, oldest first, or a gap when
+    /// some of them are no longer retained.
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        after: EventId,
+        limit: usize,
+    ) -> StoreResult<History>;
+    /// The id of the tenant's newest event, if it has any.
+    async fn latest_event(&self, tenant: &TenantId) -> StoreResult<Option<EventId>>;
+    /// Makes this instance receive the tenant's live events on [`Store::live_events`].
+    /// Returns once every event committed from then on is sure to arrive.
+    async fn follow_events(&self, tenant: &TenantId) -> StoreResult<()>;
+    /// Stops [`Store::follow_events`] (when no local client follows the tenant).
+    fn unfollow_events(&self, tenant: &TenantId);
+    /// Live events of the followed tenants (and resync notices).
+    fn live_events(&self) -> broadcast::Receiver<Live>;
 }

@@ -13,6 +13,8 @@
 //! - `cl:{T}:idx` / `cl:{T}:q:<requester>` sorted-set indexes for listing
 //! - `cl:{T}:exp` / `cl:{T}:meta` expiry deadlines for the sweeper
 //! - `cl:tenants` registry of tenant ids; `cl:apikey:<sha256>` → `T keyId`
+//! - `cl:{T}:ev` the tenant's event stream (history for resume, `MAXLEN ~`), and
+//!   the channel of the same name its live events are published on
 //! - channel `cl:auth`: tenant ids whose cached credentials must be dropped
 
 use super::{
@@ -24,30 +26,42 @@ use crate::domain::{
     ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, ReleaseToken, Resource, Tenant, TenantId,
     TenantName, Tier,
 };
+use crate::events::{Event, EventId, EventKind, History, Live};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
-use tokio::sync::broadcast;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
         static $name: LazyLock<Script> =
             LazyLock::new(|| Script::new(include_str!(concat!("../../lua/", $file))));
     };
+    // A script that emits events: the events.lua prelude goes first.
+    ($name:ident, events, $file:literal) => {
+        static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("../../lua/events.lua"),
+                include_str!(concat!("../../lua/", $file))
+            ))
+        });
+    };
 }
 
-script!(RESERVE, "reserve.lua");
-script!(UNRESERVE, "unreserve.lua");
-script!(EXTEND, "extend.lua");
+script!(RESERVE, events, "reserve.lua");
+script!(UNRESERVE, events, "unreserve.lua");
+script!(EXTEND, events, "extend.lua");
 script!(CHECK, "check.lua");
 script!(LIST_READ, "list_read.lua");
 script!(SWEEP_DUE, "sweep_due.lua");
-script!(SWEEP_EXPIRE, "sweep_expire.lua");
-script!(FORCE_RELEASE, "force_release.lua");
+script!(SWEEP_EXPIRE, events, "sweep_expire.lua");
+script!(FORCE_RELEASE, events, "force_release.lua");
+script!(EVENTS_READ, "events_read.lua");
 script!(KEY_ADD, "key_add.lua");
 script!(KEY_ROTATE, "key_rotate.lua");
 script!(TENANT_UPDATE, "tenant_update.lua");
@@ -59,6 +73,8 @@ const AUTH_CHANNEL: &str = "cl:auth";
 const SWEEP_LEASE: &str = "cl:sweep-lease";
 const SWEEP_LEASE_MS: u64 = 400;
 const TENANTS: &str = "cl:tenants";
+/// Expired reservations retired per script call.
+const SWEEP_BATCH: usize = 200;
 
 /// Key names, in one place.
 mod keys {
@@ -83,6 +99,10 @@ mod keys {
     }
     pub fn expiries(t: &TenantId) -> String {
         tagged(t, "exp")
+    }
+    /// The tenant's event stream; its live channel has the same name.
+    pub fn events(t: &TenantId) -> String {
+        tagged(t, "ev")
     }
     pub fn meta(t: &TenantId) -> String {
         tagged(t, "meta")
@@ -110,6 +130,9 @@ pub struct RedisOptions {
     pub url: String,
     /// An operation that takes longer is answered `STORE_UNAVAILABLE`.
     pub op_timeout: Duration,
+    /// Events kept per tenant for resume (approximately: `XADD MAXLEN ~`, which
+    /// keeps at least this many).
+    pub events_retain: u64,
 }
 
 #[derive(Clone)]
@@ -120,8 +143,17 @@ pub struct RedisStore {
 struct Inner {
     conn: ConnectionManager,
     op_timeout: Duration,
+    retain: u64,
     invalidations: broadcast::Sender<Invalidation>,
     subscribed: Arc<AtomicBool>,
+    live: broadcast::Sender<Live>,
+    /// Requests to the subscriber task to follow or drop a tenant's channel.
+    subscriber: mpsc::UnboundedSender<SubCmd>,
+}
+
+enum SubCmd {
+    Follow(TenantId, oneshot::Sender<StoreResult<()>>),
+    Unfollow(TenantId),
 }
 
 impl RedisStore {
@@ -138,18 +170,28 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| anyhow::anyhow!("cannot set up the Redis connection: {e}"))?;
         let (invalidations, _) = broadcast::channel(1024);
+        let (live, _) = broadcast::channel(4096);
+        let (subscriber, commands) = mpsc::unbounded_channel();
         let subscribed = Arc::new(AtomicBool::new(false));
         tokio::spawn(run_subscriber(
             client,
-            invalidations.clone(),
-            subscribed.clone(),
+            Feeds {
+                invalidations: invalidations.clone(),
+                live: live.clone(),
+                subscribed: subscribed.clone(),
+                op_timeout: options.op_timeout,
+            },
+            commands,
         ));
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
                 op_timeout: options.op_timeout,
+                retain: options.events_retain,
                 invalidations,
                 subscribed,
+                live,
+                subscriber,
             }),
         })
     }
@@ -219,25 +261,42 @@ impl RedisStore {
         }
     }
 
+    /// Retires a tenant's due reservations, a batch at a time, for at most about
+    /// the sweep period, so a mass expiry is announced promptly.
     async fn sweep_tenant(&self, tenant: &TenantId) -> StoreResult<usize> {
+        let started = Instant::now();
+        let mut retired = 0;
+        loop {
+            let (n, full) = self.sweep_tenant_batch(tenant).await?;
+            retired += n;
+            if !full || started.elapsed() > Duration::from_millis(SWEEP_LEASE_MS) {
+                return Ok(retired);
+            }
+        }
+    }
+
+    /// One batch of [`Self::sweep_tenant`]: (retired, whether the batch was full).
+    async fn sweep_tenant_batch(&self, tenant: &TenantId) -> StoreResult<(usize, bool)> {
         let mut c = self.conn();
         let due: Vec<Vec<u8>> = self
             .run("sweep_due", async {
                 SWEEP_DUE
                     .key(keys::expiries(tenant))
                     .key(keys::meta(tenant))
-                    .arg(200)
+                    .arg(SWEEP_BATCH)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
         if due.is_empty() {
-            return Ok(0);
+            return Ok((0, false));
         }
+        let full = due.len() >= 2 * SWEEP_BATCH;
         let mut inv = SWEEP_EXPIRE.prepare_invoke();
         inv.key(keys::index(tenant))
             .key(keys::expiries(tenant))
-            .key(keys::meta(tenant));
+            .key(keys::meta(tenant))
+            .key(keys::events(tenant));
         let mut n = 0;
         let mut args: Vec<Vec<u8>> = Vec::new();
         for pair in due.chunks(2) {
@@ -251,14 +310,14 @@ impl RedisStore {
             args.push(rq.into_bytes());
             n += 1;
         }
-        inv.arg(n);
+        inv.arg(n).arg(self.inner.retain);
         for a in args {
             inv.arg(a);
         }
         let retired: usize = self
             .run("sweep_expire", async { inv.invoke_async(&mut c).await })
             .await?;
-        Ok(retired)
+        Ok((retired, full))
     }
 
     async fn tenant_ids(
@@ -469,41 +528,131 @@ fn classify(what: &str, e: redis::RedisError) -> StoreError {
     }
 }
 
-/// Keeps one subscription to the invalidation channel alive for as long as the
-/// process runs. Every (re)connect is announced as `Invalidation::All`, because
-/// messages published while it was down are lost; while it is down the
-/// authentication cache is bypassed (`cache_allowed` is false).
+/// Where the subscriber task delivers what it hears.
+struct Feeds {
+    invalidations: broadcast::Sender<Invalidation>,
+    live: broadcast::Sender<Live>,
+    subscribed: Arc<AtomicBool>,
+    op_timeout: Duration,
+}
+
+/// The tenant whose event channel this is (`cl:{T}:ev`).
+fn tenant_of_channel(channel: &str) -> Option<TenantId> {
+    let id = channel.strip_prefix("cl:{")?.strip_suffix("}:ev")?;
+    TenantId::parse(id).ok()
+}
+
+/// Decodes one published message: a JSON array of
+/// `[id, type, resource, requester, label, atMs, expiresAtMs or "", fencingToken]`.
+fn live_events(payload: &[u8]) -> Option<Vec<Event>> {
+    let rows: Vec<[String; 8]> = serde_json::from_slice(payload).ok()?;
+    rows.into_iter()
+        .map(|[id, kind, resource, requester, label, at, ea, ft]| {
+            Some(Event {
+                id: EventId::parse(&id)?,
+                kind: EventKind::parse(&kind)?,
+                resource,
+                requester,
+                label,
+                at: at.parse().ok()?,
+                expires_at: ea.parse().ok(),
+                fencing_token: ft.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Decodes one stream entry (`XRANGE` reply row) written by events.lua.
+fn stream_event(row: Value) -> Option<Event> {
+    let mut parts = items(row).ok()?.into_iter();
+    let id = EventId::parse(&as_string(&parts.next()?)?)?;
+    let fields = items(parts.next()?).ok()?;
+    let get = |name: &str| -> Option<String> {
+        fields
+            .chunks(2)
+            .find(|kv| as_string(&kv[0]).as_deref() == Some(name))
+            .and_then(|kv| kv.get(1).and_then(as_string))
+    };
+    Some(Event {
+        id,
+        kind: EventKind::parse(&get("t")?)?,
+        resource: get("r")?,
+        requester: get("q")?,
+        label: get("l")?,
+        at: get("a")?.parse().ok()?,
+        expires_at: get("x")?.parse().ok(),
+        fencing_token: get("f")?.parse().ok()?,
+    })
+}
+
+/// Keeps this instance's one pub/sub connection alive for as long as the process
+/// runs: the invalidation channel plus the event channel of every tenant that a
+/// local SSE client follows (and only those). Every (re)connect is announced as
+/// `Invalidation::All` and `Live::Resync`, because messages published while it
+/// was down are lost: the auth cache starts over and the hub catches its clients
+/// up from the streams. While it is down the auth cache is bypassed.
 async fn run_subscriber(
     client: redis::Client,
-    tx: broadcast::Sender<Invalidation>,
-    subscribed: Arc<AtomicBool>,
+    feeds: Feeds,
+    mut commands: mpsc::UnboundedReceiver<SubCmd>,
 ) {
+    let mut followed: HashSet<TenantId> = HashSet::new();
     let mut backoff = Duration::from_millis(50);
     loop {
+        let channels: Vec<String> = followed.iter().map(keys::events).collect();
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(AUTH_CHANNEL).await?;
+            if !channels.is_empty() {
+                pubsub.subscribe(&channels).await?;
+            }
             redis::RedisResult::Ok(pubsub)
         };
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(50);
                 let (mut sink, mut stream) = pubsub.split();
-                let _ = tx.send(Invalidation::All);
-                subscribed.store(true, Ordering::SeqCst);
-                tracing::info!("auth invalidation feed subscribed");
+                let _ = feeds.invalidations.send(Invalidation::All);
+                let _ = feeds.live.send(Live::Resync);
+                feeds.subscribed.store(true, Ordering::SeqCst);
+                tracing::info!(tenants = followed.len(), "pub/sub feed subscribed");
                 let mut ping = tokio::time::interval(Duration::from_secs(1));
                 loop {
                     tokio::select! {
                         msg = stream.next() => match msg {
-                            Some(msg) => {
-                                let payload: String = msg.get_payload().unwrap_or_default();
-                                let inv = TenantId::parse(&payload)
-                                    .map(Invalidation::Tenant)
-                                    .unwrap_or(Invalidation::All);
-                                let _ = tx.send(inv);
-                            }
+                            Some(msg) => route_message(&msg, &feeds),
                             None => break,
+                        },
+                        cmd = commands.recv() => match cmd {
+                            None => return,
+                            Some(SubCmd::Follow(tenant, reply)) => {
+                                let chan = keys::events(&tenant);
+                                let done = tokio::time::timeout(
+                                    feeds.op_timeout,
+                                    sink.subscribe(&chan),
+                                ).await;
+                                if matches!(done, Ok(Ok(()))) {
+                                    followed.insert(tenant);
+                                    let _ = reply.send(Ok(()));
+                                } else {
+                                    let _ = reply.send(Err(StoreError::Unavailable(
+                                        "event feed: subscribe failed".into(),
+                                    )));
+                                    break;
+                                }
+                            }
+                            Some(SubCmd::Unfollow(tenant)) => {
+                                if followed.remove(&tenant) {
+                                    let chan = keys::events(&tenant);
+                                    let done = tokio::time::timeout(
+                                        feeds.op_timeout,
+                                        sink.unsubscribe(&chan),
+                                    ).await;
+                                    if !matches!(done, Ok(Ok(()))) {
+                                        break;
+                                    }
+                                }
+                            }
                         },
                         _ = ping.tick() => {
                             // A dead peer (a paused or unplugged Redis) sends no FIN;
@@ -520,17 +669,58 @@ async fn run_subscriber(
                         }
                     }
                 }
-                subscribed.store(false, Ordering::SeqCst);
-                let _ = tx.send(Invalidation::All);
-                tracing::warn!("auth invalidation feed lost; reconnecting");
+                feeds.subscribed.store(false, Ordering::SeqCst);
+                let _ = feeds.invalidations.send(Invalidation::All);
+                tracing::warn!("pub/sub feed lost; reconnecting");
             }
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "auth invalidation feed: connect failed");
+                tracing::debug!(error = %e, "pub/sub feed: connect failed");
             }
-            Err(_) => tracing::debug!("auth invalidation feed: connect timed out"),
+            Err(_) => tracing::debug!("pub/sub feed: connect timed out"),
         }
-        tokio::time::sleep(backoff).await;
+        // Wait before the next attempt, answering requests meanwhile: a follow
+        // cannot be honoured now (its client gets a 503 and retries).
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                cmd = commands.recv() => match cmd {
+                    None => return,
+                    Some(SubCmd::Follow(_, reply)) => {
+                        let _ = reply.send(Err(StoreError::Unavailable(
+                            "event feed: reconnecting to Redis".into(),
+                        )));
+                    }
+                    Some(SubCmd::Unfollow(tenant)) => {
+                        followed.remove(&tenant);
+                    }
+                },
+            }
+        }
         backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Hands one pub/sub message to the feed it belongs to.
+fn route_message(msg: &redis::Msg, feeds: &Feeds) {
+    let channel = msg.get_channel_name();
+    if channel == AUTH_CHANNEL {
+        let payload: String = msg.get_payload().unwrap_or_default();
+        let inv = TenantId::parse(&payload)
+            .map(Invalidation::Tenant)
+            .unwrap_or(Invalidation::All);
+        let _ = feeds.invalidations.send(inv);
+    } else if let Some(tenant) = tenant_of_channel(channel) {
+        match live_events(msg.get_payload_bytes()) {
+            Some(events) => {
+                let _ = feeds.live.send(Live::Batch(tenant, Arc::new(events)));
+            }
+            None => {
+                tracing::error!(%tenant, "undecodable event message; resyncing from the stream");
+                let _ = feeds.live.send(Live::Resync);
+            }
+        }
     }
 }
 
@@ -596,10 +786,12 @@ impl Store for RedisStore {
         inv.key(keys::index(t))
             .key(keys::expiries(t))
             .key(keys::meta(t))
-            .key(keys::tenant(t));
+            .key(keys::tenant(t))
+            .key(keys::events(t));
         inv.arg(caller.label.as_str())
             .arg(items_in.len())
-            .arg(FENCE_RETENTION_MS);
+            .arg(FENCE_RETENTION_MS)
+            .arg(self.inner.retain);
         let mut tokens = Vec::with_capacity(items_in.len());
         for it in items_in {
             let token = ReleaseToken::generate();
@@ -654,8 +846,12 @@ impl Store for RedisStore {
         let mut inv = UNRESERVE.prepare_invoke();
         inv.key(keys::index(t))
             .key(keys::expiries(t))
-            .key(keys::meta(t));
-        inv.arg(items_in.len()).arg(FENCE_RETENTION_MS);
+            .key(keys::meta(t))
+            .key(keys::events(t));
+        inv.arg(items_in.len())
+            .arg(FENCE_RETENTION_MS)
+            .arg(caller.label.as_str())
+            .arg(self.inner.retain);
         for it in items_in {
             inv.key(keys::lock(t, it.resource.as_str()))
                 .key(keys::fence(t, it.resource.as_str()))
@@ -690,8 +886,13 @@ impl Store for RedisStore {
     ) -> StoreResult<Vec<ExtendOutcome>> {
         let t = &caller.tenant;
         let mut inv = EXTEND.prepare_invoke();
-        inv.key(keys::expiries(t)).key(keys::meta(t));
-        inv.arg(items_in.len()).arg(FENCE_RETENTION_MS);
+        inv.key(keys::expiries(t))
+            .key(keys::meta(t))
+            .key(keys::events(t));
+        inv.arg(items_in.len())
+            .arg(FENCE_RETENTION_MS)
+            .arg(caller.label.as_str())
+            .arg(self.inner.retain);
         for it in items_in {
             inv.key(keys::lock(t, it.resource.as_str()))
                 .key(keys::fence(t, it.resource.as_str()));
@@ -865,9 +1066,11 @@ impl Store for RedisStore {
                         .key(keys::lock(tenant, resource.as_str()))
                         .key(keys::fence(tenant, resource.as_str()))
                         .key(keys::by_requester(tenant, &holder))
+                        .key(keys::events(tenant))
                         .arg(resource.as_str())
                         .arg(holder.as_str())
                         .arg(FENCE_RETENTION_MS)
+                        .arg(self.inner.retain)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -1198,6 +1401,95 @@ impl Store for RedisStore {
 
     async fn sweep(&self) -> StoreResult<usize> {
         self.sweep_once().await
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        after: EventId,
+        limit: usize,
+    ) -> StoreResult<History> {
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("events read", async {
+                EVENTS_READ
+                    .key(keys::events(tenant))
+                    .arg(after.to_string())
+                    .arg(limit)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut parts = items(reply)?.into_iter();
+        let (Some(last), Some(first), Some(trimmed), Some(rows)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad_reply("events read"));
+        };
+        let last = as_string(&last).and_then(|s| EventId::parse(&s));
+        let first = as_string(&first).and_then(|s| EventId::parse(&s));
+        let trimmed = as_u64(&trimmed).unwrap_or(0) > 0;
+        // After a trim the id of the newest dropped event is unknown, so an id
+        // below the first retained one is a gap (at worst one the client could
+        // have done without: it re-lists).
+        let gap = match last {
+            None => after > EventId::ZERO,
+            Some(last) => after > last || (trimmed && first.is_some_and(|f| f > after)),
+        };
+        if gap {
+            return Ok(History::Gap { latest: last });
+        }
+        let events = items(rows)?
+            .into_iter()
+            .map(|row| stream_event(row).ok_or_else(|| bad_reply("events read")))
+            .collect::<StoreResult<Vec<Event>>>()?;
+        Ok(History::Events(events))
+    }
+
+    async fn latest_event(&self, tenant: &TenantId) -> StoreResult<Option<EventId>> {
+        let mut c = self.conn();
+        let rows: Value = self
+            .run("latest event", async {
+                redis::cmd("XREVRANGE")
+                    .arg(keys::events(tenant))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(items(rows)?
+            .into_iter()
+            .next()
+            .and_then(|row| items(row).ok()?.first().and_then(as_string))
+            .and_then(|id| EventId::parse(&id)))
+    }
+
+    async fn follow_events(&self, tenant: &TenantId) -> StoreResult<()> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .subscriber
+            .send(SubCmd::Follow(tenant.clone(), reply))
+            .map_err(|_| StoreError::Internal("the subscriber task has stopped".into()))?;
+        match tokio::time::timeout(self.inner.op_timeout * 2, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::Internal(
+                "the subscriber task has stopped".into(),
+            )),
+            Err(_) => Err(StoreError::Unavailable(
+                "event feed: subscribe timed out".into(),
+            )),
+        }
+    }
+
+    fn unfollow_events(&self, tenant: &TenantId) {
+        let _ = self.inner.subscriber.send(SubCmd::Unfollow(tenant.clone()));
+    }
+
+    fn live_events(&self) -> broadcast::Receiver<Live> {
+        self.inner.live.subscribe()
     }
 
     async fn ping(&self) -> StoreResult<()> {

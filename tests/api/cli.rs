@@ -4,6 +4,7 @@
 use crate::helpers::{spawn_app, Kind, ADMIN_TOKEN};
 use serde_json::Value;
 use std::process::Command;
+use std::time::Instant;
 
 fn cooplocker(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cooplocker"));
@@ -187,4 +188,61 @@ async fn embedded_mode_prints_a_working_default_key() {
     assert_eq!(body["results"][0]["status"], "RESERVED");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_event_streams_promptly_and_exits_cleanly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let key = "ck_sigterm-test-key-0123456789";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cooplocker"))
+        .env_remove("REDIS_URL")
+        .env("COOPLOCKER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("COOPLOCKER_DEFAULT_API_KEY", key)
+        .env("COOPLOCKER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COOPLOCKER_SHUTDOWN_TIMEOUT", "30")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let base = format!("http://127.0.0.1:{port}");
+    let up = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    assert!(up.is_some(), "the server starts");
+    let mut stream = crate::events::Stream::open(&base, key, "", None).await;
+    assert!(stream
+        .next(std::time::Duration::from_millis(200))
+        .await
+        .is_none());
+
+    let sent = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    // The stream ends cleanly, long before the 30 s shutdown bound.
+    assert!(stream
+        .next(std::time::Duration::from_secs(5))
+        .await
+        .is_none());
+    assert!(stream.ended, "the stream was closed by the server");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(5),
+            "exits promptly"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(sent.elapsed() < std::time::Duration::from_secs(3));
 }

@@ -295,10 +295,14 @@ async fn expired_reservations_leave_no_index_entries_behind() {
         let keys = f
             .redis
             .cli(&["--scan", "--pattern", &format!("cl:{{{t}}}:*")]);
-        // What may remain: the tenant, its keys and the fencing counters (which
-        // expire a day after their last grant).
-        keys.lines()
-            .all(|k| k.ends_with(":tenant") || k.ends_with(":keys") || k.contains(":f:"))
+        // What may remain: the tenant, its keys, its event history and the
+        // fencing counters (which expire a day after their last grant).
+        keys.lines().all(|k| {
+            k.ends_with(":tenant")
+                || k.ends_with(":keys")
+                || k.ends_with(":ev")
+                || k.contains(":f:")
+        })
     })
     .await;
     assert!(

@@ -169,11 +169,18 @@ pub fn client() -> reqwest::Client {
 }
 
 pub async fn spawn_app(kind: Kind) -> TestApp {
+    spawn_app_with(kind, |_| {}).await
+}
+
+/// [`spawn_app`] with settings adjusted by `tweak`.
+pub async fn spawn_app_with(kind: Kind, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let redis = match kind {
         Kind::Redis => Some(RedisServer::start()),
         Kind::Embedded => None,
     };
-    let (address, _handle) = start_instance(settings(redis.as_ref().map(|r| r.url()))).await;
+    let mut s = settings(redis.as_ref().map(|r| r.url()));
+    tweak(&mut s);
+    let (address, _handle) = start_instance(s).await;
     let client = client();
     let (tenant_id, api_key) = create_tenant(&client, &address, "test", "pro").await;
     TestApp {

@@ -8,5 +8,6 @@ mod admin;
 mod bad_input;
 mod cli;
 mod equivalence;
+mod events;
 mod fleet;
 mod reservations;

@@ -1,0 +1,30 @@
+-- events.lua: a prelude, prepended (by src/store/redis.rs) to every script that
+-- changes reservations. Each event is appended to the tenant's stream (the
+-- bounded history that `Last-Event-ID` resumes from) and the script's events are
+-- published once, as one message, on the tenant's channel (live fan-out). Both
+-- happen inside the calling script, so an event exists exactly when its change
+-- happened, and the stream id is the event id.
+--
+-- ev_open(streamKey, retain) first; ev_emit(...) per event; ev_close() last.
+-- The channel has the stream key's name. All values are strings; the message is
+-- a JSON array of {id, type, resource, requester, label, atMs, expiresAtMs or '',
+-- fencingToken}.
+
+local ev_key, ev_retain, ev_out = nil, 0, {}
+
+local function ev_open(key, retain)
+  ev_key, ev_retain = key, retain
+end
+
+local function ev_emit(kind, res, rq, label, at, ea, ft)
+  local id = redis.call('XADD', ev_key, 'MAXLEN', '~', ev_retain, '*',
+    't', kind, 'r', res, 'q', rq, 'l', label, 'a', at, 'x', ea, 'f', ft)
+  ev_out[#ev_out + 1] = {id, kind, res, rq, label, at, ea, ft}
+end
+
+local function ev_close()
+  if #ev_out > 0 then
+    redis.call('PUBLISH', ev_key, cjson.encode(ev_out))
+  end
+end
+

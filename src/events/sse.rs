@@ -1,0 +1,173 @@
+//! One client's `text/event-stream`: first the history it asked to resume from
+//! (read page by page, so a long replay never sits in memory), then its live
+//! share from the hub, with `: keep-alive` comments while idle. Every event id
+//! at or below the newest one sent is dropped, so the seam between history and
+//! live (and any catch-up the hub does) never repeats an event.
+
+use super::hub::{Subscription, PAGE};
+use super::{gap_frame, Event, EventId, Filter, History};
+use crate::domain::TenantId;
+use crate::store::Store;
+use actix_web::web::{Bytes, BytesMut};
+use futures_util::Stream;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+/// Most frames written in one chunk.
+const FRAMES_PER_CHUNK: usize = 64;
+/// The reconnection delay advised to clients (`retry:`), in milliseconds.
+pub const RETRY_MS: u64 = 2000;
+
+/// Where a stream begins.
+pub enum Start {
+    /// No `Last-Event-ID`: live events only.
+    Live,
+    /// Resume: the first page of history after the client's id.
+    Replay { after: EventId, first: Vec<Event> },
+    /// The client's id is not resumable: one `GAP` frame, then live.
+    Gap(Bytes),
+}
+
+struct State {
+    sub: Subscription,
+    store: Arc<dyn Store>,
+    tenant: TenantId,
+    filter: Filter,
+    backlog: VecDeque<Event>,
+    /// Read more history after this id before going live.
+    next_page: Option<EventId>,
+    /// The newest id sent (or skipped by the filter) so far.
+    last: Option<EventId>,
+    hello: Option<Bytes>,
+    keepalive: Interval,
+    done: bool,
+}
+
+/// The body of one event-stream response.
+pub fn stream(
+    sub: Subscription,
+    store: Arc<dyn Store>,
+    tenant: TenantId,
+    filter: Filter,
+    start: Start,
+    keepalive: Duration,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let mut hello = BytesMut::new();
+    hello.extend_from_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
+    let (backlog, next_page, last) = match start {
+        Start::Live => (VecDeque::new(), None, None),
+        Start::Replay { after, first } => {
+            let more = (first.len() == PAGE)
+                .then(|| first.last().map(|e| e.id))
+                .flatten();
+            (first.into(), more, Some(after))
+        }
+        Start::Gap(frame) => {
+            hello.extend_from_slice(&frame);
+            (VecDeque::new(), None, None)
+        }
+    };
+    let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let state = State {
+        sub,
+        store,
+        tenant,
+        filter,
+        backlog,
+        next_page,
+        last,
+        hello: Some(hello.freeze()),
+        keepalive,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        let chunk = st.next_chunk().await?;
+        Some((Ok(chunk), st))
+    })
+}
+
+impl State {
+    fn is_new(&mut self, id: EventId) -> bool {
+        if self.last.is_some_and(|l| id <= l) {
+            return false;
+        }
+        self.last = Some(id);
+        true
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(hello) = self.hello.take() {
+            return Some(hello);
+        }
+        loop {
+            if self.done || *self.sub.shutdown.borrow() {
+                return None;
+            }
+            // History first.
+            if !self.backlog.is_empty() {
+                let mut chunk = BytesMut::new();
+                let mut frames = 0;
+                while frames < FRAMES_PER_CHUNK {
+                    let Some(event) = self.backlog.pop_front() else {
+                        break;
+                    };
+                    if self.is_new(event.id) && self.filter.matches(&event) {
+                        chunk.extend_from_slice(&event.frame());
+                        frames += 1;
+                    }
+                }
+                if frames > 0 {
+                    return Some(chunk.freeze());
+                }
+                continue;
+            }
+            if let Some(after) = self.next_page.take() {
+                match self.store.events_after(&self.tenant, after, PAGE).await {
+                    Ok(History::Events(events)) => {
+                        if events.len() == PAGE {
+                            self.next_page = events.last().map(|e| e.id);
+                        }
+                        self.backlog = events.into();
+                        continue;
+                    }
+                    Ok(History::Gap { latest }) => {
+                        // Trimmed while we replayed: the client must re-list.
+                        return Some(gap_frame(latest, &after.to_string()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event replay failed; ending the stream so the client resumes");
+                        self.done = true;
+                        return None;
+                    }
+                }
+            }
+            // Then live.
+            tokio::select! {
+                biased;
+                _ = self.sub.shutdown.changed() => return None,
+                _ = &mut self.sub.removed => return None,
+                delivery = self.sub.rx.recv() => {
+                    let delivery = delivery?;
+                    if !self.is_new(delivery.event.id) {
+                        continue;
+                    }
+                    let mut chunk = BytesMut::from(&delivery.frame[..]);
+                    for _ in 1..FRAMES_PER_CHUNK {
+                        let Ok(more) = self.sub.rx.try_recv() else { break };
+                        if self.is_new(more.event.id) {
+                            chunk.extend_from_slice(&more.frame);
+                        }
+                    }
+                    return Some(chunk.freeze());
+                }
+                _ = self.keepalive.tick() => {
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
+            }
+        }
+    }
+}

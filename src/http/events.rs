@@ -1,0 +1,153 @@
+//! `GET /api/v1/events` (contract section 4): the tenant's lock events as
+//! Server-Sent Events, filtered by `resource` (repeatable), `prefix` and `types`,
+//! resumable with `Last-Event-ID`.
+
+use super::error::ApiError;
+use super::extract::ApiCaller;
+use super::query::Query;
+use super::AppState;
+use crate::domain::Resource;
+use crate::events::hub::{JoinError, PAGE};
+use crate::events::sse::{self, Start};
+use crate::events::{gap_frame, EventId, EventKind, Filter, History};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use std::os::fd::{BorrowedFd, RawFd};
+
+/// Most `resource` filters one stream may name.
+pub const MAX_RESOURCE_FILTERS: usize = 100;
+/// Longest `Last-Event-ID` echoed back in a `GAP` event.
+const MAX_ECHOED_ID: usize = 64;
+
+/// The socket of an HTTP connection, recorded when it is accepted (see
+/// `startup.rs`) so a stream that falls behind can be shut down.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnFd(pub RawFd);
+
+/// A handle on the request's connection that the hub may shut down.
+fn connection(req: &HttpRequest) -> Option<std::net::TcpStream> {
+    let fd = req.conn_data::<ConnFd>()?.0;
+    // SAFETY: the descriptor belongs to the connection this request arrived on,
+    // which stays open at least until this handler returns; it is only borrowed
+    // here to duplicate it, and the duplicate is ours to shut down and close.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed
+        .try_clone_to_owned()
+        .ok()
+        .map(std::net::TcpStream::from)
+}
+
+fn filter(req: &HttpRequest) -> Result<Filter, ApiError> {
+    let mut q = Query::parse_repeatable(
+        req.query_string(),
+        &["resource", "prefix", "types"],
+        &["resource"],
+    )?;
+    let resources = q.take_all("resource");
+    if resources.len() > MAX_RESOURCE_FILTERS {
+        return Err(ApiError::invalid_field(
+            "resource",
+            format!("may be given at most {MAX_RESOURCE_FILTERS} times"),
+        ));
+    }
+    let resources = resources
+        .into_iter()
+        .map(|r| Resource::parse(r).map(|r| r.as_str().to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::invalid_field("resource", e.0))?;
+    let prefix = q.string("prefix", |p| Resource::parse(p).map_err(|e| e.0))?;
+    let kinds = match q.take("types") {
+        None => None,
+        Some(raw) => {
+            let mut kinds = Vec::new();
+            for name in raw.split(',').map(str::trim) {
+                match EventKind::parse(name) {
+                    Some(k) => kinds.push(k),
+                    None => {
+                        let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                        return Err(ApiError::invalid_field(
+                            "types",
+                            format!(
+                                "has an unknown event type; use a comma-separated list of {}",
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            Some(kinds)
+        }
+    };
+    Ok(Filter::new(
+        resources,
+        prefix.map(|p| p.as_str().to_string()),
+        kinds,
+    ))
+}
+
+/// The `Last-Event-ID` the client sent: `None` when absent or empty, else the
+/// raw text (lossy for non-UTF-8 bytes) and its parse.
+fn last_event_id(req: &HttpRequest) -> Option<(String, Option<EventId>)> {
+    let mut values = req.headers().get_all("last-event-id");
+    let first = values.next()?;
+    let raw = String::from_utf8_lossy(first.as_bytes()).trim().to_string();
+    if raw.is_empty() {
+        return None;
+    }
+    // Two different ids cannot both be resumed: treat as unparsable.
+    let parsed = if values.next().is_some() {
+        None
+    } else {
+        EventId::parse(&raw)
+    };
+    Some((raw.chars().take(MAX_ECHOED_ID).collect(), parsed))
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %caller.0.tenant))]
+pub async fn stream(
+    req: HttpRequest,
+    caller: ApiCaller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = filter(&req)?;
+    let tenant = caller.0.tenant.clone();
+    let resume = last_event_id(&req);
+    // Join first, read history second: whatever is committed in between arrives
+    // both ways and the stream drops the repeat by id.
+    let sub = state
+        .hub
+        .join(&tenant, filter.clone(), connection(&req))
+        .await
+        .map_err(|e| match e {
+            JoinError::TooMany(max) => ApiError::RateLimited {
+                message: format!(
+                    "this tenant already has {max} event streams open on this instance; close one or retry later"
+                ),
+                retry_after_seconds: 5,
+            },
+            JoinError::ShuttingDown => ApiError::ShuttingDown,
+            JoinError::Store(e) => e.into(),
+        })?;
+    let start = match resume {
+        None => Start::Live,
+        Some((raw, None)) => Start::Gap(gap_frame(state.store.latest_event(&tenant).await?, &raw)),
+        Some((raw, Some(after))) => match state.store.events_after(&tenant, after, PAGE).await? {
+            History::Events(first) => Start::Replay { after, first },
+            History::Gap { latest } => Start::Gap(gap_frame(latest, &raw)),
+        },
+    };
+    let body = sse::stream(
+        sub,
+        state.store.clone(),
+        tenant,
+        filter,
+        start,
+        state.sse_keepalive,
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // Tells nginx-style proxies not to buffer the stream.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
