@@ -10,7 +10,8 @@ CONC=${CONC:-64}
 command -v redis-server >/dev/null || { echo "redis-server missing: run bash scripts/test.sh first (it installs it)"; exit 1; }
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark missing: apt-get install redis-tools"; exit 1; }
 
-cargo build --release --quiet --bin cooplocker --example loadgen
+ulimit -n 65536 2>/dev/null || true  # thousands of SSE sockets
+cargo build --release --quiet --bin cooplocker --example loadgen --example ssebench
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RPORT=$(free_port); HPORT=$(free_port)
 TOKEN=bench-admin-token-0123456789
@@ -20,7 +21,7 @@ cleanup() { kill "$APID" "$RPID" 2>/dev/null || true; }
 trap cleanup EXIT
 until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
 RUST_LOG=warn REDIS_URL="redis://127.0.0.1:$RPORT" COOPLOCKER_ADMIN_TOKEN=$TOKEN \
-  COOPLOCKER_LISTEN="127.0.0.1:$HPORT" target/release/cooplocker >/dev/null &
+  COOPLOCKER_LISTEN="127.0.0.1:$HPORT" COOPLOCKER_SSE_MAX_PER_TENANT=20000 target/release/cooplocker >/dev/null &
 APID=$!
 until curl -sf "http://127.0.0.1:$HPORT/readyz" >/dev/null; do sleep 0.05; done
 # Every run gets a fresh tenant, so no run inserts into indexes an earlier run grew.
@@ -41,14 +42,15 @@ echo "HTTP 100-item reserve+unreserve: $http_batch"
 
 # The same reserve script, straight into Redis. Random resource names in a huge
 # key space so (almost) every call takes the RESERVED path, as in the HTTP run.
-SHA=$(redis-cli -p "$RPORT" SCRIPT LOAD "$(cat lua/reserve.lua)")
+# (The service prepends lua/events.lua to reserve.lua; so does this run.)
+SHA=$(redis-cli -p "$RPORT" SCRIPT LOAD "$(cat lua/events.lua lua/reserve.lua)")
 raw_args() { # $1 = items
   local n=$1 keys=() argv=()
   for ((i = 0; i < n; i++)); do
     keys+=("$T:r:b$i-__rand_int__" "$T:f:b$i-__rand_int__" "$T:q:rb")
     argv+=("b$i-__rand_int__" "rb" "0" "00000000-0000-4000-8000-00000000000$((i % 10))")
   done
-  echo EVALSHA "$SHA" $((4 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "$T:tenant" "${keys[@]}" label "$n" 86400000 "${argv[@]}"
+  echo EVALSHA "$SHA" $((5 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "$T:tenant" "$T:ev" "${keys[@]}" label "$n" 86400000 10000 "${argv[@]}"
 }
 rb() { # $1 = items, $2 = requests; a fresh tenant each
   T="cl:{$(new_tenant | cut -d' ' -f1)}"
@@ -71,3 +73,12 @@ print(f"ratio HTTP/raw, 1-item reserve+unreserve : {float(hs['requests_per_s'])/
 print(f"ratio HTTP/raw, 100-item reserve+unreserve: {float(hb['requests_per_s'])/rb:.0%} (HTTP p50 {hb['p50_ms']} ms, p99 {hb['p99_ms']} ms)")
 print("(reserve+unreserve runs are half unreserves, a cheaper script than the raw run's reserves)")
 PY
+
+# Event streams: N SSE clients on this instance, a steady RESERVED rate.
+if [ "${SSE:-1}" = 1 ]; then
+  for n in ${SSE_CLIENTS:-1000 5000}; do
+    out=$(target/release/examples/ssebench --addr "127.0.0.1:$HPORT" --key "$(key_of)" --clients "$n" \
+      --rate "${SSE_RATE:-20}" --seconds "$SECS" --pid "$APID")
+    echo "SSE $n clients, ${SSE_RATE:-20} events/s: $out"
+  done
+fi

@@ -303,6 +303,16 @@ async fn an_expiry_is_announced_once_and_a_release_is_not_an_expiry(app: TestApp
     assert_eq!(ev.data["apiKeyLabel"], "worker-prod");
     assert_eq!(ev.data["fencingToken"], got[0]["fencingToken"]);
     assert_eq!(ev.data["expiresAt"], got[0]["expiresAt"]);
+    let millis = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or(""))
+            .map(|t| t.timestamp_millis())
+            .expect("RFC 3339 time")
+    };
+    let delay = millis(&ev.data["at"]) - millis(&ev.data["expiresAt"]);
+    assert!(
+        (0..=2000).contains(&delay),
+        "announced {delay} ms after the expiry"
+    );
     let more = s.drain(Duration::from_millis(1500)).await;
     assert!(more.is_empty(), "one EXPIRED only: {more:?}");
 }
