@@ -102,6 +102,10 @@ impl Hub {
             clients: AtomicU64::new(0),
         });
         tokio::spawn(run(Arc::downgrade(&hub), store.live_events()));
+        tokio::spawn(close_on_credential_change(
+            Arc::downgrade(&hub),
+            store.invalidations(),
+        ));
         hub
     }
 
@@ -276,6 +280,27 @@ impl Hub {
             self.clients
                 .fetch_sub(feed.clients.len() as u64, Ordering::Relaxed);
             self.store.unfollow_events(tenant);
+        }
+    }
+}
+
+/// A tenant whose keys, tier or existence changed gets its streams on this
+/// instance closed: a revoked or rotated key must not keep receiving events. The
+/// clients reconnect at once (and resume); those whose key is no longer valid get
+/// a 401.
+async fn close_on_credential_change(
+    hub: Weak<Hub>,
+    mut changes: broadcast::Receiver<crate::store::Invalidation>,
+) {
+    loop {
+        let change = changes.recv().await;
+        let Some(hub) = hub.upgrade() else { return };
+        match change {
+            Ok(crate::store::Invalidation::Tenant(tenant)) => hub.drop_tenant(&tenant),
+            // A reconnect of the feed (`All`) says nothing about any tenant; the
+            // streams stay (they are caught up through `Live::Resync`).
+            Ok(crate::store::Invalidation::All) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

@@ -834,3 +834,31 @@ async fn events_published_while_the_subscriber_reconnects_are_not_lost() {
         "no repeats"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stops_receiving_events() {
+    for app in each_store(|_| {}).await {
+        let r = app
+            .admin(
+                Method::POST,
+                &format!("/tenants/{}/keys", app.tenant_id),
+                Some(json!({"label":"soon-gone"})),
+            )
+            .await;
+        let key_id = r.body["id"].as_str().expect("id").to_string();
+        let key = r.body["key"].as_str().expect("key").to_string();
+        let mut s = Stream::open(&app.address, &key, "", None).await;
+        let r = app
+            .admin(
+                Method::DELETE,
+                &format!("/tenants/{}/keys/{key_id}", app.tenant_id),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert!(s.next(Duration::from_secs(1)).await.is_none());
+        assert!(s.ended, "the stream of a revoked key is closed within 1 s");
+        let res = Stream::request(&app.address, &key, "", None).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+}
