@@ -7,7 +7,7 @@
 -- KEYS[4]  cl:{T}:tenant, which must exist (a deleted tenant gets nothing)
 -- KEYS[5]  cl:{T}:ev    the tenant's event stream (and channel name)
 -- then per item i (i = 1..n), three keys starting at KEYS[3*i+3]:
---   cl:{T}:r:<resource>   hash rq tk at ea ft lb (the reservation; PEXPIREAT)
+--   cl:{T}:r:<resource>   hash rq tk at ea ft lb [sh] (the reservation; PEXPIREAT)
 --   cl:{T}:f:<resource>   string "<last fencing token> <its release token>"
 --                         (no TTL while held)
 --   cl:{T}:q:<requester>  zset (score 0) of the requester's resources
@@ -15,10 +15,14 @@
 -- ARGV[2]  n, the number of items
 -- ARGV[3]  how long (ms) a fencing counter outlives its grant
 -- ARGV[4]  events retained per tenant
--- then per item four values starting at ARGV[4*i+1]: resource, requester,
---   ttl in ms ("0" for no TTL), the release token to hand out
+-- ARGV[5]  most reservations the tenant may hold ("0": no limit; the public
+--          locklock tenant has one)
+-- then per item five values starting at ARGV[5*i+1]: resource, requester,
+--   ttl in ms ("0" for no TTL), the release token to hand out, and the hash of
+--   a locklock secret ('' for none; kept as field sh)
 --
--- Returns -1 when the tenant does not exist, else one array per item, in order:
+-- Returns -1 when the tenant does not exist, -2 when it holds its most
+-- reservations already, else one array per item, in order:
 --   {1, releaseToken, reservedAtMs, expiresAtMs or -1, fencingToken}   RESERVED
 --   {0, heldBy, expiresAtMs or -1}                                   ALREADY_HELD
 -- A reservation whose expiresAt has passed counts as free even while its key
@@ -38,12 +42,16 @@ local out = {}
 if redis.call('EXISTS', KEYS[4]) == 0 then
   return -1
 end
+local cap = tonumber(ARGV[5])
+if cap > 0 and redis.call('ZCARD', KEYS[1]) + n > cap then
+  return -2
+end
 ev_open(KEYS[5], ARGV[4])
 
 for i = 1, n do
   local lock, fence, ridx = KEYS[3 * i + 3], KEYS[3 * i + 4], KEYS[3 * i + 5]
-  local a = 4 * i + 1
-  local res, rq, ttl, tok = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local a = 5 * i + 1
+  local res, rq, ttl, tok, sh = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local cur = redis.call('HMGET', lock, 'rq', 'ea')
   if cur[1] and (cur[2] == '' or tonumber(cur[2]) > now_ms) then
     out[i] = {0, cur[1], cur[2] == '' and -1 or tonumber(cur[2])}
@@ -75,6 +83,9 @@ for i = 1, n do
     end
     redis.call('DEL', lock)
     redis.call('HSET', lock, 'rq', rq, 'tk', tok, 'at', ats, 'ea', eas, 'ft', fts, 'lb', label)
+    if sh ~= '' then
+      redis.call('HSET', lock, 'sh', sh)
+    end
     if ttl > 0 then
       redis.call('PEXPIREAT', lock, eas)
       redis.call('SET', fence, fts .. ' ' .. tok, 'PXAT', string.format('%.0f', ea + keep))

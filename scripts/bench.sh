@@ -44,19 +44,19 @@ echo "HTTP 100-item reserve+unreserve: $http_batch"
 # key space so (almost) every call takes the RESERVED path, as in the HTTP run.
 # (The service prepends lua/events.lua to reserve.lua; so does this run.)
 SHA=$(redis-cli -p "$RPORT" SCRIPT LOAD "$(cat lua/events.lua lua/reserve.lua)")
-raw_args() { # $1 = items
+raw_args() { # $1 = items; sets RAW (an array, so empty arguments survive)
   local n=$1 keys=() argv=()
   for ((i = 0; i < n; i++)); do
     keys+=("$T:r:b$i-__rand_int__" "$T:f:b$i-__rand_int__" "$T:q:rb")
-    argv+=("b$i-__rand_int__" "rb" "0" "00000000-0000-4000-8000-00000000000$((i % 10))")
+    argv+=("b$i-__rand_int__" "rb" "0" "00000000-0000-4000-8000-00000000000$((i % 10))" "")
   done
-  echo EVALSHA "$SHA" $((5 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "$T:tenant" "$T:ev" "${keys[@]}" label "$n" 86400000 10000 "${argv[@]}"
+  RAW=(EVALSHA "$SHA" $((5 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "$T:tenant" "$T:ev" "${keys[@]}" label "$n" 86400000 10000 0 "${argv[@]}")
 }
 rb() { # $1 = items, $2 = requests; a fresh tenant each
   T="cl:{$(new_tenant | cut -d' ' -f1)}"
-  # shellcheck disable=SC2046
+  raw_args "$1"
   # CSV columns: test, rps, avg, min, p50, p95, p99, max (ms)
-  redis-benchmark -p "$RPORT" -c "$CONC" -n "$2" -r 100000000000 --csv $(raw_args "$1") | tail -1 | tr -d '"' |
+  redis-benchmark -p "$RPORT" -c "$CONC" -n "$2" -r 100000000000 --csv "${RAW[@]}" | tail -1 | tr -d '"' |
     awk -F, '{printf "%s p50_ms=%s p99_ms=%s", $2, $5, $7}'
 }
 raw_single=$(rb 1 $((SECS * 40000)))

@@ -174,6 +174,23 @@ pub struct Settings {
           value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
     pub public_locks: bool,
 
+    /// Keyless locklock requests per second from one client address (burst the
+    /// same), fleet-wide.
+    #[arg(long, env = "COOPLOCKER_PUBLIC_LOCKS_PER_IP", value_parser = range(1u32, 100_000),
+          default_value = "10", global = true)]
+    pub public_locks_per_ip: u32,
+
+    /// Most public locklock locks held at once (all clients together).
+    #[arg(long, env = "COOPLOCKER_PUBLIC_LOCKS_MAX", value_parser = range(1usize, 100_000_000),
+          default_value = "100000", global = true)]
+    pub public_locks_max: usize,
+
+    /// Take the client address from the first `X-Forwarded-For` entry (only
+    /// behind a proxy that sets it; otherwise clients could pick their address).
+    #[arg(long, env = "COOPLOCKER_TRUST_FORWARDED_FOR", default_value = "false",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
+    pub trust_forwarded_for: bool,
+
     /// Most items in one batch request.
     #[arg(long, env = "COOPLOCKER_MAX_BATCH", value_parser = range(1usize, 100_000),
           default_value = "1000", global = true)]

@@ -102,10 +102,15 @@ impl Application {
             limits: Limits {
                 max_batch: settings.max_batch,
                 max_body_bytes: settings.max_body_bytes,
+                public_locks: settings.public_locks,
+                public_locks_per_ip: settings.public_locks_per_ip,
+                public_locks_max: settings.public_locks_max,
+                trust_forwarded_for: settings.trust_forwarded_for,
             },
             shutting_down: shutting_down.clone(),
             hub: hub.clone(),
             sse_keepalive: Duration::from_millis(settings.sse_keepalive_ms),
+            public_tenant_ready: AtomicBool::new(false),
         });
 
         let sweeper = tokio::spawn(run_sweeper(store));

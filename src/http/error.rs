@@ -58,6 +58,8 @@ pub enum ApiError {
     ShuttingDown,
     /// A bug: logged in full, answered opaquely.
     Internal(String),
+    /// Another error, with extra response headers (e.g. `RateLimit-*`).
+    WithHeaders(Box<ApiError>, Vec<(&'static str, String)>),
 }
 
 impl ApiError {
@@ -76,8 +78,18 @@ impl ApiError {
         }
     }
 
+    /// The same error, answered with extra headers.
+    pub fn with_headers(self, headers: Vec<(&'static str, String)>) -> Self {
+        if headers.is_empty() {
+            self
+        } else {
+            Self::WithHeaders(Box::new(self), headers)
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
+            Self::WithHeaders(inner, _) => inner.code(),
             Self::InvalidRequest { .. } => "INVALID_REQUEST",
             Self::Unauthorized(_) => "UNAUTHORIZED",
             Self::Forbidden { code, .. } => code,
@@ -97,6 +109,7 @@ impl ApiError {
 
     fn message(&self) -> &str {
         match self {
+            Self::WithHeaders(inner, _) => inner.message(),
             Self::InvalidRequest { message, .. } => message,
             Self::Unauthorized(m)
             | Self::NotFound(m)
@@ -175,6 +188,7 @@ struct Inner<'a> {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            Self::WithHeaders(inner, _) => inner.status_code(),
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -192,6 +206,18 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::WithHeaders(inner, headers) = self {
+            let mut res = inner.error_response();
+            for (name, value) in headers {
+                if let (Ok(k), Ok(v)) = (
+                    header::HeaderName::from_bytes(name.as_bytes()),
+                    header::HeaderValue::from_str(value),
+                ) {
+                    res.headers_mut().insert(k, v);
+                }
+            }
+            return res;
+        }
         if let Self::Internal(cause) = self {
             tracing::error!(%cause, "internal error");
         }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod locklock;
 pub mod middleware;
 pub mod query;
 pub mod reservations;
@@ -23,6 +24,11 @@ use std::sync::Arc;
 pub struct Limits {
     pub max_batch: usize,
     pub max_body_bytes: usize,
+    /// Keyless locklock locks allowed.
+    pub public_locks: bool,
+    pub public_locks_per_ip: u32,
+    pub public_locks_max: usize,
+    pub trust_forwarded_for: bool,
 }
 
 /// Everything a handler needs, shared by all workers of one instance.
@@ -38,6 +44,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Idle time between `: keep-alive` comments on an event stream.
     pub sse_keepalive: std::time::Duration,
+    /// Set once this instance has made sure the public locklock tenant exists.
+    pub public_tenant_ready: AtomicBool,
 }
 
 /// One of the two static paths of the reservation listing (GET and HEAD).
@@ -72,6 +80,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(list_resource("/api/v1/reservation"))
     .service(list_resource("/api/v1/reservation/activereservations"))
     .service(web::resource("/api/v1/events").route(web::get().to(events::stream)))
+    .service(
+        web::resource("/v1/api/lock/uuid/{uuid:.+}")
+            .route(web::post().to(locklock::acquire_uuid))
+            .route(web::delete().to(locklock::release_uuid)),
+    )
+    .service(
+        web::resource("/v1/api/lock/key/{name:.+}")
+            .route(web::post().to(locklock::acquire_key))
+            .route(web::delete().to(locklock::release_key)),
+    )
     .service(
         web::resource("/api/v1/admin/tenants")
             .route(web::get().to(admin::list_tenants))

@@ -7,8 +7,9 @@
 
 use super::{
     Caller, CheckOutcome, ExtendItem, ExtendOutcome, Invalidation, KeyCreateError, ListPage,
-    ListQuery, Principal, ReleaseItem, ReleaseOutcome, ReserveItem, ReserveOutcome, Store,
-    StoreError, StoreResult, TenantPatch, FENCE_RETENTION_MS,
+    ListQuery, LockOutcome, LockRequest, Principal, RateDecision, ReleaseByName, ReleaseItem,
+    ReleaseOutcome, Releaser, ReserveItem, ReserveOutcome, Store, StoreError, StoreResult,
+    TenantPatch, FENCE_RETENTION_MS,
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
@@ -29,6 +30,8 @@ pub struct EmbeddedStore {
 
 struct Inner {
     state: Mutex<State>,
+    /// Rate limits: key -> theoretical arrival time (µs), as in rate_limit.lua.
+    limits: Mutex<HashMap<String, u64>>,
     invalidations: broadcast::Sender<Invalidation>,
     live: broadcast::Sender<Live>,
 }
@@ -67,6 +70,8 @@ struct KeyRec {
 
 #[derive(Clone)]
 struct Lock {
+    /// Hash of a locklock secret.
+    secret_hash: Option<String>,
     requester: String,
     token: String,
     reserved_at: Millis,
@@ -236,8 +241,85 @@ impl EmbeddedStore {
                 }),
                 invalidations,
                 live,
+                limits: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The reserve step (also locklock's acquire, with a secret and a cap on the
+    /// tenant's reservations); `None` when the cap is reached.
+    fn reserve_sync(
+        &self,
+        caller: &Caller,
+        items: &[ReserveItem],
+        secret_hash: Option<String>,
+        max_held: Option<usize>,
+    ) -> StoreResult<Option<Vec<ReserveOutcome>>> {
+        let mut st = self.state();
+        let now_us = st.now_us();
+        let now_ms = now_us / 1000;
+        let retain = st.retain;
+        let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
+            return Err(StoreError::TenantGone);
+        };
+        if max_held.is_some_and(|max| ts.locks.len() + items.len() > max) {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let res = it.resource.as_str();
+            if let Some(held) = ts.live_lock(res, now_ms) {
+                out.push(ReserveOutcome::AlreadyHeld {
+                    held_by: held.requester.clone(),
+                    expires_at: held.expires_at,
+                });
+                continue;
+            }
+            if let Some(old) = ts.drop_lock(res, now_ms) {
+                // Expired but not yet swept: announce it before the new grant.
+                let label = old.label.clone();
+                ts.emit(retain, now_ms, EventKind::Expired, res, &old, &label);
+            }
+            let last = ts.fences.get(res).map_or(0, |f| f.0);
+            let fencing = (last + 1).max(now_us);
+            let expires_at = it.ttl.map(|t| now_ms + t.millis());
+            let token = ReleaseToken::generate();
+            ts.fences.insert(
+                res.to_string(),
+                (fencing, expires_at.map(|ea| ea + FENCE_RETENTION_MS)),
+            );
+            let lock = Lock {
+                secret_hash: secret_hash.clone(),
+                requester: it.requester.as_str().to_string(),
+                token: token.as_str().to_string(),
+                reserved_at: now_ms,
+                expires_at,
+                fencing,
+                label: caller.label.clone(),
+            };
+            ts.emit(
+                retain,
+                now_ms,
+                EventKind::Reserved,
+                res,
+                &lock,
+                &caller.label,
+            );
+            ts.locks.insert(res.to_string(), lock);
+            ts.by_requester
+                .insert((it.requester.as_str().to_string(), res.to_string()));
+            if let Some(ea) = expires_at {
+                ts.expiries.insert((ea, res.to_string()));
+            }
+            out.push(ReserveOutcome::Reserved {
+                release_token: token,
+                reserved_at: now_ms,
+                expires_at,
+                fencing_token: fencing,
+            });
+        }
+        self.publish(&caller.tenant, ts);
+        Ok(Some(out))
     }
 
     /// Publishes the events a tenant's operation produced. Called with the state
@@ -324,67 +406,8 @@ impl Store for EmbeddedStore {
         caller: &Caller,
         items: &[ReserveItem],
     ) -> StoreResult<Vec<ReserveOutcome>> {
-        let mut st = self.state();
-        let now_us = st.now_us();
-        let now_ms = now_us / 1000;
-        let retain = st.retain;
-        let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
-            return Err(StoreError::TenantGone);
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for it in items {
-            let res = it.resource.as_str();
-            if let Some(held) = ts.live_lock(res, now_ms) {
-                out.push(ReserveOutcome::AlreadyHeld {
-                    held_by: held.requester.clone(),
-                    expires_at: held.expires_at,
-                });
-                continue;
-            }
-            if let Some(old) = ts.drop_lock(res, now_ms) {
-                // Expired but not yet swept: announce it before the new grant.
-                let label = old.label.clone();
-                ts.emit(retain, now_ms, EventKind::Expired, res, &old, &label);
-            }
-            let last = ts.fences.get(res).map_or(0, |f| f.0);
-            let fencing = (last + 1).max(now_us);
-            let expires_at = it.ttl.map(|t| now_ms + t.millis());
-            let token = ReleaseToken::generate();
-            ts.fences.insert(
-                res.to_string(),
-                (fencing, expires_at.map(|ea| ea + FENCE_RETENTION_MS)),
-            );
-            let lock = Lock {
-                requester: it.requester.as_str().to_string(),
-                token: token.as_str().to_string(),
-                reserved_at: now_ms,
-                expires_at,
-                fencing,
-                label: caller.label.clone(),
-            };
-            ts.emit(
-                retain,
-                now_ms,
-                EventKind::Reserved,
-                res,
-                &lock,
-                &caller.label,
-            );
-            ts.locks.insert(res.to_string(), lock);
-            ts.by_requester
-                .insert((it.requester.as_str().to_string(), res.to_string()));
-            if let Some(ea) = expires_at {
-                ts.expiries.insert((ea, res.to_string()));
-            }
-            out.push(ReserveOutcome::Reserved {
-                release_token: token,
-                reserved_at: now_ms,
-                expires_at,
-                fencing_token: fencing,
-            });
-        }
-        self.publish(&caller.tenant, ts);
-        Ok(out)
+        self.reserve_sync(caller, items, None, None)?
+            .ok_or_else(|| StoreError::Internal("reserve refused without a cap".into()))
     }
 
     async fn unreserve(
@@ -548,29 +571,117 @@ impl Store for EmbeddedStore {
         Ok(ListPage { items, next_after })
     }
 
-    async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool> {
+    async fn release_by_name(
+        &self,
+        tenant: &TenantId,
+        resource: &Resource,
+        by: &Releaser,
+    ) -> StoreResult<ReleaseByName> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
         let retain = st.retain;
         let Some(ts) = st.tenants.get_mut(tenant) else {
-            return Ok(false);
+            return Ok(ReleaseByName::NotHeld);
         };
-        if ts.live_lock(resource.as_str(), now_ms).is_none() {
-            return Ok(false);
-        }
-        let Some(old) = ts.drop_lock(resource.as_str(), now_ms) else {
-            return Ok(false);
+        let res = resource.as_str();
+        let Some(lock) = ts.live_lock(res, now_ms) else {
+            return Ok(ReleaseByName::NotHeld);
         };
-        ts.emit(
-            retain,
-            now_ms,
-            EventKind::ForceReleased,
-            resource.as_str(),
-            &old,
-            "admin",
-        );
+        let (kind, label) = match by {
+            Releaser::Admin => (EventKind::ForceReleased, "admin".to_string()),
+            Releaser::Locklock { label, secret_hash } => {
+                if let Some(expected) = &lock.secret_hash {
+                    let presented = secret_hash.as_deref().unwrap_or("");
+                    if !constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
+                        return Ok(ReleaseByName::WrongSecret);
+                    }
+                }
+                (EventKind::Unreserved, label.clone())
+            }
+        };
+        let Some(old) = ts.drop_lock(res, now_ms) else {
+            return Ok(ReleaseByName::NotHeld);
+        };
+        ts.emit(retain, now_ms, kind, res, &old, &label);
         self.publish(tenant, ts);
-        Ok(true)
+        Ok(ReleaseByName::Released)
+    }
+
+    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<LockOutcome> {
+        let item = ReserveItem {
+            resource: req.resource.clone(),
+            requester: req.requester.clone(),
+            ttl: Some(req.ttl),
+        };
+        let Some(outcome) = self
+            .reserve_sync(caller, &[item], req.secret_hash.clone(), req.max_held)?
+            .and_then(|mut v| v.pop())
+        else {
+            return Ok(LockOutcome::Full);
+        };
+        Ok(match outcome {
+            ReserveOutcome::Reserved {
+                expires_at,
+                fencing_token,
+                ..
+            } => LockOutcome::Acquired {
+                expires_at: expires_at.unwrap_or(0),
+                fencing_token,
+            },
+            ReserveOutcome::AlreadyHeld { .. } => LockOutcome::Locked,
+        })
+    }
+
+    async fn ensure_tenant(&self, id: &TenantId, name: &TenantName, tier: Tier) -> StoreResult<()> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        st.tenants.entry(id.clone()).or_insert_with(|| {
+            TenantState::new(Tenant {
+                id: id.clone(),
+                name: name.as_str().to_string(),
+                tier,
+                created_at: now_ms,
+                jwt: None,
+            })
+        });
+        Ok(())
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        per_second: u32,
+        burst: u32,
+    ) -> StoreResult<RateDecision> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let interval = 1_000_000 / u64::from(per_second.max(1));
+        let burst = u64::from(burst.max(1));
+        let mut limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if limits.len() > 100_000 {
+            // Forget limits that are whole again (their state says nothing).
+            limits.retain(|_, tat| *tat > now);
+        }
+        let tat = limits.get(key).copied().unwrap_or(0).max(now);
+        let allow_at = tat.saturating_sub((burst - 1) * interval);
+        if now < allow_at {
+            return Ok(RateDecision {
+                allowed: false,
+                remaining: 0,
+                retry_after_ms: (allow_at - now).div_ceil(1000),
+                reset_ms: (tat - now).div_ceil(1000),
+            });
+        }
+        let tat = tat + interval;
+        limits.insert(key.to_string(), tat);
+        Ok(RateDecision {
+            allowed: true,
+            remaining: (now + burst * interval).saturating_sub(tat) / interval,
+            retry_after_ms: 0,
+            reset_ms: (tat - now).div_ceil(1000),
+        })
     }
 
     async fn create_tenant(

@@ -105,6 +105,72 @@ pub enum CheckOutcome {
     Free,
 }
 
+/// A locklock acquire: one reservation with an optional secret.
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    pub resource: Resource,
+    pub requester: Requester,
+    pub ttl: Ttl,
+    /// Hash of the lock's secret ([`secret_hash`]), if it has one.
+    pub secret_hash: Option<String>,
+    /// Most reservations the tenant may hold (the public tenant's cap).
+    pub max_held: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOutcome {
+    Acquired {
+        expires_at: Millis,
+        fencing_token: u64,
+    },
+    Locked,
+    /// The tenant holds `max_held` reservations already.
+    Full,
+}
+
+/// Who may release a reservation by name (without its release token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Releaser {
+    /// The operator: event `FORCE_RELEASED`, label `admin`.
+    Admin,
+    /// A locklock client: event `UNRESERVED` with its label; the secret (hash)
+    /// must match when the lock has one.
+    Locklock {
+        label: String,
+        secret_hash: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseByName {
+    Released,
+    NotHeld,
+    /// The lock has a secret and it was missing or wrong.
+    WrongSecret,
+}
+
+/// The stored form of a locklock secret: SHA-256 over the tenant, the lock name
+/// and the secret, so equal secrets of different locks do not hash alike.
+pub fn secret_hash(tenant: &TenantId, resource: &Resource, secret: &str) -> String {
+    crate::domain::hash_secret(&format!(
+        "{}\u{0}{}\u{0}{secret}",
+        tenant.as_str(),
+        resource.as_str()
+    ))
+}
+
+/// The decision of a rate limit for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    /// Requests that would still pass right now.
+    pub remaining: u64,
+    /// When refused: milliseconds until the next request passes.
+    pub retry_after_ms: u64,
+    /// Milliseconds until the limit is whole again.
+    pub reset_ms: u64,
+}
+
 /// One page request of active reservations, sorted by resource (bytewise).
 #[derive(Debug, Clone)]
 pub struct ListQuery {
@@ -176,7 +242,27 @@ pub trait Store: Send + Sync + 'static {
     /// One page of the tenant's active reservations.
     async fn list(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage>;
     /// Releases a reservation whoever holds it; `false` when it was not held.
-    async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool>;
+    async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool> {
+        Ok(self
+            .release_by_name(tenant, resource, &Releaser::Admin)
+            .await?
+            == ReleaseByName::Released)
+    }
+    /// Releases a reservation by name, without its release token.
+    async fn release_by_name(
+        &self,
+        tenant: &TenantId,
+        resource: &Resource,
+        by: &Releaser,
+    ) -> StoreResult<ReleaseByName>;
+    /// Acquires a locklock lock: a reservation like `reserve` makes.
+    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<LockOutcome>;
+    /// Creates a tenant with a given id unless it exists (the public tenant).
+    async fn ensure_tenant(&self, id: &TenantId, name: &TenantName, tier: Tier) -> StoreResult<()>;
+    /// Counts one request against the limit `key` (`per_second` with a burst of
+    /// `burst`), for the whole fleet.
+    async fn rate_limit(&self, key: &str, per_second: u32, burst: u32)
+        -> StoreResult<RateDecision>;
 
     /// Creates a tenant with its default key. `secret` pins the key's value (only
     /// for the embedded mode's configured default key); otherwise one is generated.

@@ -19,8 +19,9 @@
 
 use super::{
     Caller, CheckOutcome, ExtendItem, ExtendOutcome, Invalidation, KeyCreateError, ListPage,
-    ListQuery, Principal, ReleaseItem, ReleaseOutcome, ReserveItem, ReserveOutcome, Store,
-    StoreError, StoreResult, TenantPatch, FENCE_RETENTION_MS,
+    ListQuery, LockOutcome, LockRequest, Principal, RateDecision, ReleaseByName, ReleaseItem,
+    ReleaseOutcome, Releaser, ReserveItem, ReserveOutcome, Store, StoreError, StoreResult,
+    TenantPatch, FENCE_RETENTION_MS,
 };
 use crate::domain::{
     ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, ReleaseToken, Resource, Tenant, TenantId,
@@ -60,7 +61,8 @@ script!(CHECK, "check.lua");
 script!(LIST_READ, "list_read.lua");
 script!(SWEEP_DUE, "sweep_due.lua");
 script!(SWEEP_EXPIRE, events, "sweep_expire.lua");
-script!(FORCE_RELEASE, events, "force_release.lua");
+script!(RELEASE, events, "release.lua");
+script!(RATE_LIMIT, "rate_limit.lua");
 script!(EVENTS_READ, "events_read.lua");
 script!(KEY_ADD, "key_add.lua");
 script!(KEY_ROTATE, "key_rotate.lua");
@@ -223,6 +225,40 @@ impl RedisStore {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Runs reserve.lua: -1 (tenant gone), -2 (cap reached) or one row per item.
+    async fn run_reserve(
+        &self,
+        caller: &Caller,
+        items_in: &[ReserveArgs<'_>],
+        cap: usize,
+    ) -> StoreResult<Value> {
+        let t = &caller.tenant;
+        let mut inv = RESERVE.prepare_invoke();
+        inv.key(keys::index(t))
+            .key(keys::expiries(t))
+            .key(keys::meta(t))
+            .key(keys::tenant(t))
+            .key(keys::events(t));
+        inv.arg(caller.label.as_str())
+            .arg(items_in.len())
+            .arg(FENCE_RETENTION_MS)
+            .arg(self.inner.retain)
+            .arg(cap);
+        for it in items_in {
+            inv.key(keys::lock(t, it.resource))
+                .key(keys::fence(t, it.resource))
+                .key(keys::by_requester(t, it.requester));
+            inv.arg(it.resource)
+                .arg(it.requester)
+                .arg(it.ttl_ms)
+                .arg(it.token.as_str())
+                .arg(it.secret_hash);
+        }
+        let mut c = self.conn();
+        self.run("reserve", async { inv.invoke_async(&mut c).await })
+            .await
     }
 
     /// Retires the expired reservations of every tenant: a few hundred per tenant
@@ -528,6 +564,15 @@ fn classify(what: &str, e: redis::RedisError) -> StoreError {
     }
 }
 
+/// One item of reserve.lua.
+struct ReserveArgs<'a> {
+    resource: &'a str,
+    requester: &'a str,
+    ttl_ms: u64,
+    token: ReleaseToken,
+    secret_hash: &'a str,
+}
+
 /// Where the subscriber task delivers what it hears.
 struct Feeds {
     invalidations: broadcast::Sender<Invalidation>,
@@ -781,37 +826,27 @@ impl Store for RedisStore {
         caller: &Caller,
         items_in: &[ReserveItem],
     ) -> StoreResult<Vec<ReserveOutcome>> {
-        let t = &caller.tenant;
-        let mut inv = RESERVE.prepare_invoke();
-        inv.key(keys::index(t))
-            .key(keys::expiries(t))
-            .key(keys::meta(t))
-            .key(keys::tenant(t))
-            .key(keys::events(t));
-        inv.arg(caller.label.as_str())
-            .arg(items_in.len())
-            .arg(FENCE_RETENTION_MS)
-            .arg(self.inner.retain);
         let mut tokens = Vec::with_capacity(items_in.len());
-        for it in items_in {
-            let token = ReleaseToken::generate();
-            inv.key(keys::lock(t, it.resource.as_str()))
-                .key(keys::fence(t, it.resource.as_str()))
-                .key(keys::by_requester(t, it.requester.as_str()));
-            inv.arg(it.resource.as_str())
-                .arg(it.requester.as_str())
-                .arg(it.ttl.map_or(0, |d| d.millis()))
-                .arg(token.as_str());
-            tokens.push(token);
-        }
-        let mut c = self.conn();
-        let reply: Value = self
-            .run("reserve", async { inv.invoke_async(&mut c).await })
-            .await?;
-        if reply == Value::Int(-1) {
-            return Err(StoreError::TenantGone);
-        }
-        let rows = items(reply)?;
+        let plain: Vec<ReserveArgs> = items_in
+            .iter()
+            .map(|it| {
+                let token = ReleaseToken::generate();
+                tokens.push(token.clone());
+                ReserveArgs {
+                    resource: it.resource.as_str(),
+                    requester: it.requester.as_str(),
+                    ttl_ms: it.ttl.map_or(0, |d| d.millis()),
+                    token,
+                    secret_hash: "",
+                }
+            })
+            .collect();
+        let reply = self.run_reserve(caller, &plain, 0).await?;
+        let rows = match reply {
+            Value::Int(-1) => return Err(StoreError::TenantGone),
+            Value::Int(-2) => return Err(bad_reply("reserve (no cap was set)")),
+            reply => items(reply)?,
+        };
         if rows.len() != items_in.len() {
             return Err(bad_reply("reserve"));
         }
@@ -1051,15 +1086,29 @@ impl Store for RedisStore {
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
-    async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool> {
+    async fn release_by_name(
+        &self,
+        tenant: &TenantId,
+        resource: &Resource,
+        by: &Releaser,
+    ) -> StoreResult<ReleaseByName> {
+        let (kind, label, check, presented) = match by {
+            Releaser::Admin => ("FORCE_RELEASED", "admin", "0", ""),
+            Releaser::Locklock { label, secret_hash } => (
+                "UNRESERVED",
+                label.as_str(),
+                "1",
+                secret_hash.as_deref().unwrap_or(""),
+            ),
+        };
         // The holder's requester names one of the keys, so read it first and let
         // the script confirm it did not change in between.
         let mut holder = String::new();
         for _ in 0..5 {
             let mut c = self.conn();
             let reply: Value = self
-                .run("force release", async {
-                    FORCE_RELEASE
+                .run("release", async {
+                    RELEASE
                         .key(keys::index(tenant))
                         .key(keys::expiries(tenant))
                         .key(keys::meta(tenant))
@@ -1071,23 +1120,125 @@ impl Store for RedisStore {
                         .arg(holder.as_str())
                         .arg(FENCE_RETENTION_MS)
                         .arg(self.inner.retain)
+                        .arg(kind)
+                        .arg(label)
+                        .arg(check)
+                        .arg(presented)
                         .invoke_async(&mut c)
                         .await
                 })
                 .await?;
             let row = items(reply)?;
             match row.as_slice() {
-                [Value::Int(1), ..] => return Ok(true),
-                [Value::Int(0)] => return Ok(false),
+                [Value::Int(1), ..] => return Ok(ReleaseByName::Released),
+                [Value::Int(0)] => return Ok(ReleaseByName::NotHeld),
+                [Value::Int(3)] => return Ok(ReleaseByName::WrongSecret),
                 [Value::Int(2), who] => {
-                    holder = as_string(who).ok_or_else(|| bad_reply("force release"))?
+                    holder = as_string(who).ok_or_else(|| bad_reply("release"))?
                 }
-                _ => return Err(bad_reply("force release")),
+                _ => return Err(bad_reply("release")),
             }
         }
         Err(StoreError::Unavailable(
-            "force release: the holder kept changing; try again".into(),
+            "release: the holder kept changing; try again".into(),
         ))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
+    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<LockOutcome> {
+        let args = [ReserveArgs {
+            resource: req.resource.as_str(),
+            requester: req.requester.as_str(),
+            ttl_ms: req.ttl.millis(),
+            token: ReleaseToken::generate(),
+            secret_hash: req.secret_hash.as_deref().unwrap_or(""),
+        }];
+        let reply = self
+            .run_reserve(caller, &args, req.max_held.unwrap_or(0))
+            .await?;
+        let row = match reply {
+            Value::Int(-1) => return Err(StoreError::TenantGone),
+            Value::Int(-2) => return Ok(LockOutcome::Full),
+            reply => items(reply)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| bad_reply("lock"))?,
+        };
+        match items(row)?.as_slice() {
+            [Value::Int(1), _tok, _at, ea, ft] => Ok(LockOutcome::Acquired {
+                expires_at: as_u64(ea).ok_or_else(|| bad_reply("lock"))?,
+                fencing_token: as_u64(ft).ok_or_else(|| bad_reply("lock"))?,
+            }),
+            [Value::Int(0), ..] => Ok(LockOutcome::Locked),
+            _ => Err(bad_reply("lock")),
+        }
+    }
+
+    async fn ensure_tenant(&self, id: &TenantId, name: &TenantName, tier: Tier) -> StoreResult<()> {
+        let now = self.now_millis().await?;
+        let mut c = self.conn();
+        self.run("ensure tenant", async {
+            // Not MULTI: the registry and the tenant live in different cluster
+            // slots, and every step is idempotent.
+            redis::pipe()
+                .cmd("HSETNX")
+                .arg(keys::tenant(id))
+                .arg("id")
+                .arg(id.as_str())
+                .cmd("HSETNX")
+                .arg(keys::tenant(id))
+                .arg("name")
+                .arg(name.as_str())
+                .cmd("HSETNX")
+                .arg(keys::tenant(id))
+                .arg("tier")
+                .arg(tier.as_str())
+                .cmd("HSETNX")
+                .arg(keys::tenant(id))
+                .arg("createdAt")
+                .arg(now)
+                .cmd("HSETNX")
+                .arg(keys::tenant(id))
+                .arg("jwt")
+                .arg("")
+                .cmd("ZADD")
+                .arg(TENANTS)
+                .arg("NX")
+                .arg(0)
+                .arg(id.as_str())
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        per_second: u32,
+        burst: u32,
+    ) -> StoreResult<RateDecision> {
+        let interval_us = 1_000_000u64 / u64::from(per_second.max(1));
+        let mut c = self.conn();
+        let reply: Vec<u64> = self
+            .run("rate limit", async {
+                RATE_LIMIT
+                    .key(key)
+                    .arg(interval_us)
+                    .arg(burst.max(1))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match reply.as_slice() {
+            [allowed, remaining, retry, reset] => Ok(RateDecision {
+                allowed: *allowed == 1,
+                remaining: *remaining,
+                retry_after_ms: *retry,
+                reset_ms: *reset,
+            }),
+            _ => Err(bad_reply("rate limit")),
+        }
     }
 
     async fn create_tenant(

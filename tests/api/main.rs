@@ -10,4 +10,5 @@ mod cli;
 mod equivalence;
 mod events;
 mod fleet;
+mod locklock;
 mod reservations;

@@ -1,0 +1,362 @@
+//! The locklock-compatible API (contract section 5): `POST`/`DELETE`
+//! `/v1/api/lock/uuid/{uuid}` and `/v1/api/lock/key/{name}`. A lock is a
+//! reservation (same engine, events and fencing tokens) held by the requester
+//! `locklock`, with an optional secret stored as a salted hash.
+//!
+//! Without an API key, UUID locks live in a shared public tenant (switchable off
+//! with `COOPLOCKER_PUBLIC_LOCKS`), limited per client address and in number;
+//! with a key, in the key's tenant. Named locks need a `pro` or `enterprise` key.
+
+use super::body::{invalid_items, parse_object, Fields};
+use super::error::ApiError;
+use super::extract::presented_key;
+use super::AppState;
+use crate::domain::{format_millis, Requester, Resource, TenantId, TenantName, Tier, Ttl};
+use crate::store::{
+    secret_hash, Caller, LockOutcome, LockRequest, ReleaseByName, Releaser, StoreError,
+};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+
+/// The tenant of keyless (public) locks.
+pub const PUBLIC_TENANT: &str = "00000000-0000-7000-8000-00000000d0c5";
+/// The requester of every locklock lock (locklock has no requester).
+pub const REQUESTER: &str = "locklock";
+/// `expires_in` when the body does not give one: 30 days.
+pub const DEFAULT_EXPIRES_IN: u64 = 2_592_000;
+/// Longest secret accepted.
+const MAX_SECRET_BYTES: usize = 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    Uuid,
+    Key,
+}
+
+/// Who a lock belongs to, and the rate-limit headers to send (public locks).
+struct Holder {
+    caller: Caller,
+    max_held: Option<usize>,
+    limit_headers: Vec<(&'static str, String)>,
+}
+
+fn has_credentials(req: &HttpRequest) -> bool {
+    req.headers().contains_key("x-api-key") || req.headers().contains_key(header::AUTHORIZATION)
+}
+
+/// The client's address, for the public per-address limit.
+fn client_address(req: &HttpRequest, state: &AppState) -> String {
+    if state.limits.trust_forwarded_for {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
+        if let Some(ip) = forwarded {
+            return ip.to_string();
+        }
+    }
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<Holder, ApiError> {
+    if has_credentials(req) {
+        let key = presented_key(req)?;
+        let Some(p) = state.auth.authenticate(&key).await? else {
+            return Err(ApiError::Unauthorized(
+                "unknown, revoked or rotated API key".into(),
+            ));
+        };
+        if naming == Naming::Key && !matches!(p.tier, Tier::Pro | Tier::Enterprise) {
+            return Err(ApiError::Forbidden {
+                code: "TIER_REQUIRED",
+                message: format!(
+                    "named locks (/lock/key/...) need a pro or enterprise tenant; this one is {}",
+                    p.tier.as_str()
+                ),
+            });
+        }
+        return Ok(Holder {
+            caller: Caller {
+                tenant: p.tenant,
+                label: p.label,
+            },
+            max_held: None,
+            limit_headers: Vec::new(),
+        });
+    }
+    if naming == Naming::Key {
+        return Err(ApiError::Unauthorized(
+            "named locks need an API key of a pro or enterprise tenant in X-Api-Key".into(),
+        ));
+    }
+    if !state.limits.public_locks {
+        return Err(ApiError::Unauthorized(
+            "public locks are disabled on this server: send an API key in X-Api-Key".into(),
+        ));
+    }
+    let per_second = state.limits.public_locks_per_ip;
+    let address = client_address(req, state);
+    let decision = state
+        .store
+        .rate_limit(&format!("cl:ip:{address}"), per_second, per_second)
+        .await?;
+    let limit_headers = vec![
+        ("RateLimit-Limit", per_second.to_string()),
+        ("RateLimit-Remaining", decision.remaining.to_string()),
+        (
+            "RateLimit-Reset",
+            decision.reset_ms.div_ceil(1000).to_string(),
+        ),
+    ];
+    if !decision.allowed {
+        return Err(ApiError::RateLimited {
+            message: format!(
+                "too many public lock requests from this address (limit {per_second}/s); use an API key for more"
+            ),
+            retry_after_seconds: decision.retry_after_ms.div_ceil(1000).max(1),
+        }
+        .with_headers(limit_headers));
+    }
+    let tenant = public_tenant(state).await?;
+    Ok(Holder {
+        caller: Caller {
+            tenant,
+            label: "public".into(),
+        },
+        max_held: Some(state.limits.public_locks_max),
+        limit_headers,
+    })
+}
+
+/// The public tenant, created (once per instance, idempotently) on first use.
+async fn public_tenant(state: &AppState) -> Result<TenantId, ApiError> {
+    let id = TenantId::parse(PUBLIC_TENANT)
+        .map_err(|e| ApiError::Internal(format!("public tenant id: {}", e.0)))?;
+    if !state.public_tenant_ready.load(Ordering::Relaxed) {
+        let name = TenantName::parse("public locklock locks")
+            .map_err(|e| ApiError::Internal(format!("public tenant name: {}", e.0)))?;
+        state.store.ensure_tenant(&id, &name, Tier::Free).await?;
+        state.public_tenant_ready.store(true, Ordering::Relaxed);
+    }
+    Ok(id)
+}
+
+fn lock_name(req: &HttpRequest, naming: Naming) -> Result<Resource, ApiError> {
+    let raw = req.uri().path();
+    let marker = match naming {
+        Naming::Uuid => "/lock/uuid/",
+        Naming::Key => "/lock/key/",
+    };
+    let encoded = raw
+        .find(marker)
+        .map(|i| &raw[i + marker.len()..])
+        .unwrap_or_default();
+    let name = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| ApiError::invalid_field("name", "is not valid percent-encoded UTF-8"))?;
+    match naming {
+        Naming::Uuid => uuid::Uuid::parse_str(&name)
+            .map_err(|_| {
+                ApiError::invalid_field(
+                    "uuid",
+                    "is not a UUID (e.g. 180da65c-cf80-4997-8574-0c0801817d6f)",
+                )
+            })
+            .and_then(|u| {
+                Resource::parse(u.hyphenated().to_string())
+                    .map_err(|e| ApiError::invalid_field("uuid", e.0))
+            }),
+        Naming::Key => {
+            Resource::parse(name.into_owned()).map_err(|e| ApiError::invalid_field("name", e.0))
+        }
+    }
+}
+
+/// The optional body: absent, empty, or a JSON object with the allowed fields.
+fn options(body: &[u8], allowed: &[&str]) -> Result<(Option<String>, Option<u64>), ApiError> {
+    let obj = parse_object(body, true)?;
+    let mut details = Vec::new();
+    let mut f = Fields::new(None, obj, allowed, &mut details);
+    let secret = f.opt_string("secret", |s: String| {
+        if s.is_empty() || s.len() > MAX_SECRET_BYTES {
+            Err(format!("must be 1 to {MAX_SECRET_BYTES} bytes"))
+        } else {
+            Ok(s)
+        }
+    });
+    let expires_in = if allowed.contains(&"expires_in") {
+        match f.opt_u64("expires_in") {
+            Some(Some(s)) => match Ttl::from_seconds(s) {
+                Ok(_) => Some(Some(s)),
+                Err(e) => {
+                    f.problem("expires_in", e.0);
+                    None
+                }
+            },
+            other => other,
+        }
+    } else {
+        Some(None)
+    };
+    if !details.is_empty() {
+        return Err(invalid_items(details));
+    }
+    match (secret, expires_in) {
+        (Some(s), Some(e)) => Ok((s, e)),
+        _ => Err(ApiError::invalid("the body is not valid")),
+    }
+}
+
+fn with_limit_headers(
+    mut res: HttpResponseBuilder,
+    headers: &[(&'static str, String)],
+) -> HttpResponseBuilder {
+    for (k, v) in headers {
+        res.insert_header((*k, v.as_str()));
+    }
+    res
+}
+
+async fn acquire(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    naming: Naming,
+) -> Result<HttpResponse, ApiError> {
+    let resource = lock_name(&req, naming)?;
+    let (secret, expires_in) = options(&body, &["secret", "expires_in"])?;
+    let holder = holder(&req, &state, naming).await?;
+    let expires_in = expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
+    if holder.max_held.is_some() && expires_in > DEFAULT_EXPIRES_IN {
+        return Err(ApiError::invalid_field(
+            "expires_in",
+            format!("must be at most {DEFAULT_EXPIRES_IN} seconds (30 days) for public locks"),
+        ));
+    }
+    let ttl =
+        Ttl::from_seconds(expires_in).map_err(|e| ApiError::invalid_field("expires_in", e.0))?;
+    let requester = Requester::parse(REQUESTER)
+        .map_err(|e| ApiError::Internal(format!("locklock requester: {}", e.0)))?;
+    let request = LockRequest {
+        secret_hash: secret
+            .as_deref()
+            .map(|s| secret_hash(&holder.caller.tenant, &resource, s)),
+        resource: resource.clone(),
+        requester,
+        ttl,
+        max_held: holder.max_held,
+    };
+    let outcome = state
+        .store
+        .lock(&holder.caller, &request)
+        .await
+        .map_err(|e| tenant_gone(e, &state))?;
+    match outcome {
+        LockOutcome::Acquired {
+            expires_at,
+            fencing_token,
+        } => Ok(with_limit_headers(HttpResponse::Ok(), &holder.limit_headers).json(json!({
+            "lock": resource.as_str(),
+            "acquired": true,
+            "expiresAt": format_millis(expires_at),
+            "fencingToken": fencing_token,
+        }))),
+        LockOutcome::Locked => Err(ApiError::Locked(format!(
+            "the lock {:?} is held; try again later",
+            resource.as_str()
+        ))
+        .with_headers(holder.limit_headers)),
+        LockOutcome::Full => Err(ApiError::RateLimited {
+            message: "the public lock service holds as many locks as it may; retry later or use an API key".into(),
+            retry_after_seconds: 5,
+        }
+        .with_headers(holder.limit_headers)),
+    }
+}
+
+async fn release(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    naming: Naming,
+) -> Result<HttpResponse, ApiError> {
+    let resource = lock_name(&req, naming)?;
+    let (secret, _) = options(&body, &["secret"])?;
+    let holder = holder(&req, &state, naming).await?;
+    let by = Releaser::Locklock {
+        label: holder.caller.label.clone(),
+        secret_hash: secret
+            .as_deref()
+            .map(|s| secret_hash(&holder.caller.tenant, &resource, s)),
+    };
+    let outcome = state
+        .store
+        .release_by_name(&holder.caller.tenant, &resource, &by)
+        .await
+        .map_err(|e| tenant_gone(e, &state))?;
+    match outcome {
+        ReleaseByName::Released => Ok(with_limit_headers(
+            HttpResponse::Ok(),
+            &holder.limit_headers,
+        )
+        .json(json!({"released": true}))),
+        ReleaseByName::NotHeld => Err(ApiError::NotFound(format!(
+            "the lock {:?} is not held",
+            resource.as_str()
+        ))
+        .with_headers(holder.limit_headers)),
+        ReleaseByName::WrongSecret => Err(ApiError::Forbidden {
+            code: "FORBIDDEN",
+            message: "this lock was acquired with a secret: send the same secret to release it"
+                .into(),
+        }
+        .with_headers(holder.limit_headers)),
+    }
+}
+
+/// A deleted public tenant is re-created on the next request.
+fn tenant_gone(e: StoreError, state: &AppState) -> ApiError {
+    if matches!(e, StoreError::TenantGone) {
+        state.public_tenant_ready.store(false, Ordering::Relaxed);
+    }
+    e.into()
+}
+
+pub async fn acquire_uuid(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    acquire(req, body, state, Naming::Uuid).await
+}
+
+pub async fn release_uuid(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    release(req, body, state, Naming::Uuid).await
+}
+
+pub async fn acquire_key(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    acquire(req, body, state, Naming::Key).await
+}
+
+pub async fn release_key(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    release(req, body, state, Naming::Key).await
+}
