@@ -294,17 +294,8 @@ pub async fn force_release(
 ) -> Result<HttpResponse, ApiError> {
     no_query(&req)?;
     let id = tenant_id(&path.0)?;
-    let raw = req.uri().path();
-    let marker = "/reservations/";
-    let encoded = raw
-        .find(marker)
-        .map(|i| &raw[i + marker.len()..])
-        .unwrap_or_default();
-    let name = percent_encoding::percent_decode_str(encoded)
-        .decode_utf8()
-        .map_err(|_| ApiError::invalid_field("resource", "is not valid percent-encoded UTF-8"))?;
-    let resource =
-        Resource::parse(name.into_owned()).map_err(|e| ApiError::invalid_field("resource", e.0))?;
+    let name = super::decoded_tail(&req, "/reservations/", "resource")?;
+    let resource = Resource::parse(name).map_err(|e| ApiError::invalid_field("resource", e.0))?;
     if state.store.get_tenant(&id).await?.is_none() {
         return Err(not_found_tenant(&id));
     }

@@ -149,18 +149,10 @@ async fn public_tenant(state: &AppState) -> Result<TenantId, ApiError> {
 }
 
 fn lock_name(req: &HttpRequest, naming: Naming) -> Result<Resource, ApiError> {
-    let raw = req.uri().path();
-    let marker = match naming {
-        Naming::Uuid => "/lock/uuid/",
-        Naming::Key => "/lock/key/",
+    let name = match naming {
+        Naming::Uuid => super::decoded_tail(req, "/lock/uuid/", "uuid")?,
+        Naming::Key => super::decoded_tail(req, "/lock/key/", "name")?,
     };
-    let encoded = raw
-        .find(marker)
-        .map(|i| &raw[i + marker.len()..])
-        .unwrap_or_default();
-    let name = percent_encoding::percent_decode_str(encoded)
-        .decode_utf8()
-        .map_err(|_| ApiError::invalid_field("name", "is not valid percent-encoded UTF-8"))?;
     match naming {
         Naming::Uuid => uuid::Uuid::parse_str(&name)
             .map_err(|_| {
@@ -173,9 +165,7 @@ fn lock_name(req: &HttpRequest, naming: Naming) -> Result<Resource, ApiError> {
                 Resource::parse(u.hyphenated().to_string())
                     .map_err(|e| ApiError::invalid_field("uuid", e.0))
             }),
-        Naming::Key => {
-            Resource::parse(name.into_owned()).map_err(|e| ApiError::invalid_field("name", e.0))
-        }
+        Naming::Key => Resource::parse(name).map_err(|e| ApiError::invalid_field("name", e.0)),
     }
 }
 

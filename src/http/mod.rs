@@ -48,6 +48,24 @@ pub struct AppState {
     pub public_tenant_ready: AtomicBool,
 }
 
+/// The part of the request path after `marker`, percent-decoded: a resource or
+/// lock name (so `a%2Fb` names `a/b`). `field` names it in the error.
+pub fn decoded_tail(
+    req: &actix_web::HttpRequest,
+    marker: &str,
+    field: &str,
+) -> Result<String, error::ApiError> {
+    let raw = req.uri().path();
+    let encoded = raw
+        .find(marker)
+        .map(|i| &raw[i + marker.len()..])
+        .unwrap_or_default();
+    percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| error::ApiError::invalid_field(field, "is not valid percent-encoded UTF-8"))
+}
+
 /// One of the two static paths of the reservation listing (GET and HEAD).
 fn list_resource(path: &str) -> actix_web::Resource {
     web::resource(path)

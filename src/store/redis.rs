@@ -1180,34 +1180,25 @@ impl Store for RedisStore {
         self.run("ensure tenant", async {
             // Not MULTI: the registry and the tenant live in different cluster
             // slots, and every step is idempotent.
-            redis::pipe()
-                .cmd("HSETNX")
-                .arg(keys::tenant(id))
-                .arg("id")
-                .arg(id.as_str())
-                .cmd("HSETNX")
-                .arg(keys::tenant(id))
-                .arg("name")
-                .arg(name.as_str())
-                .cmd("HSETNX")
-                .arg(keys::tenant(id))
-                .arg("tier")
-                .arg(tier.as_str())
-                .cmd("HSETNX")
-                .arg(keys::tenant(id))
-                .arg("createdAt")
-                .arg(now)
-                .cmd("HSETNX")
-                .arg(keys::tenant(id))
-                .arg("jwt")
-                .arg("")
-                .cmd("ZADD")
+            let key = keys::tenant(id);
+            let now = now.to_string();
+            let fields = [
+                ("id", id.as_str()),
+                ("name", name.as_str()),
+                ("tier", tier.as_str()),
+                ("createdAt", now.as_str()),
+                ("jwt", ""),
+            ];
+            let mut pipe = redis::pipe();
+            for (field, value) in fields {
+                pipe.cmd("HSETNX").arg(&key).arg(field).arg(value);
+            }
+            pipe.cmd("ZADD")
                 .arg(TENANTS)
                 .arg("NX")
                 .arg(0)
-                .arg(id.as_str())
-                .query_async::<()>(&mut c)
-                .await
+                .arg(id.as_str());
+            pipe.query_async::<()>(&mut c).await
         })
         .await
     }
