@@ -56,6 +56,19 @@ impl Default for RateLimits {
     }
 }
 
+impl RateLimits {
+    /// Write requests per second of a tier.
+    pub fn writes(&self, tier: crate::domain::Tier) -> u32 {
+        use crate::domain::Tier;
+        match tier {
+            Tier::Free => self.free,
+            Tier::Starter => self.starter,
+            Tier::Pro => self.pro,
+            Tier::Enterprise => self.enterprise,
+        }
+    }
+}
+
 fn parse_rate_limits(raw: &str) -> Result<RateLimits, String> {
     let mut limits = RateLimits::default();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -115,6 +128,34 @@ fn parse_token(raw: &str) -> Result<String, String> {
     }
 }
 
+/// The keys that sign exchanged tokens: comma-separated, each at least 32
+/// characters; the first signs, all verify.
+fn parse_token_secrets(raw: &str) -> Result<TokenSecrets, String> {
+    let keys: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect();
+    if keys.is_empty() {
+        return Err("must name at least one key".into());
+    }
+    if keys.iter().any(|k| k.len() < 32) {
+        return Err("each key must be at least 32 characters".into());
+    }
+    Ok(TokenSecrets(keys))
+}
+
+/// Keys for exchanged tokens (never printed: `Debug` hides them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSecrets(pub Vec<String>);
+
+impl std::fmt::Debug for TokenSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSecrets({} keys)", self.0.len())
+    }
+}
+
 fn range<T>(lo: T, hi: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
@@ -148,6 +189,27 @@ pub struct Settings {
     /// and prints one when unset; fleet mode disables the admin API when unset.
     #[arg(long, env = "COOPLOCKER_ADMIN_TOKEN", value_parser = parse_token, global = true, hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Keys that sign tokens exchanged for JWTs, comma-separated (each at least
+    /// 32 characters): the first signs, all verify, so a key is rotated by
+    /// putting the new one first and dropping the old after one token lifetime.
+    /// Unset: a random key is created once in Redis and shared by the fleet (in
+    /// embedded mode: per process).
+    #[arg(long, env = "COOPLOCKER_TOKEN_SECRET", value_parser = parse_token_secrets,
+          global = true, hide_env_values = true)]
+    pub token_secret: Option<TokenSecrets>,
+
+    /// Lifetime of a token exchanged for a JWT, in seconds (never beyond the
+    /// JWT's own exp).
+    #[arg(long, env = "COOPLOCKER_TOKEN_TTL", value_parser = range(60u64, 86_400),
+          default_value = "900", global = true)]
+    pub token_ttl: u64,
+
+    /// JWT exchanges per second from one client address (burst the same),
+    /// fleet-wide; valid or not, each counts.
+    #[arg(long, env = "COOPLOCKER_TOKEN_EXCHANGE_PER_IP", value_parser = range(1u32, 100_000),
+          default_value = "20", global = true)]
+    pub token_exchange_per_ip: u32,
 
     /// Log format.
     #[arg(

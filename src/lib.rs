@@ -14,6 +14,7 @@
 //!   in `lua/`) and the embedded one.
 //! - [`cli`]: the `cooplocker admin ...` subcommands.
 //! - [`telemetry`](crate::telemetry): logging.
+//! - [`tokens`]: JWT exchange: tenant JWT settings and verification, service tokens.
 
 pub mod auth;
 pub mod cli;
@@ -24,3 +25,4 @@ pub mod http;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

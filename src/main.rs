@@ -9,6 +9,10 @@ use cooplocker::startup::Application;
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     let cli = config::parse_or_exit();
+    if let Err(e) = cooplocker::tokens::init_crypto() {
+        eprintln!("cooplocker: start-up self-test: {e}");
+        return std::process::ExitCode::from(1);
+    }
     match cli.command {
         Some(Command::Admin(args)) => cooplocker::cli::run(&cli.settings, args).await,
         None | Some(Command::Serve) => serve(cli.settings).await,

@@ -86,7 +86,15 @@ impl Application {
             tracing::warn!("COOPLOCKER_ADMIN_TOKEN is not set: the admin API is disabled");
         }
 
-        let auth = Authenticator::start(store.clone());
+        crate::tokens::init_crypto().map_err(|e| anyhow::anyhow!("start-up self-test: {e}"))?;
+        let auth = Authenticator::start(
+            store.clone(),
+            settings
+                .token_secret
+                .as_ref()
+                .map(|k| k.0.clone())
+                .unwrap_or_default(),
+        );
         let hub = Hub::start(
             store.clone(),
             HubConfig {
@@ -106,11 +114,15 @@ impl Application {
                 public_locks_per_ip: settings.public_locks_per_ip,
                 public_locks_max: settings.public_locks_max,
                 trust_forwarded_for: settings.trust_forwarded_for,
+                token_exchange_per_ip: settings.token_exchange_per_ip,
             },
+            rates: settings.rate_limits,
             shutting_down: shutting_down.clone(),
             hub: hub.clone(),
             sse_keepalive: Duration::from_millis(settings.sse_keepalive_ms),
             public_tenant_ready: AtomicBool::new(false),
+            verifier: crate::tokens::Verifier::new(),
+            token_ttl: Duration::from_secs(settings.token_ttl),
         });
 
         let sweeper = tokio::spawn(run_sweeper(store));

@@ -267,8 +267,8 @@ pub struct Tenant {
     pub name: String,
     pub tier: Tier,
     pub created_at: Millis,
-    /// JWT verification settings as stored (JSON), `None` when not configured.
-    pub jwt: Option<serde_json::Value>,
+    /// JWT verification settings, `None` when not configured.
+    pub jwt: Option<crate::tokens::JwtSettings>,
 }
 
 /// An API key's public metadata (never the secret, never the hash).

@@ -1,8 +1,8 @@
 //! The admin API (contract section 6): tenants and their API keys, and force
 //! release. Only the admin token opens it.
 
-use super::body::{invalid_items, parse_object, require_json, Fields};
-use super::error::ApiError;
+use super::body::{invalid_items, parse_object, require_json, Fields, Object};
+use super::error::{ApiError, Detail};
 use super::extract::AdminCaller;
 use super::query::Query;
 use super::AppState;
@@ -32,7 +32,7 @@ impl From<&Tenant> for TenantView {
             name: t.name.clone(),
             tier: t.tier,
             created_at: format_millis(t.created_at),
-            jwt: t.jwt.clone(),
+            jwt: t.jwt.as_ref().map(|j| j.view()),
         }
     }
 }
@@ -152,17 +152,18 @@ pub async fn update_tenant(
     let id = tenant_id(&path)?;
     let obj = parse_object(&body, false)?;
     let mut details = Vec::new();
-    let mut f = Fields::new(None, obj, &["name", "tier"], &mut details);
+    let mut f = Fields::new(None, obj, &["name", "tier", "jwt"], &mut details);
     let name = f.opt_string("name", TenantName::parse);
     let tier = f.opt_string("tier", |t| Tier::parse(&t));
-    let (Some(name), Some(tier), true) = (name, tier, details.is_empty()) else {
+    let jwt = if f.has("jwt") {
+        jwt_settings(&body, &mut details).map(Some)
+    } else {
+        Some(None)
+    };
+    let (Some(name), Some(tier), Some(jwt), true) = (name, tier, jwt, details.is_empty()) else {
         return Err(invalid_items(details));
     };
-    let patch = TenantPatch {
-        name,
-        tier,
-        jwt: None,
-    };
+    let patch = TenantPatch { name, tier, jwt };
     let tenant = state
         .store
         .update_tenant(&id, &patch)
@@ -171,6 +172,63 @@ pub async fn update_tenant(
     state.auth.forget_tenant(&id);
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant updated");
     Ok(HttpResponse::Ok().json(TenantView::from(&tenant)))
+}
+
+/// The `jwt` field of a tenant PATCH: settings, or `None` (null) to remove
+/// them. Read again from the body so that repeated fields inside it are seen.
+fn jwt_settings(
+    body: &[u8],
+    details: &mut Vec<Detail>,
+) -> Option<Option<crate::tokens::JwtSettings>> {
+    use crate::tokens::settings::{JwtSettings, FIELDS};
+    #[derive(serde::Deserialize)]
+    struct Part {
+        #[serde(default)]
+        jwt: Option<Object>,
+    }
+    let part = match serde_json::from_slice::<Part>(body) {
+        Ok(p) => p,
+        Err(_) => {
+            details.push(Detail::field(
+                None,
+                "jwt",
+                "must be an object (issuer, audience, algorithms and one of hs256Secret, publicKeyPem, jwksUrl) or null",
+            ));
+            return None;
+        }
+    };
+    // Present (the caller checked), so absent here means null.
+    let Some(obj) = part.jwt else {
+        return Some(None);
+    };
+    let before = details.len();
+    let mut seen: Vec<&str> = Vec::new();
+    for (k, _) in &obj.0 {
+        let name = format!("jwt.{k}");
+        if !FIELDS.contains(&k.as_str()) {
+            details.push(Detail::field(
+                None,
+                &name,
+                format!("unknown field; allowed: {}", FIELDS.join(", ")),
+            ));
+        } else if seen.contains(&k.as_str()) {
+            details.push(Detail::field(None, &name, "appears more than once"));
+        } else {
+            seen.push(k);
+        }
+    }
+    if details.len() > before {
+        return None;
+    }
+    match JwtSettings::parse(obj.0) {
+        Ok(s) => Some(Some(s)),
+        Err(problems) => {
+            for (field, problem) in problems {
+                details.push(Detail::field(None, &format!("jwt.{field}"), problem));
+            }
+            None
+        }
+    }
 }
 
 pub async fn delete_tenant(

@@ -10,6 +10,7 @@ use crate::domain::Resource;
 use crate::events::hub::{JoinError, PAGE};
 use crate::events::sse::{self, Start};
 use crate::events::{gap_frame, EventId, EventKind, Filter, History};
+use crate::store::Access;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::os::fd::{BorrowedFd, RawFd};
@@ -112,6 +113,12 @@ pub async fn stream(
     let filter = filter(&req)?;
     let tenant = caller.0.tenant.clone();
     let resume = last_event_id(&req);
+    // Opening a stream is one read request; what it carries afterwards is not
+    // counted.
+    let rate = state
+        .store
+        .charge(&tenant, &caller.quota(&state, Access::Read))
+        .await?;
     // Join first, read history second: whatever is committed in between arrives
     // both ways and the stream drops the repeat by id.
     let sub = state
@@ -144,7 +151,9 @@ pub async fn stream(
         start,
         state.sse_keepalive,
     );
-    Ok(HttpResponse::Ok()
+    let mut res = HttpResponse::Ok();
+    super::limits::add_headers(&mut res, Some(&rate));
+    Ok(res
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         // Tells nginx-style proxies not to buffer the stream.

@@ -3,6 +3,7 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::domain::Tier;
 use crate::store::Principal;
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -86,12 +87,47 @@ impl FromRequest for ApiCaller {
             let key = key?;
             let state = state?;
             match state.auth.authenticate(&key).await? {
+                Some(p) if p.subject.is_some() && p.tier == Tier::Free => {
+                    Err(tier_required_for_tokens())
+                }
                 Some(p) => Ok(ApiCaller(p)),
                 None => Err(ApiError::Unauthorized(
-                    "unknown, revoked or rotated API key".into(),
+                    "unknown, revoked, rotated or expired API key or token".into(),
                 )),
             }
         })
+    }
+}
+
+/// JWT exchange is a starter-and-above feature (contract section 2).
+pub fn tier_required_for_tokens() -> ApiError {
+    ApiError::Forbidden {
+        code: "TIER_REQUIRED",
+        message: "JWT exchange needs a starter, pro or enterprise tenant; this one is free".into(),
+    }
+}
+
+impl ApiCaller {
+    /// For a caller with an exchanged token: refuses the whole request unless
+    /// every item's requester is the token's subject.
+    pub fn may_act_as<'a>(
+        &self,
+        requesters: impl Iterator<Item = &'a str>,
+    ) -> Result<(), ApiError> {
+        let Some(sub) = &self.0.subject else {
+            return Ok(());
+        };
+        for (i, rq) in requesters.enumerate() {
+            if rq != sub {
+                return Err(ApiError::Forbidden {
+                    code: "FORBIDDEN",
+                    message: format!(
+                        "this token acts for requester {sub:?} (its JWT's sub) only; item {i} names {rq:?}. Nothing was changed"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -47,7 +47,7 @@ fn has_credentials(req: &HttpRequest) -> bool {
 }
 
 /// The client's address, for the public per-address limit.
-fn client_address(req: &HttpRequest, state: &AppState) -> String {
+pub(super) fn client_address(req: &HttpRequest, state: &AppState) -> String {
     if state.limits.trust_forwarded_for {
         let forwarded = req
             .headers()
@@ -70,9 +70,15 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
         let key = presented_key(req)?;
         let Some(p) = state.auth.authenticate(&key).await? else {
             return Err(ApiError::Unauthorized(
-                "unknown, revoked or rotated API key".into(),
+                "unknown, revoked, rotated or expired API key or token".into(),
             ));
         };
+        if p.subject.is_some() {
+            return Err(ApiError::Forbidden {
+                code: "FORBIDDEN",
+                message: "a token exchanged for a JWT works with the Coop Locker API (/api/v1/Reservation/...) only; locklock locks need an API key".into(),
+            });
+        }
         if naming == Naming::Key && !matches!(p.tier, Tier::Pro | Tier::Enterprise) {
             return Err(ApiError::Forbidden {
                 code: "TIER_REQUIRED",
@@ -82,11 +88,9 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
                 ),
             });
         }
+        let who = super::extract::ApiCaller(p);
         return Ok(Holder {
-            caller: Caller {
-                tenant: p.tenant,
-                label: p.label,
-            },
+            caller: who.caller(state, crate::store::Access::Write),
             max_held: None,
             limit_headers: Vec::new(),
         });
@@ -126,9 +130,11 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
     }
     let tenant = public_tenant(state).await?;
     Ok(Holder {
+        // Counted per client address above, not per tenant.
         caller: Caller {
             tenant,
             label: "public".into(),
+            quota: None,
         },
         max_held: Some(state.limits.public_locks_max),
         limit_headers,
@@ -222,7 +228,7 @@ async fn acquire(
 ) -> Result<HttpResponse, ApiError> {
     let resource = lock_name(&req, naming)?;
     let (secret, expires_in) = options(&body, &["secret", "expires_in"])?;
-    let holder = holder(&req, &state, naming).await?;
+    let mut holder = holder(&req, &state, naming).await?;
     let expires_in = expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
     if holder.max_held.is_some() && expires_in > DEFAULT_EXPIRES_IN {
         return Err(ApiError::invalid_field(
@@ -248,7 +254,10 @@ async fn acquire(
         .lock(&holder.caller, &request)
         .await
         .map_err(|e| tenant_gone(e, &state))?;
-    match outcome {
+    if let Some(rate) = &outcome.rate {
+        holder.limit_headers = super::limits::headers(rate);
+    }
+    match outcome.value {
         LockOutcome::Acquired {
             expires_at,
             fencing_token,
@@ -279,7 +288,7 @@ async fn release(
 ) -> Result<HttpResponse, ApiError> {
     let resource = lock_name(&req, naming)?;
     let (secret, _) = options(&body, &["secret"])?;
-    let holder = holder(&req, &state, naming).await?;
+    let mut holder = holder(&req, &state, naming).await?;
     let by = Releaser::Locklock {
         label: holder.caller.label.clone(),
         secret_hash: secret
@@ -288,10 +297,18 @@ async fn release(
     };
     let outcome = state
         .store
-        .release_by_name(&holder.caller.tenant, &resource, &by)
+        .release_by_name(
+            &holder.caller.tenant,
+            &resource,
+            &by,
+            holder.caller.quota.as_ref(),
+        )
         .await
         .map_err(|e| tenant_gone(e, &state))?;
-    match outcome {
+    if let Some(rate) = &outcome.rate {
+        holder.limit_headers = super::limits::headers(rate);
+    }
+    match outcome.value {
         ReleaseByName::Released => Ok(with_limit_headers(
             HttpResponse::Ok(),
             &holder.limit_headers,

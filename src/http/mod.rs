@@ -7,10 +7,12 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod locklock;
 pub mod middleware;
 pub mod query;
 pub mod reservations;
+pub mod token;
 
 use crate::auth::Authenticator;
 use crate::events::hub::Hub;
@@ -29,6 +31,8 @@ pub struct Limits {
     pub public_locks_per_ip: u32,
     pub public_locks_max: usize,
     pub trust_forwarded_for: bool,
+    /// JWT exchanges per second per client address.
+    pub token_exchange_per_ip: u32,
 }
 
 /// Everything a handler needs, shared by all workers of one instance.
@@ -38,6 +42,8 @@ pub struct AppState {
     /// SHA-256 of the admin token; `None` disables the admin API.
     pub admin_token_hash: Option<String>,
     pub limits: Limits,
+    /// Write requests per second per tier (reads get five times as many).
+    pub rates: crate::config::RateLimits,
     /// Set on SIGTERM: readiness turns false before the listener closes.
     pub shutting_down: Arc<AtomicBool>,
     /// This instance's fan-out of live events to its SSE clients.
@@ -46,6 +52,10 @@ pub struct AppState {
     pub sse_keepalive: std::time::Duration,
     /// Set once this instance has made sure the public locklock tenant exists.
     pub public_tenant_ready: AtomicBool,
+    /// Verifies tenants' JWTs (and caches their JWKS).
+    pub verifier: crate::tokens::Verifier,
+    /// Lifetime of an exchanged token.
+    pub token_ttl: std::time::Duration,
 }
 
 /// The part of the request path after `marker`, percent-decoded: a resource or
@@ -98,6 +108,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(list_resource("/api/v1/reservation"))
     .service(list_resource("/api/v1/reservation/activereservations"))
     .service(web::resource("/api/v1/events").route(web::get().to(events::stream)))
+    .service(web::resource("/api/v1/auth/token").route(web::post().to(token::exchange)))
     .service(
         web::resource("/v1/api/lock/uuid/{uuid:.+}")
             .route(web::post().to(locklock::acquire_uuid))

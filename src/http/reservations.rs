@@ -3,12 +3,13 @@
 use super::body::{invalid_items, parse_batch, require_json, Fields};
 use super::error::ApiError;
 use super::extract::ApiCaller;
+use super::limits::{add_headers, charge_only};
 use super::query::Query;
 use super::AppState;
 use crate::domain::{format_millis, Holding, ReleaseToken, Requester, Resource, Ttl};
 use crate::store::{
-    Caller, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, ReleaseItem, ReleaseOutcome,
-    ReserveItem, ReserveOutcome,
+    Access, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, RateDecision, ReleaseItem,
+    ReleaseOutcome, ReserveItem, ReserveOutcome,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -17,11 +18,11 @@ use serde::Serialize;
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 pub const MAX_LIST_LIMIT: usize = 10_000;
 
-fn caller(p: &ApiCaller) -> Caller {
-    Caller {
-        tenant: p.0.tenant.clone(),
-        label: p.0.label.clone(),
-    }
+/// A 200 with the `RateLimit-*` headers of the request.
+fn ok(rate: Option<&RateDecision>, body: impl Serialize) -> HttpResponse {
+    let mut res = HttpResponse::Ok();
+    add_headers(&mut res, rate);
+    res.json(body)
 }
 
 fn ttl(seconds: u64) -> Result<Ttl, String> {
@@ -132,10 +133,15 @@ pub async fn reserve(
             })
         },
     )?;
-    let outcomes = if batch.is_empty() {
-        Vec::new()
+    who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
+    let caller = who.caller(&state, Access::Write);
+    let Metered {
+        value: outcomes,
+        rate,
+    } = if batch.is_empty() {
+        charge_only(&state, &caller).await?
     } else {
-        state.store.reserve(&caller(&who), &batch).await?
+        state.store.reserve(&caller, &batch).await?
     };
     let results = batch
         .iter()
@@ -167,7 +173,7 @@ pub async fn reserve(
             r
         })
         .collect();
-    Ok(HttpResponse::Ok().json(Results { results }))
+    Ok(ok(rate.as_ref(), Results { results }))
 }
 
 fn release_items(
@@ -200,10 +206,15 @@ pub async fn unreserve(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let batch = release_items(&req, &body, &state)?;
-    let outcomes = if batch.is_empty() {
-        Vec::new()
+    who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
+    let caller = who.caller(&state, Access::Write);
+    let Metered {
+        value: outcomes,
+        rate,
+    } = if batch.is_empty() {
+        charge_only(&state, &caller).await?
     } else {
-        state.store.unreserve(&caller(&who), &batch).await?
+        state.store.unreserve(&caller, &batch).await?
     };
     let results = batch
         .iter()
@@ -217,7 +228,7 @@ pub async fn unreserve(
             ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), status)
         })
         .collect();
-    Ok(HttpResponse::Ok().json(Results { results }))
+    Ok(ok(rate.as_ref(), Results { results }))
 }
 
 pub async fn extend(
@@ -244,10 +255,15 @@ pub async fn extend(
             })
         },
     )?;
-    let outcomes = if batch.is_empty() {
-        Vec::new()
+    who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
+    let caller = who.caller(&state, Access::Write);
+    let Metered {
+        value: outcomes,
+        rate,
+    } = if batch.is_empty() {
+        charge_only(&state, &caller).await?
     } else {
-        state.store.extend(&caller(&who), &batch).await?
+        state.store.extend(&caller, &batch).await?
     };
     let results = batch
         .iter()
@@ -265,7 +281,7 @@ pub async fn extend(
             r
         })
         .collect();
-    Ok(HttpResponse::Ok().json(Results { results }))
+    Ok(ok(rate.as_ref(), Results { results }))
 }
 
 pub async fn check(
@@ -277,10 +293,14 @@ pub async fn check(
     let batch = items(&req, &body, &state, &["resource"], |f| {
         f.string("resource", Resource::parse)
     })?;
-    let outcomes = if batch.is_empty() {
-        Vec::new()
+    let caller = who.caller(&state, Access::Read);
+    let Metered {
+        value: outcomes,
+        rate,
+    } = if batch.is_empty() {
+        charge_only(&state, &caller).await?
     } else {
-        state.store.check(&who.0.tenant, &batch).await?
+        state.store.check(&caller, &batch).await?
     };
     let results = batch
         .iter()
@@ -296,7 +316,7 @@ pub async fn check(
             CheckOutcome::Free => ItemResult::new(res.as_str(), None, "FREE"),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(Results { results }))
+    Ok(ok(rate.as_ref(), Results { results }))
 }
 
 #[derive(Serialize)]
@@ -363,10 +383,10 @@ pub async fn list(
         Some(c) => Some(decode_cursor(&c)?),
         None => None,
     };
-    let page = state
+    let Metered { value: page, rate } = state
         .store
         .list(
-            &who.0.tenant,
+            &who.caller(&state, Access::Read),
             &ListQuery {
                 prefix,
                 requester,
@@ -375,8 +395,11 @@ pub async fn list(
             },
         )
         .await?;
-    Ok(HttpResponse::Ok().json(ListBody {
-        reservations: page.items.iter().map(Listed::from).collect(),
-        next_cursor: page.next_after.as_deref().map(encode_cursor),
-    }))
+    Ok(ok(
+        rate.as_ref(),
+        ListBody {
+            reservations: page.items.iter().map(Listed::from).collect(),
+            next_cursor: page.next_after.as_deref().map(encode_cursor),
+        },
+    ))
 }

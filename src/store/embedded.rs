@@ -7,9 +7,9 @@
 
 use super::{
     Caller, CheckOutcome, ExtendItem, ExtendOutcome, Invalidation, KeyCreateError, ListPage,
-    ListQuery, LockOutcome, LockRequest, Principal, RateDecision, ReleaseByName, ReleaseItem,
-    ReleaseOutcome, Releaser, ReserveItem, ReserveOutcome, Store, StoreError, StoreResult,
-    TenantPatch, FENCE_RETENTION_MS,
+    ListQuery, LockOutcome, LockRequest, Metered, Principal, Quota, RateDecision, ReleaseByName,
+    ReleaseItem, ReleaseOutcome, Releaser, ReserveItem, ReserveOutcome, Store, StoreError,
+    StoreResult, TenantPatch, FENCE_RETENTION_MS,
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
@@ -34,6 +34,8 @@ struct Inner {
     limits: Mutex<HashMap<String, u64>>,
     invalidations: broadcast::Sender<Invalidation>,
     live: broadcast::Sender<Live>,
+    /// Signs exchanged tokens when none is configured; lives with the process.
+    token_secret: String,
 }
 
 struct State {
@@ -242,6 +244,7 @@ impl EmbeddedStore {
                 invalidations,
                 live,
                 limits: Mutex::new(HashMap::new()),
+                token_secret: hex::encode(rand::random::<[u8; 32]>()),
             }),
         }
     }
@@ -344,6 +347,53 @@ impl EmbeddedStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// One request against a GCRA limit, as rate_limit.lua and meter.lua do it.
+    fn gcra(&self, key: &str, per_second: u32, burst: u32) -> RateDecision {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let interval = super::interval_us(per_second);
+        let burst = u64::from(burst.max(1));
+        let mut limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if limits.len() > 100_000 {
+            // Forget limits that are whole again (their state says nothing).
+            limits.retain(|_, tat| *tat > now);
+        }
+        let tat = limits.get(key).copied().unwrap_or(0).max(now);
+        let allow_at = tat.saturating_sub((burst - 1) * interval);
+        if now < allow_at {
+            return RateDecision {
+                allowed: false,
+                limit: per_second,
+                remaining: 0,
+                retry_after_ms: (allow_at - now).div_ceil(1000),
+                reset_ms: (tat - now).div_ceil(1000),
+            };
+        }
+        let tat = tat + interval;
+        limits.insert(key.to_string(), tat);
+        RateDecision {
+            allowed: true,
+            limit: per_second,
+            remaining: (now + burst * interval).saturating_sub(tat) / interval,
+            retry_after_ms: 0,
+            reset_ms: (tat - now).div_ceil(1000),
+        }
+    }
+
+    /// Counts a request against `quota` (if any): the decision, or
+    /// `StoreError::RateLimited` when it is refused.
+    fn meter(&self, tenant: &TenantId, quota: Option<&Quota>) -> StoreResult<Option<RateDecision>> {
+        let Some(q) = quota else { return Ok(None) };
+        let d = self.gcra(&q.key(tenant), q.per_second, q.burst);
+        if d.allowed {
+            Ok(Some(d))
+        } else {
+            Err(StoreError::RateLimited(d))
+        }
+    }
+
     fn invalidate(&self, tenant: &TenantId) {
         let _ = self
             .inner
@@ -399,9 +449,10 @@ impl EmbeddedStore {
     }
 }
 
-#[async_trait]
-impl Store for EmbeddedStore {
-    async fn reserve(
+/// The operations, as one atomic step each under the state lock; the trait
+/// methods count the request against its quota first.
+impl EmbeddedStore {
+    fn reserve_now(
         &self,
         caller: &Caller,
         items: &[ReserveItem],
@@ -410,7 +461,7 @@ impl Store for EmbeddedStore {
             .ok_or_else(|| StoreError::Internal("reserve refused without a cap".into()))
     }
 
-    async fn unreserve(
+    fn unreserve_now(
         &self,
         caller: &Caller,
         items: &[ReleaseItem],
@@ -453,11 +504,7 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
-    async fn extend(
-        &self,
-        caller: &Caller,
-        items: &[ExtendItem],
-    ) -> StoreResult<Vec<ExtendOutcome>> {
+    fn extend_now(&self, caller: &Caller, items: &[ExtendItem]) -> StoreResult<Vec<ExtendOutcome>> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
         let retain = st.retain;
@@ -505,7 +552,7 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
-    async fn check(
+    fn check_now(
         &self,
         tenant: &TenantId,
         resources: &[Resource],
@@ -523,7 +570,7 @@ impl Store for EmbeddedStore {
             .collect())
     }
 
-    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage> {
+    fn list_now(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
         let Some(ts) = st.tenants.get(tenant) else {
@@ -571,7 +618,7 @@ impl Store for EmbeddedStore {
         Ok(ListPage { items, next_after })
     }
 
-    async fn release_by_name(
+    fn release_by_name_now(
         &self,
         tenant: &TenantId,
         resource: &Resource,
@@ -607,7 +654,7 @@ impl Store for EmbeddedStore {
         Ok(ReleaseByName::Released)
     }
 
-    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<LockOutcome> {
+    fn lock_now(&self, caller: &Caller, req: &LockRequest) -> StoreResult<LockOutcome> {
         let item = ReserveItem {
             resource: req.resource.clone(),
             requester: req.requester.clone(),
@@ -629,6 +676,87 @@ impl Store for EmbeddedStore {
                 fencing_token,
             },
             ReserveOutcome::AlreadyHeld { .. } => LockOutcome::Locked,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn reserve(
+        &self,
+        caller: &Caller,
+        items: &[ReserveItem],
+    ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.reserve_now(caller, items)?,
+            rate,
+        })
+    }
+
+    async fn unreserve(
+        &self,
+        caller: &Caller,
+        items: &[ReleaseItem],
+    ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.unreserve_now(caller, items)?,
+            rate,
+        })
+    }
+
+    async fn extend(
+        &self,
+        caller: &Caller,
+        items: &[ExtendItem],
+    ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.extend_now(caller, items)?,
+            rate,
+        })
+    }
+
+    async fn check(
+        &self,
+        caller: &Caller,
+        resources: &[Resource],
+    ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.check_now(&caller.tenant, resources)?,
+            rate,
+        })
+    }
+
+    async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.list_now(&caller.tenant, query)?,
+            rate,
+        })
+    }
+
+    async fn release_by_name(
+        &self,
+        tenant: &TenantId,
+        resource: &Resource,
+        by: &Releaser,
+        quota: Option<&Quota>,
+    ) -> StoreResult<Metered<ReleaseByName>> {
+        let rate = self.meter(tenant, quota)?;
+        Ok(Metered {
+            value: self.release_by_name_now(tenant, resource, by)?,
+            rate,
+        })
+    }
+
+    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<Metered<LockOutcome>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.lock_now(caller, req)?,
+            rate,
         })
     }
 
@@ -653,35 +781,7 @@ impl Store for EmbeddedStore {
         per_second: u32,
         burst: u32,
     ) -> StoreResult<RateDecision> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        let interval = 1_000_000 / u64::from(per_second.max(1));
-        let burst = u64::from(burst.max(1));
-        let mut limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
-        if limits.len() > 100_000 {
-            // Forget limits that are whole again (their state says nothing).
-            limits.retain(|_, tat| *tat > now);
-        }
-        let tat = limits.get(key).copied().unwrap_or(0).max(now);
-        let allow_at = tat.saturating_sub((burst - 1) * interval);
-        if now < allow_at {
-            return Ok(RateDecision {
-                allowed: false,
-                remaining: 0,
-                retry_after_ms: (allow_at - now).div_ceil(1000),
-                reset_ms: (tat - now).div_ceil(1000),
-            });
-        }
-        let tat = tat + interval;
-        limits.insert(key.to_string(), tat);
-        Ok(RateDecision {
-            allowed: true,
-            remaining: (now + burst * interval).saturating_sub(tat) / interval,
-            retry_after_ms: 0,
-            reset_ms: (tat - now).div_ceil(1000),
-        })
+        Ok(self.gcra(key, per_second, burst))
     }
 
     async fn create_tenant(
@@ -853,10 +953,26 @@ impl Store for EmbeddedStore {
         }
         Ok(Some(Principal {
             tenant: tenant.clone(),
-            key_id: key_id.clone(),
+            key_id: Some(key_id.clone()),
             label: rec.info.label.clone(),
             tier: ts.tenant.tier,
+            subject: None,
         }))
+    }
+
+    async fn tenants_by_issuer(&self, issuer: &str) -> StoreResult<Vec<Tenant>> {
+        Ok(self
+            .state()
+            .tenants
+            .values()
+            .filter(|t| t.tenant.jwt.as_ref().is_some_and(|j| j.issuer == issuer))
+            .take(16)
+            .map(|t| t.tenant.clone())
+            .collect())
+    }
+
+    async fn token_secret(&self) -> StoreResult<String> {
+        Ok(self.inner.token_secret.clone())
     }
 
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {

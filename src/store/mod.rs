@@ -29,24 +29,101 @@ pub enum StoreError {
     /// The caller's tenant was deleted while its credential was in flight.
     #[error("the tenant no longer exists")]
     TenantGone,
+    /// The request was counted against its rate limit and refused; nothing changed.
+    #[error("rate limit reached")]
+    RateLimited(RateDecision),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Who is calling: the tenant and the label that events and listings attribute to.
+/// Who is calling: the tenant, the label that events and listings attribute to,
+/// and the rate limit the request is counted against (`None`: not limited, e.g.
+/// the operator, or a caller limited elsewhere).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub tenant: TenantId,
     pub label: String,
+    pub quota: Option<Quota>,
+}
+
+/// Whether a request reads or changes state: the two rate-limit partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+}
+
+/// The fleet-wide rate limit a tenant request is counted against: the
+/// partition `{tenantId}:{tier}:{read|write}` (contract section 7), refilled at
+/// `per_second` with room for a burst of `burst` requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub tier: Tier,
+    pub access: Access,
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Quota {
+    /// The name of the partition's state, the same in both stores; it carries
+    /// the tenant's hash tag, so on Redis Cluster it lives beside the tenant's
+    /// other keys and the scripts can count and act in one step.
+    pub fn key(&self, tenant: &TenantId) -> String {
+        format!(
+            "cl:{{{}}}:rl:{}:{}",
+            tenant.as_str(),
+            self.tier.as_str(),
+            self.access.as_str()
+        )
+    }
+
+    /// Microseconds between two requests at the steady rate (at least 1: the
+    /// limiters count in whole microseconds, and 0 would mean "no limit" to
+    /// meter.lua).
+    pub fn interval_us(&self) -> u64 {
+        interval_us(self.per_second)
+    }
+}
+
+/// Microseconds between two requests at `per_second`, at least 1.
+pub fn interval_us(per_second: u32) -> u64 {
+    (1_000_000 / u64::from(per_second.max(1))).max(1)
+}
+
+/// The result of a rate-limited operation, with the limiter's decision (for the
+/// `RateLimit-*` headers) when a quota was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metered<T> {
+    pub value: T,
+    pub rate: Option<RateDecision>,
+}
+
+impl<T> Metered<T> {
+    pub fn unmetered(value: T) -> Self {
+        Self { value, rate: None }
+    }
 }
 
 /// A verified credential, as the authentication cache keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub tenant: TenantId,
-    pub key_id: KeyId,
+    /// The API key, or `None` for an exchanged token.
+    pub key_id: Option<KeyId>,
     pub label: String,
     pub tier: Tier,
+    /// For an exchanged token: the JWT's `sub`, the only requester it may
+    /// reserve as.
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +240,8 @@ pub fn secret_hash(tenant: &TenantId, resource: &Resource, secret: &str) -> Stri
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateDecision {
     pub allowed: bool,
+    /// The limit, in requests per second.
+    pub limit: u32,
     /// Requests that would still pass right now.
     pub remaining: u64,
     /// When refused: milliseconds until the next request passes.
@@ -194,7 +273,7 @@ pub struct TenantPatch {
     pub name: Option<TenantName>,
     pub tier: Option<Tier>,
     /// `Some(None)` removes the JWT settings.
-    pub jwt: Option<Option<serde_json::Value>>,
+    pub jwt: Option<Option<crate::tokens::JwtSettings>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,37 +294,42 @@ pub enum Invalidation {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    // The operations up to `lock` count the request against `caller.quota` (or
+    // `quota`) in the same atomic step as the operation itself; over the limit
+    // they answer `StoreError::RateLimited` and change nothing.
+
     /// Reserves every item in order, as one atomic step.
     async fn reserve(
         &self,
         caller: &Caller,
         items: &[ReserveItem],
-    ) -> StoreResult<Vec<ReserveOutcome>>;
+    ) -> StoreResult<Metered<Vec<ReserveOutcome>>>;
     /// Releases every item in order, as one atomic step.
     async fn unreserve(
         &self,
         caller: &Caller,
         items: &[ReleaseItem],
-    ) -> StoreResult<Vec<ReleaseOutcome>>;
+    ) -> StoreResult<Metered<Vec<ReleaseOutcome>>>;
     /// Re-arms the TTL of every item from now, as one atomic step.
     async fn extend(
         &self,
         caller: &Caller,
         items: &[ExtendItem],
-    ) -> StoreResult<Vec<ExtendOutcome>>;
+    ) -> StoreResult<Metered<Vec<ExtendOutcome>>>;
     /// Reads the state of every resource (read-only, one atomic step).
     async fn check(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         resources: &[Resource],
-    ) -> StoreResult<Vec<CheckOutcome>>;
+    ) -> StoreResult<Metered<Vec<CheckOutcome>>>;
     /// One page of the tenant's active reservations.
-    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage>;
+    async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>>;
     /// Releases a reservation whoever holds it; `false` when it was not held.
     async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool> {
         Ok(self
-            .release_by_name(tenant, resource, &Releaser::Admin)
+            .release_by_name(tenant, resource, &Releaser::Admin, None)
             .await?
+            .value
             == ReleaseByName::Released)
     }
     /// Releases a reservation by name, without its release token.
@@ -254,15 +338,29 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         resource: &Resource,
         by: &Releaser,
-    ) -> StoreResult<ReleaseByName>;
+        quota: Option<&Quota>,
+    ) -> StoreResult<Metered<ReleaseByName>>;
     /// Acquires a locklock lock: a reservation like `reserve` makes.
-    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<LockOutcome>;
+    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<Metered<LockOutcome>>;
     /// Creates a tenant with a given id unless it exists (the public tenant).
     async fn ensure_tenant(&self, id: &TenantId, name: &TenantName, tier: Tier) -> StoreResult<()>;
     /// Counts one request against the limit `key` (`per_second` with a burst of
     /// `burst`), for the whole fleet.
     async fn rate_limit(&self, key: &str, per_second: u32, burst: u32)
         -> StoreResult<RateDecision>;
+    /// Counts one request of a tenant against its quota on its own (for requests
+    /// that run no metered operation, such as opening an event stream); over the
+    /// limit it answers `StoreError::RateLimited`.
+    async fn charge(&self, tenant: &TenantId, quota: &Quota) -> StoreResult<RateDecision> {
+        let d = self
+            .rate_limit(&quota.key(tenant), quota.per_second, quota.burst)
+            .await?;
+        if d.allowed {
+            Ok(d)
+        } else {
+            Err(StoreError::RateLimited(d))
+        }
+    }
 
     /// Creates a tenant with its default key. `secret` pins the key's value (only
     /// for the embedded mode's configured default key); otherwise one is generated.
@@ -298,6 +396,11 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_key(&self, tenant: &TenantId, key: &KeyId) -> StoreResult<bool>;
     /// Looks a key up by the hash of its secret (uncached).
     async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<Principal>>;
+    /// The tenants whose JWT settings name `issuer` (at most a few).
+    async fn tenants_by_issuer(&self, issuer: &str) -> StoreResult<Vec<Tenant>>;
+    /// The fleet's shared secret for signing exchanged tokens, created on first
+    /// use (used when none is configured).
+    async fn token_secret(&self) -> StoreResult<String>;
 
     /// Feed of cache invalidations from every instance of the fleet.
     fn invalidations(&self) -> broadcast::Receiver<Invalidation>;

@@ -16,12 +16,15 @@
 //! - `cl:{T}:ev` the tenant's event stream (history for resume, `MAXLEN ~`), and
 //!   the channel of the same name its live events are published on
 //! - channel `cl:auth`: tenant ids whose cached credentials must be dropped
+//! - `cl:jwt-iss:<sha256(issuer)>` set of tenants whose JWT settings name the
+//!   issuer; `cl:token-secret` the generated key exchanged tokens are signed with
+//! - `cl:{T}:rl:<tier>:<read|write>` a rate-limit partition's GCRA state
 
 use super::{
     Caller, CheckOutcome, ExtendItem, ExtendOutcome, Invalidation, KeyCreateError, ListPage,
-    ListQuery, LockOutcome, LockRequest, Principal, RateDecision, ReleaseByName, ReleaseItem,
-    ReleaseOutcome, Releaser, ReserveItem, ReserveOutcome, Store, StoreError, StoreResult,
-    TenantPatch, FENCE_RETENTION_MS,
+    ListQuery, LockOutcome, LockRequest, Metered, Principal, Quota, RateDecision, ReleaseByName,
+    ReleaseItem, ReleaseOutcome, Releaser, ReserveItem, ReserveOutcome, Store, StoreError,
+    StoreResult, TenantPatch, FENCE_RETENTION_MS,
 };
 use crate::domain::{
     ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, ReleaseToken, Resource, Tenant, TenantId,
@@ -52,16 +55,41 @@ macro_rules! script {
             ))
         });
     };
+    // A script a tenant request runs: its body is wrapped in a function that
+    // meter.lua calls only when the rate limit allows (see `meter`), after the
+    // events.lua prelude when it emits events.
+    ($name:ident, metered, $file:literal) => {
+        static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(
+                "local function body()\n",
+                include_str!(concat!("../../lua/", $file)),
+                "\nend\n",
+                include_str!("../../lua/meter.lua")
+            ))
+        });
+    };
+    ($name:ident, metered, events, $file:literal) => {
+        static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("../../lua/events.lua"),
+                "local function body()\n",
+                include_str!(concat!("../../lua/", $file)),
+                "\nend\n",
+                include_str!("../../lua/meter.lua")
+            ))
+        });
+    };
 }
 
-script!(RESERVE, events, "reserve.lua");
-script!(UNRESERVE, events, "unreserve.lua");
-script!(EXTEND, events, "extend.lua");
-script!(CHECK, "check.lua");
+script!(RESERVE, metered, events, "reserve.lua");
+script!(UNRESERVE, metered, events, "unreserve.lua");
+script!(EXTEND, metered, events, "extend.lua");
+script!(CHECK, metered, "check.lua");
+script!(LIST_RANGE, metered, "list_range.lua");
 script!(LIST_READ, "list_read.lua");
 script!(SWEEP_DUE, "sweep_due.lua");
 script!(SWEEP_EXPIRE, events, "sweep_expire.lua");
-script!(RELEASE, events, "release.lua");
+script!(RELEASE, metered, events, "release.lua");
 script!(RATE_LIMIT, "rate_limit.lua");
 script!(EVENTS_READ, "events_read.lua");
 script!(KEY_ADD, "key_add.lua");
@@ -124,6 +152,12 @@ mod keys {
     pub fn key_hash(hash: &str) -> String {
         format!("cl:apikey:{hash}")
     }
+    /// Set of the tenants whose JWT settings name an issuer.
+    pub fn issuer(issuer: &str) -> String {
+        format!("cl:jwt-iss:{}", crate::domain::hash_secret(issuer))
+    }
+    /// The fleet's generated key for signing exchanged tokens.
+    pub const TOKEN_SECRET: &str = "cl:token-secret";
 }
 
 /// Connection settings that bound every store call.
@@ -233,7 +267,7 @@ impl RedisStore {
         caller: &Caller,
         items_in: &[ReserveArgs<'_>],
         cap: usize,
-    ) -> StoreResult<Value> {
+    ) -> StoreResult<Metered<Value>> {
         let t = &caller.tenant;
         let mut inv = RESERVE.prepare_invoke();
         inv.key(keys::index(t))
@@ -256,9 +290,12 @@ impl RedisStore {
                 .arg(it.token.as_str())
                 .arg(it.secret_hash);
         }
+        meter(&mut inv, t, caller.quota.as_ref());
         let mut c = self.conn();
-        self.run("reserve", async { inv.invoke_async(&mut c).await })
-            .await
+        let reply = self
+            .run("reserve", async { inv.invoke_async(&mut c).await })
+            .await?;
+        metered_reply(reply, caller.quota.as_ref())
     }
 
     /// Retires the expired reservations of every tenant: a few hundred per tenant
@@ -400,6 +437,19 @@ impl RedisStore {
             })
             .await?;
         Ok(tenant_from_fields(id, &fields))
+    }
+
+    /// Adds a tenant to (`SADD`) or removes it from (`SREM`) an issuer's set.
+    async fn index_issuer(&self, op: &str, issuer: &str, id: &TenantId) -> StoreResult<()> {
+        let mut c = self.conn();
+        self.run("issuer index", async {
+            redis::cmd(op)
+                .arg(keys::issuer(issuer))
+                .arg(id.as_str())
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
     }
 
     async fn now_millis(&self) -> StoreResult<Millis> {
@@ -769,6 +819,54 @@ fn route_message(msg: &redis::Msg, feeds: &Feeds) {
     }
 }
 
+/// Appends a request's rate limit to a metered script call (see meter.lua):
+/// after every key and argument of the script's own.
+fn meter(inv: &mut redis::ScriptInvocation<'_>, tenant: &TenantId, quota: Option<&Quota>) {
+    match quota {
+        Some(q) => inv
+            .key(q.key(tenant))
+            .arg(q.interval_us())
+            .arg(q.burst.max(1)),
+        None => inv.key(keys::tenant(tenant)).arg(0).arg(1),
+    };
+}
+
+/// Splits a metered script's reply into the script body's reply and the rate
+/// limiter's decision; a refused request is `StoreError::RateLimited`.
+fn metered_reply(reply: Value, quota: Option<&Quota>) -> StoreResult<Metered<Value>> {
+    let mut parts = items(reply)?.into_iter();
+    let (flag, a, b) = (parts.next(), parts.next(), parts.next());
+    let num = |v: &Option<Value>| {
+        v.as_ref()
+            .and_then(as_u64)
+            .ok_or_else(|| bad_reply("meter"))
+    };
+    let limit = quota.map_or(0, |q| q.per_second);
+    match flag {
+        Some(Value::Int(1)) => Ok(Metered {
+            value: parts.next().unwrap_or(Value::Nil),
+            rate: match quota {
+                Some(_) => Some(RateDecision {
+                    allowed: true,
+                    limit,
+                    remaining: num(&a)?,
+                    retry_after_ms: 0,
+                    reset_ms: num(&b)?,
+                }),
+                None => None,
+            },
+        }),
+        Some(Value::Int(0)) => Err(StoreError::RateLimited(RateDecision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            retry_after_ms: num(&a)?,
+            reset_ms: num(&b)?,
+        })),
+        _ => Err(bad_reply("meter")),
+    }
+}
+
 fn as_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Int(i) => u64::try_from(*i).ok(),
@@ -825,7 +923,7 @@ impl Store for RedisStore {
         &self,
         caller: &Caller,
         items_in: &[ReserveItem],
-    ) -> StoreResult<Vec<ReserveOutcome>> {
+    ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
         let mut tokens = Vec::with_capacity(items_in.len());
         let plain: Vec<ReserveArgs> = items_in
             .iter()
@@ -841,7 +939,7 @@ impl Store for RedisStore {
                 }
             })
             .collect();
-        let reply = self.run_reserve(caller, &plain, 0).await?;
+        let Metered { value: reply, rate } = self.run_reserve(caller, &plain, 0).await?;
         let rows = match reply {
             Value::Int(-1) => return Err(StoreError::TenantGone),
             Value::Int(-2) => return Err(bad_reply("reserve (no cap was set)")),
@@ -850,7 +948,8 @@ impl Store for RedisStore {
         if rows.len() != items_in.len() {
             return Err(bad_reply("reserve"));
         }
-        rows.into_iter()
+        let value = rows
+            .into_iter()
             .zip(tokens)
             .map(|(row, token)| {
                 let row = items(row)?;
@@ -868,7 +967,8 @@ impl Store for RedisStore {
                     _ => Err(bad_reply("reserve")),
                 }
             })
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered { value, rate })
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
@@ -876,7 +976,7 @@ impl Store for RedisStore {
         &self,
         caller: &Caller,
         items_in: &[ReleaseItem],
-    ) -> StoreResult<Vec<ReleaseOutcome>> {
+    ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
         let t = &caller.tenant;
         let mut inv = UNRESERVE.prepare_invoke();
         inv.key(keys::index(t))
@@ -895,22 +995,26 @@ impl Store for RedisStore {
                 .arg(it.requester.as_str())
                 .arg(it.release_token.as_str());
         }
+        meter(&mut inv, t, caller.quota.as_ref());
         let mut c = self.conn();
-        let codes: Vec<i64> = self
+        let reply: Value = self
             .run("unreserve", async { inv.invoke_async(&mut c).await })
             .await?;
+        let Metered { value, rate } = metered_reply(reply, caller.quota.as_ref())?;
+        let codes = items(value)?;
         if codes.len() != items_in.len() {
             return Err(bad_reply("unreserve"));
         }
-        codes
+        let value = codes
             .into_iter()
             .map(|code| match code {
-                1 => Ok(ReleaseOutcome::Unreserved),
-                0 => Ok(ReleaseOutcome::NotHeld),
-                2 => Ok(ReleaseOutcome::InvalidToken),
+                Value::Int(1) => Ok(ReleaseOutcome::Unreserved),
+                Value::Int(0) => Ok(ReleaseOutcome::NotHeld),
+                Value::Int(2) => Ok(ReleaseOutcome::InvalidToken),
                 _ => Err(bad_reply("unreserve")),
             })
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered { value, rate })
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
@@ -918,7 +1022,7 @@ impl Store for RedisStore {
         &self,
         caller: &Caller,
         items_in: &[ExtendItem],
-    ) -> StoreResult<Vec<ExtendOutcome>> {
+    ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
         let t = &caller.tenant;
         let mut inv = EXTEND.prepare_invoke();
         inv.key(keys::expiries(t))
@@ -936,15 +1040,18 @@ impl Store for RedisStore {
                 .arg(it.release_token.as_str())
                 .arg(it.ttl.millis());
         }
+        meter(&mut inv, t, caller.quota.as_ref());
         let mut c = self.conn();
         let reply: Value = self
             .run("extend", async { inv.invoke_async(&mut c).await })
             .await?;
-        let rows = items(reply)?;
+        let Metered { value, rate } = metered_reply(reply, caller.quota.as_ref())?;
+        let rows = items(value)?;
         if rows.len() != items_in.len() {
             return Err(bad_reply("extend"));
         }
-        rows.into_iter()
+        let value = rows
+            .into_iter()
             .map(|row| {
                 let row = items(row)?;
                 match row.as_slice() {
@@ -956,28 +1063,33 @@ impl Store for RedisStore {
                     _ => Err(bad_reply("extend")),
                 }
             })
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered { value, rate })
     }
 
-    #[tracing::instrument(skip_all, fields(tenant = %tenant, n = resources.len()))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = resources.len()))]
     async fn check(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         resources: &[Resource],
-    ) -> StoreResult<Vec<CheckOutcome>> {
+    ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
+        let tenant = &caller.tenant;
         let mut inv = CHECK.prepare_invoke();
         for r in resources {
             inv.key(keys::lock(tenant, r.as_str()));
         }
+        meter(&mut inv, tenant, caller.quota.as_ref());
         let mut c = self.conn();
         let reply: Value = self
             .run("check", async { inv.invoke_async(&mut c).await })
             .await?;
-        let rows = items(reply)?;
+        let Metered { value, rate } = metered_reply(reply, caller.quota.as_ref())?;
+        let rows = items(value)?;
         if rows.len() != resources.len() {
             return Err(bad_reply("check"));
         }
-        rows.into_iter()
+        let value = rows
+            .into_iter()
             .zip(resources)
             .map(|(row, r)| {
                 let row = items(row)?;
@@ -989,11 +1101,13 @@ impl Store for RedisStore {
                     _ => Err(bad_reply("check")),
                 }
             })
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered { value, rate })
     }
 
-    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
-    async fn list(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage> {
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
+    async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {
+        let tenant = &caller.tenant;
         let index: Vec<u8> = match &query.requester {
             Some(rq) => keys::by_requester(tenant, rq.as_str()),
             None => keys::index(tenant).into_bytes(),
@@ -1023,30 +1137,40 @@ impl Store for RedisStore {
 
         let mut out: Vec<Holding> = Vec::new();
         let mut last_seen: Option<String> = None;
+        let mut rate = None;
         // Each round reads at most one page of index entries; dead entries met on
         // the way are removed, so later rounds and pages do not see them again.
-        for _round in 0..8 {
+        // The request is counted once, by the first round.
+        for round in 0..8 {
             let want = query.limit - out.len();
+            let quota = caller.quota.as_ref().filter(|_| round == 0);
+            let mut inv = LIST_RANGE.prepare_invoke();
+            inv.key(&index).arg(&min).arg(&max).arg(want + 1);
+            meter(&mut inv, tenant, quota);
             let mut c = self.conn();
-            let members: Vec<Vec<u8>> = self
-                .run("list index", async {
-                    redis::cmd("ZRANGEBYLEX")
-                        .arg(&index)
-                        .arg(&min)
-                        .arg(&max)
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(want + 1)
-                        .query_async(&mut c)
-                        .await
-                })
+            let reply: Value = self
+                .run("list index", async { inv.invoke_async(&mut c).await })
                 .await?;
+            let metered = metered_reply(reply, quota)?;
+            if round == 0 {
+                rate = metered.rate;
+            }
+            let members: Vec<Vec<u8>> = items(metered.value)?
+                .iter()
+                .map(|m| match m {
+                    Value::BulkString(b) => Ok(b.clone()),
+                    _ => Err(bad_reply("list index")),
+                })
+                .collect::<StoreResult<_>>()?;
             let more = members.len() > want;
             let page = &members[..members.len().min(want)];
             if page.is_empty() {
-                return Ok(ListPage {
-                    items: out,
-                    next_after: None,
+                return Ok(Metered {
+                    value: ListPage {
+                        items: out,
+                        next_after: None,
+                    },
+                    rate,
                 });
             }
             let mut inv = LIST_READ.prepare_invoke();
@@ -1070,18 +1194,24 @@ impl Store for RedisStore {
             min = [b"(", page.last().map(Vec::as_slice).unwrap_or_default()].concat();
             last_seen = last;
             if !more {
-                return Ok(ListPage {
-                    items: out,
-                    next_after: None,
+                return Ok(Metered {
+                    value: ListPage {
+                        items: out,
+                        next_after: None,
+                    },
+                    rate,
                 });
             }
             if out.len() >= query.limit {
                 break;
             }
         }
-        Ok(ListPage {
-            items: out,
-            next_after: last_seen,
+        Ok(Metered {
+            value: ListPage {
+                items: out,
+                next_after: last_seen,
+            },
+            rate,
         })
     }
 
@@ -1091,7 +1221,8 @@ impl Store for RedisStore {
         tenant: &TenantId,
         resource: &Resource,
         by: &Releaser,
-    ) -> StoreResult<ReleaseByName> {
+        quota: Option<&Quota>,
+    ) -> StoreResult<Metered<ReleaseByName>> {
         let (kind, label, check, presented) = match by {
             Releaser::Admin => ("FORCE_RELEASED", "admin", "0", ""),
             Releaser::Locklock { label, secret_hash } => (
@@ -1104,12 +1235,15 @@ impl Store for RedisStore {
         // The holder's requester names one of the keys, so read it first and let
         // the script confirm it did not change in between.
         let mut holder = String::new();
-        for _ in 0..5 {
+        let mut rate = None;
+        for attempt in 0..5 {
+            // Counted once, by the first attempt.
+            let quota = quota.filter(|_| attempt == 0);
             let mut c = self.conn();
             let reply: Value = self
                 .run("release", async {
-                    RELEASE
-                        .key(keys::index(tenant))
+                    let mut inv = RELEASE.prepare_invoke();
+                    inv.key(keys::index(tenant))
                         .key(keys::expiries(tenant))
                         .key(keys::meta(tenant))
                         .key(keys::lock(tenant, resource.as_str()))
@@ -1123,16 +1257,21 @@ impl Store for RedisStore {
                         .arg(kind)
                         .arg(label)
                         .arg(check)
-                        .arg(presented)
-                        .invoke_async(&mut c)
-                        .await
+                        .arg(presented);
+                    meter(&mut inv, tenant, quota);
+                    inv.invoke_async(&mut c).await
                 })
                 .await?;
-            let row = items(reply)?;
+            let metered = metered_reply(reply, quota)?;
+            if attempt == 0 {
+                rate = metered.rate;
+            }
+            let done = |value| Ok(Metered { value, rate });
+            let row = items(metered.value)?;
             match row.as_slice() {
-                [Value::Int(1), ..] => return Ok(ReleaseByName::Released),
-                [Value::Int(0)] => return Ok(ReleaseByName::NotHeld),
-                [Value::Int(3)] => return Ok(ReleaseByName::WrongSecret),
+                [Value::Int(1), ..] => return done(ReleaseByName::Released),
+                [Value::Int(0)] => return done(ReleaseByName::NotHeld),
+                [Value::Int(3)] => return done(ReleaseByName::WrongSecret),
                 [Value::Int(2), who] => {
                     holder = as_string(who).ok_or_else(|| bad_reply("release"))?
                 }
@@ -1145,7 +1284,7 @@ impl Store for RedisStore {
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
-    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<LockOutcome> {
+    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<Metered<LockOutcome>> {
         let args = [ReserveArgs {
             resource: req.resource.as_str(),
             requester: req.requester.as_str(),
@@ -1153,23 +1292,24 @@ impl Store for RedisStore {
             token: ReleaseToken::generate(),
             secret_hash: req.secret_hash.as_deref().unwrap_or(""),
         }];
-        let reply = self
+        let Metered { value: reply, rate } = self
             .run_reserve(caller, &args, req.max_held.unwrap_or(0))
             .await?;
+        let done = |value| Ok(Metered { value, rate });
         let row = match reply {
             Value::Int(-1) => return Err(StoreError::TenantGone),
-            Value::Int(-2) => return Ok(LockOutcome::Full),
+            Value::Int(-2) => return done(LockOutcome::Full),
             reply => items(reply)?
                 .into_iter()
                 .next()
                 .ok_or_else(|| bad_reply("lock"))?,
         };
         match items(row)?.as_slice() {
-            [Value::Int(1), _tok, _at, ea, ft] => Ok(LockOutcome::Acquired {
+            [Value::Int(1), _tok, _at, ea, ft] => done(LockOutcome::Acquired {
                 expires_at: as_u64(ea).ok_or_else(|| bad_reply("lock"))?,
                 fencing_token: as_u64(ft).ok_or_else(|| bad_reply("lock"))?,
             }),
-            [Value::Int(0), ..] => Ok(LockOutcome::Locked),
+            [Value::Int(0), ..] => done(LockOutcome::Locked),
             _ => Err(bad_reply("lock")),
         }
     }
@@ -1209,7 +1349,7 @@ impl Store for RedisStore {
         per_second: u32,
         burst: u32,
     ) -> StoreResult<RateDecision> {
-        let interval_us = 1_000_000u64 / u64::from(per_second.max(1));
+        let interval_us = super::interval_us(per_second);
         let mut c = self.conn();
         let reply: Vec<u64> = self
             .run("rate limit", async {
@@ -1224,6 +1364,7 @@ impl Store for RedisStore {
         match reply.as_slice() {
             [allowed, remaining, retry, reset] => Ok(RateDecision {
                 allowed: *allowed == 1,
+                limit: per_second,
                 remaining: *remaining,
                 retry_after_ms: *retry,
                 reset_ms: *reset,
@@ -1308,6 +1449,15 @@ impl Store for RedisStore {
         id: &TenantId,
         patch: &TenantPatch,
     ) -> StoreResult<Option<Tenant>> {
+        // The issuer index lives outside the tenant's slot, so it is kept beside
+        // the update rather than inside it; look-ups re-check each tenant.
+        let old_issuer = match &patch.jwt {
+            Some(_) => self
+                .load_tenant(id)
+                .await?
+                .and_then(|t| t.jwt.map(|j| j.issuer)),
+            None => None,
+        };
         let mut inv = TENANT_UPDATE.prepare_invoke();
         inv.key(keys::tenant(id));
         if let Some(name) = &patch.name {
@@ -1317,8 +1467,12 @@ impl Store for RedisStore {
             inv.arg("tier").arg(tier.as_str());
         }
         if let Some(jwt) = &patch.jwt {
-            inv.arg("jwt")
-                .arg(jwt.as_ref().map(|j| j.to_string()).unwrap_or_default());
+            let stored = match jwt {
+                Some(j) => serde_json::to_string(j)
+                    .map_err(|e| StoreError::Internal(format!("jwt settings: {e}")))?,
+                None => String::new(),
+            };
+            inv.arg("jwt").arg(stored);
         }
         let mut c = self.conn();
         let fields: Vec<(String, String)> = self
@@ -1327,8 +1481,18 @@ impl Store for RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
+        let tenant = tenant_from_fields(id, &fields);
+        if let Some(jwt) = &patch.jwt {
+            let new_issuer = jwt.as_ref().map(|j| j.issuer.clone());
+            if let Some(old) = old_issuer.filter(|o| Some(o) != new_issuer.as_ref()) {
+                self.index_issuer("SREM", &old, id).await?;
+            }
+            if let Some(new) = new_issuer {
+                self.index_issuer("SADD", &new, id).await?;
+            }
+        }
         self.publish_invalidation(id).await?;
-        Ok(tenant_from_fields(id, &fields))
+        Ok(tenant)
     }
 
     async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool> {
@@ -1342,9 +1506,12 @@ impl Store for RedisStore {
                     .await
             })
             .await?;
-        let existed = self.load_tenant(id).await?.is_some();
-        if removed == 0 && !existed {
+        let existing = self.load_tenant(id).await?;
+        if removed == 0 && existing.is_none() {
             return Ok(false);
+        }
+        if let Some(jwt) = existing.and_then(|t| t.jwt) {
+            self.index_issuer("SREM", &jwt.issuer, id).await?;
         }
         for rec in self.key_records(id).await? {
             let mut c = self.conn();
@@ -1527,10 +1694,53 @@ impl Store for RedisStore {
         }
         Ok(Some(Principal {
             tenant,
-            key_id,
+            key_id: Some(key_id),
             label: rec.label,
             tier,
+            subject: None,
         }))
+    }
+
+    async fn tenants_by_issuer(&self, issuer: &str) -> StoreResult<Vec<Tenant>> {
+        let mut c = self.conn();
+        let ids: Vec<String> = self
+            .run("issuer index", async {
+                redis::cmd("SRANDMEMBER")
+                    .arg(keys::issuer(issuer))
+                    .arg(16)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut out = Vec::new();
+        for id in ids.iter().filter_map(|i| TenantId::parse(i).ok()) {
+            if let Some(t) = self.load_tenant(&id).await? {
+                if t.jwt.as_ref().is_some_and(|j| j.issuer == issuer) {
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn token_secret(&self) -> StoreResult<String> {
+        let candidate = hex::encode(rand::random::<[u8; 32]>());
+        let mut c = self.conn();
+        let (secret,): (Option<String>,) = self
+            .run("token secret", async {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(keys::TOKEN_SECRET)
+                    .arg(&candidate)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("GET")
+                    .arg(keys::TOKEN_SECRET)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        secret.ok_or_else(|| StoreError::Unavailable("token secret: not readable".into()))
     }
 
     fn invalidations(&self) -> broadcast::Receiver<Invalidation> {

@@ -209,7 +209,9 @@ async fn sigterm_ends_event_streams_promptly_and_exits_cleanly() {
         .expect("start");
     let base = format!("http://127.0.0.1:{port}");
     let up = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
-        reqwest::get(format!("{base}/healthz"))
+        crate::helpers::client()
+            .get(format!("{base}/healthz"))
+            .send()
             .await
             .is_ok_and(|r| r.status().is_success())
     })

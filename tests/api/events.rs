@@ -54,6 +54,7 @@ impl Stream {
         last_event_id: Option<&str>,
     ) -> reqwest::Response {
         // No overall timeout: a stream is long-lived by design.
+        cooplocker::tokens::init_crypto().expect("crypto self-test");
         let client = reqwest::Client::new();
         let mut req = client
             .get(format!("{base}/api/v1/events{query}"))

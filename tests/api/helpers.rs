@@ -147,6 +147,13 @@ pub fn settings(redis_url: Option<String>) -> Settings {
     s.admin_token = Some(ADMIN_TOKEN.to_string());
     s.workers = Some(2);
     s.store_timeout_ms = 500;
+    // Other behaviour is not throttled; the rate-limit tests set their own.
+    s.rate_limits = cooplocker::config::RateLimits {
+        free: 1_000_000,
+        starter: 1_000_000,
+        pro: 1_000_000,
+        enterprise: 1_000_000,
+    };
     s
 }
 
@@ -162,6 +169,7 @@ pub async fn start_instance(settings: Settings) -> (String, actix_web::dev::Serv
 }
 
 pub fn client() -> reqwest::Client {
+    cooplocker::tokens::init_crypto().expect("crypto self-test");
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -1,0 +1,142 @@
+//! `POST /api/v1/auth/token` (contract section 2): exchanges a tenant's own JWT
+//! for a short-lived token accepted in `X-Api-Key` (see `crate::tokens`).
+
+use super::body::{invalid_items, parse_object, require_json, Fields};
+use super::error::ApiError;
+use super::extract::tier_required_for_tokens;
+use super::limits::{add_headers, headers, quota};
+use super::locklock::client_address;
+use super::query::Query;
+use super::AppState;
+use crate::domain::{format_millis, Tenant, TenantId, Tier};
+use crate::store::Access;
+use crate::tokens::service::now_secs;
+use crate::tokens::verify::{unverified_issuer, MAX_JWT_BYTES};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+fn unauthorized(message: impl Into<String>) -> ApiError {
+    ApiError::Unauthorized(message.into())
+}
+
+/// The tenant whose settings verify the JWT: the one named, or the one whose
+/// issuer the JWT names.
+async fn tenant_for(
+    state: &AppState,
+    named: Option<TenantId>,
+    jwt: &str,
+) -> Result<Tenant, ApiError> {
+    if let Some(id) = named {
+        return state
+            .store
+            .get_tenant(&id)
+            .await?
+            .filter(|t| t.jwt.is_some())
+            .ok_or_else(|| {
+                unauthorized(format!(
+                    "tenant {id} does not exist or does not accept JWTs"
+                ))
+            });
+    }
+    let issuer = unverified_issuer(jwt).ok_or_else(|| {
+        unauthorized("the JWT has no readable iss claim; send the tenant id in \"tenant\"")
+    })?;
+    let mut found = state.store.tenants_by_issuer(&issuer).await?;
+    match found.len() {
+        0 => Err(unauthorized(format!(
+            "no tenant trusts the issuer {issuer:?}; configure it (admin PATCH jwt) or name the tenant"
+        ))),
+        1 => Ok(found.remove(0)),
+        _ => Err(ApiError::invalid_field(
+            "tenant",
+            format!("is required: several tenants trust the issuer {issuer:?}"),
+        )),
+    }
+}
+
+pub async fn exchange(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    Query::parse(req.query_string(), &[])?;
+    require_json(&req)?;
+    // Valid or not, every exchange counts against the caller's address, since
+    // verifying costs more than refusing.
+    let per_second = state.limits.token_exchange_per_ip;
+    let address = client_address(&req, &state);
+    let d = state
+        .store
+        .rate_limit(&format!("cl:ip-jwt:{address}"), per_second, per_second)
+        .await?;
+    if !d.allowed {
+        return Err(ApiError::RateLimited {
+            message: format!(
+                "too many JWT exchanges from this address (limit {per_second}/s); reuse the token until it expires"
+            ),
+            retry_after_seconds: d.retry_after_ms.div_ceil(1000).max(1),
+        }
+        .with_headers(headers(&d)));
+    }
+
+    let obj = parse_object(&body, false)?;
+    let mut details = Vec::new();
+    let mut f = Fields::new(None, obj, &["jwt", "tenant"], &mut details);
+    let jwt = f.string("jwt", |s: String| {
+        if s.is_empty() || s.len() > MAX_JWT_BYTES {
+            Err(format!("must be a JWT of 1 to {MAX_JWT_BYTES} bytes"))
+        } else {
+            Ok(s)
+        }
+    });
+    let named = f.opt_string("tenant", |t: String| {
+        TenantId::parse(&t).map_err(|_| "is not a tenant id")
+    });
+    let (Some(jwt), Some(named), true) = (jwt, named, details.is_empty()) else {
+        return Err(invalid_items(details));
+    };
+
+    let tenant = tenant_for(&state, named, &jwt).await?;
+    let Some(settings) = &tenant.jwt else {
+        return Err(unauthorized("this tenant does not accept JWTs"));
+    };
+    let verified = state
+        .verifier
+        .verify(settings, &jwt)
+        .await
+        .map_err(|r| unauthorized(r.0))?;
+    if tenant.tier == Tier::Free {
+        return Err(tier_required_for_tokens());
+    }
+    let now = now_secs();
+    if verified.expires_at <= now {
+        return Err(unauthorized("the JWT has expired (exp)"));
+    }
+    // An exchange is one write request of the tenant.
+    let rate = state
+        .store
+        .charge(&tenant.id, &quota(&state.rates, tenant.tier, Access::Write))
+        .await?;
+    // Never outlives the JWT it was exchanged for.
+    let expires_at = (now + state.token_ttl.as_secs()).min(verified.expires_at);
+    let token = state
+        .auth
+        .token_keys()
+        .await?
+        .issue(
+            &tenant.id,
+            &verified.subject,
+            &settings.fingerprint(),
+            expires_at,
+        )
+        .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))?;
+    tracing::info!(tenant = %tenant.id, subject = %verified.subject, "JWT exchanged");
+    let mut res = HttpResponse::Ok();
+    add_headers(&mut res, Some(&rate));
+    Ok(res.json(json!({
+        "token": token,
+        "expiresAt": format_millis(expires_at * 1000),
+        "tenant": tenant.id.as_str(),
+        "subject": verified.subject,
+    })))
+}
