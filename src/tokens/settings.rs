@@ -128,8 +128,12 @@ fn is_loopback(url: &reqwest::Url) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The kind of a public key in PEM, from what it parses as.
+/// The kind of a public key in PEM, from what it parses as. A private key is
+/// refused (it would parse, but has no business being stored here).
 fn pem_alg(pem: &str) -> Option<JwtAlg> {
+    if pem.contains("PRIVATE KEY") || !pem.contains("PUBLIC KEY-----") {
+        return None;
+    }
     if DecodingKey::from_rsa_pem(pem.as_bytes()).is_ok() {
         Some(JwtAlg::RS256)
     } else if DecodingKey::from_ec_pem(pem.as_bytes()).is_ok() {

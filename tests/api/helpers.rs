@@ -154,6 +154,7 @@ pub fn settings(redis_url: Option<String>) -> Settings {
         pro: 1_000_000,
         enterprise: 1_000_000,
     };
+    s.token_exchange_per_ip = 100_000;
     s
 }
 

@@ -10,5 +10,7 @@ mod cli;
 mod equivalence;
 mod events;
 mod fleet;
+mod jwt;
 mod locklock;
+mod rate_limits;
 mod reservations;
