@@ -60,6 +60,72 @@ pub enum TenantCommand {
     },
     /// Delete a tenant, its keys and its reservations.
     Delete { id: String },
+    /// Set (or with --clear remove) how the tenant's own JWTs are verified for
+    /// exchange at POST /api/v1/auth/token. Give exactly one key source.
+    Jwt(JwtArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JwtArgs {
+    pub id: String,
+    /// Remove the settings (every token exchanged under them stops working).
+    #[arg(long, conflicts_with_all = ["issuer", "audience", "algorithms", "hs256_secret_file", "public_key_file", "jwks_url"])]
+    pub clear: bool,
+    /// The `iss` the JWTs must carry.
+    #[arg(long, required_unless_present = "clear")]
+    pub issuer: Option<String>,
+    /// The `aud` the JWTs must carry.
+    #[arg(long, required_unless_present = "clear")]
+    pub audience: Option<String>,
+    /// Accepted algorithms, comma-separated (HS256, RS256, ES256); by default
+    /// the ones the key allows.
+    #[arg(long, value_delimiter = ',')]
+    pub algorithms: Vec<String>,
+    /// File holding the HS256 secret (at least 32 bytes; `-` reads stdin). A
+    /// file rather than an argument, so the secret never shows in `ps`.
+    #[arg(long, group = "key")]
+    pub hs256_secret_file: Option<std::path::PathBuf>,
+    /// PEM file of the RS256 or ES256 public key.
+    #[arg(long, group = "key")]
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// URL of the JWKS to fetch keys from (https).
+    #[arg(long, group = "key")]
+    pub jwks_url: Option<String>,
+}
+
+/// Reads a file given on the command line (`-` for stdin).
+fn read_arg_file(path: &std::path::Path) -> Result<String, String> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
+    } else {
+        std::fs::read_to_string(path)
+    };
+    text.map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The `jwt` value of a tenant PATCH from the command line.
+fn jwt_body(args: &JwtArgs) -> Result<serde_json::Value, String> {
+    use serde_json::json;
+    if args.clear {
+        return Ok(serde_json::Value::Null);
+    }
+    let mut v = json!({"issuer": args.issuer, "audience": args.audience});
+    if !args.algorithms.is_empty() {
+        v["algorithms"] = json!(args.algorithms);
+    }
+    if let Some(p) = &args.hs256_secret_file {
+        v["hs256Secret"] = json!(read_arg_file(p)?.trim_end_matches(['\n', '\r']));
+    } else if let Some(p) = &args.public_key_file {
+        v["publicKeyPem"] = json!(read_arg_file(p)?);
+    } else if let Some(u) = &args.jwks_url {
+        v["jwksUrl"] = json!(u);
+    } else {
+        return Err(
+            "give one of --hs256-secret-file, --public-key-file, --jwks-url (or --clear)".into(),
+        );
+    }
+    Ok(v)
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +201,17 @@ pub async fn run(settings: &Settings, args: AdminArgs) -> ExitCode {
             TenantCommand::Delete { id } => {
                 (Method::DELETE, format!("/tenants/{}", seg(&id)), None)
             }
+            TenantCommand::Jwt(args) => match jwt_body(&args) {
+                Ok(jwt) => (
+                    Method::PATCH,
+                    format!("/tenants/{}", seg(&args.id)),
+                    Some(json!({ "jwt": jwt })),
+                ),
+                Err(e) => {
+                    eprintln!("cooplocker admin: {e}");
+                    return ExitCode::from(2);
+                }
+            },
         },
         AdminCommand::Keys(k) => match k {
             KeyCommand::Create { tenant, label } => (

@@ -59,6 +59,54 @@ async fn admin_subcommands_drive_a_running_server() {
     ]));
     assert_eq!(updated["tier"], "pro");
 
+    // JWT settings: from a PEM file, from a secret file (never shown back),
+    // and removed.
+    let pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rsa_public.pem");
+    let set = json_out(&run(&[
+        "admin",
+        "tenants",
+        "jwt",
+        &tenant,
+        "--issuer",
+        "https://cli.example",
+        "--audience",
+        "cli",
+        "--public-key-file",
+        pem,
+    ]));
+    assert_eq!(set["jwt"]["algorithms"], serde_json::json!(["RS256"]));
+    let secret_file = std::env::temp_dir().join(format!("cl-secret-{}", std::process::id()));
+    let secret = "a-secret-from-a-file-of-32-bytes-or-more";
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("write secret");
+    let set = json_out(&run(&[
+        "admin",
+        "tenants",
+        "jwt",
+        &tenant,
+        "--issuer",
+        "https://cli.example",
+        "--audience",
+        "cli",
+        "--hs256-secret-file",
+        secret_file.to_str().expect("path"),
+    ]));
+    let _ = std::fs::remove_file(&secret_file);
+    assert_eq!(set["jwt"]["algorithms"], serde_json::json!(["HS256"]));
+    assert!(!set.to_string().contains(secret), "{set}");
+    let no_key = run(&[
+        "admin",
+        "tenants",
+        "jwt",
+        &tenant,
+        "--issuer",
+        "i",
+        "--audience",
+        "a",
+    ]);
+    assert_eq!(no_key.status.code(), Some(2));
+    let cleared = json_out(&run(&["admin", "tenants", "jwt", &tenant, "--clear"]));
+    assert_eq!(cleared["jwt"], Value::Null);
+
     let k = json_out(&run(&["admin", "keys", "create", &tenant, "--label", "ci"]));
     let key_id = k["id"].as_str().expect("key id").to_string();
     let keys = json_out(&run(&["admin", "keys", "list", &tenant]));
@@ -108,6 +156,9 @@ fn a_bad_setting_stops_the_start_with_one_line_naming_it() {
         ("COOPLOCKER_MAX_BATCH", "0"),
         ("COOPLOCKER_RATE_LIMITS", "gold=5"),
         ("COOPLOCKER_ADMIN_TOKEN", "short"),
+        ("COOPLOCKER_TOKEN_SECRET", "too-short"),
+        ("COOPLOCKER_TOKEN_TTL", "5"),
+        ("COOPLOCKER_TOKEN_EXCHANGE_PER_IP", "0"),
     ] {
         let out = cooplocker(&["serve"], &[(var, value)]);
         assert_eq!(out.status.code(), Some(2), "{var}={value}");
@@ -136,6 +187,9 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "COOPLOCKER_STORE_TIMEOUT_MS",
         "COOPLOCKER_WORKERS",
         "COOPLOCKER_DEFAULT_API_KEY",
+        "COOPLOCKER_TOKEN_SECRET",
+        "COOPLOCKER_TOKEN_TTL",
+        "COOPLOCKER_TOKEN_EXCHANGE_PER_IP",
     ] {
         assert!(help.contains(&format!("env: {var}")), "--help lacks {var}");
     }
