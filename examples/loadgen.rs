@@ -17,6 +17,9 @@ struct Args {
     batch: usize,
     /// Only reserve (unique names, no TTL), like redis-benchmark's raw run.
     reserve_only: bool,
+    /// One requester for every connection (a token exchanged for a JWT may
+    /// only act as its subject); by default each connection has its own.
+    requester: Option<String>,
 }
 
 fn args() -> Args {
@@ -27,6 +30,7 @@ fn args() -> Args {
         seconds: 10,
         batch: 1,
         reserve_only: false,
+        requester: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -41,6 +45,7 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = v.parse().unwrap_or(64),
             "--seconds" => a.seconds = v.parse().unwrap_or(10).min(300),
             "--batch" => a.batch = v.parse().unwrap_or(1).clamp(1, 1000),
+            "--requester" => a.requester = Some(v),
             _ => {}
         }
     }
@@ -144,6 +149,7 @@ async fn main() {
         let key = a.key.clone();
         let batch = a.batch;
         let reserve_only = a.reserve_only;
+        let rq = a.requester.clone().unwrap_or_else(|| format!("w{worker}"));
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
             let mut errors = 0u64;
@@ -160,7 +166,7 @@ async fn main() {
                     "[{}]",
                     names
                         .iter()
-                        .map(|r| format!("{{\"requester\":\"w{worker}\",\"resource\":\"{r}\"}}"))
+                        .map(|r| format!("{{\"requester\":\"{rq}\",\"resource\":\"{r}\"}}"))
                         .collect::<Vec<_>>()
                         .join(",")
                 );
@@ -179,7 +185,7 @@ async fn main() {
                         .iter()
                         .zip(&toks)
                         .map(|(r, t)| format!(
-                            "{{\"requester\":\"w{worker}\",\"resource\":\"{r}\",\"releaseToken\":\"{t}\"}}"
+                            "{{\"requester\":\"{rq}\",\"resource\":\"{r}\",\"releaseToken\":\"{t}\"}}"
                         ))
                         .collect::<Vec<_>>()
                         .join(",")
