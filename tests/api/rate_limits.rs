@@ -157,6 +157,19 @@ async fn the_limit_holds_for_the_whole_fleet_and_per_partition() {
         )
     });
     let (writes, reads, quiet) = tokio::join!(writes, reads, quiet);
+    eprintln!(
+        "fleet of 3: writes {} ok / {} limited over {:?} (expected {:.1}); reads {} ok / {} limited over {:?} (expected {:.1}); quiet tenant {} ok / {} limited",
+        writes.ok,
+        writes.limited,
+        writes.window,
+        expected(STARTER, writes.window),
+        reads.ok,
+        reads.limited,
+        reads.window,
+        expected(5 * STARTER, reads.window),
+        quiet.ok,
+        quiet.limited
+    );
     for t in [&writes, &reads, &quiet] {
         assert!(
             t.other.is_empty(),
