@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what it needs
 # (redis-server and redis-tools through apt; Rust through rustup if missing),
-# then runs format and lint checks and the one integration-test binary against
-# real Redis servers that the tests spawn themselves.
+# then checks the deployment files offline (scripts/validate-deploy.sh), runs
+# format and lint checks and the one integration-test binary against real Redis
+# servers that the tests spawn themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   }
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
+
+bash scripts/validate-deploy.sh
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -272,3 +272,27 @@ pub async fn run(settings: &Settings, args: AdminArgs) -> ExitCode {
         ExitCode::from(1)
     }
 }
+
+/// `cooplocker healthcheck`: GET /healthz on the local listener, for container
+/// health checks (the runtime image has no curl).
+pub async fn healthcheck(settings: &Settings) -> ExitCode {
+    let port = settings.listen.port();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build();
+    let ok = match client {
+        Ok(c) => c
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()),
+        Err(_) => false,
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("cooplocker healthcheck: {url} did not answer 200");
+        ExitCode::from(1)
+    }
+}

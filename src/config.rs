@@ -28,6 +28,9 @@ pub enum Command {
     Serve,
     /// Administer tenants and keys through a running server's admin API.
     Admin(crate::cli::AdminArgs),
+    /// Exit 0 if the server on this machine's COOPLOCKER_LISTEN port answers
+    /// GET /healthz, 1 otherwise (for container health checks).
+    Healthcheck,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -15,6 +15,7 @@ async fn main() -> std::process::ExitCode {
     }
     match cli.command {
         Some(Command::Admin(args)) => cooplocker::cli::run(&cli.settings, args).await,
+        Some(Command::Healthcheck) => cooplocker::cli::healthcheck(&cli.settings).await,
         None | Some(Command::Serve) => serve(cli.settings).await,
     }
 }

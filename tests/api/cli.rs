@@ -302,3 +302,19 @@ async fn sigterm_ends_event_streams_promptly_and_exits_cleanly() {
     assert!(status.success(), "exit status {status:?}");
     assert!(sent.elapsed() < std::time::Duration::from_secs(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_reports_whether_the_local_server_answers() {
+    let app = spawn_app(Kind::Embedded).await;
+    let port = app.address.rsplit(':').next().expect("port").to_string();
+    let listen = format!("0.0.0.0:{port}");
+    let out = cooplocker(&["healthcheck"], &[("COOPLOCKER_LISTEN", listen.as_str())]);
+    assert!(out.status.success(), "{out:?}");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let listen = format!("0.0.0.0:{dead}");
+    let out = cooplocker(&["healthcheck"], &[("COOPLOCKER_LISTEN", listen.as_str())]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

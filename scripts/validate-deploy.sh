@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Offline checks of the deployment files (no Docker engine or cluster needed):
+# every kustomize overlay renders and validates strictly against the Kubernetes
+# API schemas; docker-compose.yml validates against the Compose specification.
+# Installs what it needs: kubectl (Debian's kubernetes-client) and, from PyPI
+# into a virtualenv under target/, kubernetes-validate and check-jsonschema. Called by scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "error: need root (or sudo) to run: $*" >&2; exit 1
+  fi
+}
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  say "installing kubectl (kubernetes-client) with apt-get"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+# Pinned, in a virtualenv of their own (no root, nothing global), so the
+# schemas the files are checked against do not move under us.
+TOOLS=target/deploy-tools
+if [ ! -x "$TOOLS/bin/kubernetes-validate" ] || [ ! -x "$TOOLS/bin/check-jsonschema" ]; then
+  say "installing kubernetes-validate and check-jsonschema from PyPI into $TOOLS"
+  rm -rf "$TOOLS"
+  python3 -m venv "$TOOLS"
+  "$TOOLS/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+fi
+PATH="$PWD/$TOOLS/bin:$PATH"
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for overlay in k8s/overlays/*/; do
+  name=$(basename "$overlay")
+  say "k8s: kubectl kustomize $overlay | kubernetes-validate --strict"
+  kubectl kustomize "$overlay" 2>"$out/$name.err" >"$out/$name.yaml" || { cat "$out/$name.err" >&2; exit 1; }
+  kubernetes-validate --strict --quiet "$out/$name.yaml"
+  # What the overlay must contain (a rendering that silently lost a part would
+  # still validate).
+  for kind in Deployment Service PodDisruptionBudget HorizontalPodAutoscaler NetworkPolicy ConfigMap Secret Ingress; do
+    grep -q "^kind: $kind\$" "$out/$name.yaml" || { echo "error: $overlay renders no $kind" >&2; exit 1; }
+  done
+done
+say "compose: check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml"
+check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
