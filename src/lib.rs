@@ -9,6 +9,7 @@
 //! - [`http`]: routes, extractors, strict JSON/query parsing, the one error type.
 //! - [`auth`]: API-key authentication with a fleet-invalidated cache.
 //! - [`domain`]: parse-don't-validate newtypes and plain data.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`events`]: lock events, the per-instance fan-out hub and the SSE stream.
 //! - [`store`]: the [`store::Store`] trait, its Redis implementation (Lua scripts
 //!   in `lua/`) and the embedded one.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -123,6 +123,7 @@ impl Application {
             public_tenant_ready: AtomicBool::new(false),
             verifier: crate::tokens::Verifier::new(),
             token_ttl: Duration::from_secs(settings.token_ttl),
+            metrics: crate::metrics::init(),
         });
 
         let sweeper = tokio::spawn(run_sweeper(store));
@@ -217,7 +218,10 @@ async fn run_sweeper(store: Arc<dyn Store>) {
         tick.tick().await;
         match store.sweep().await {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(retired = n, "expired reservations retired"),
+            Ok(n) => {
+                crate::metrics::expired(n as u64);
+                tracing::debug!(retired = n, "expired reservations retired");
+            }
             Err(e) => tracing::debug!(error = %e, "sweep failed; will retry"),
         }
     }

@@ -358,6 +358,7 @@ pub async fn force_release(
         return Err(not_found_tenant(&id));
     }
     if state.store.force_release(&id, &resource).await? {
+        crate::metrics::outcome("force_release", "FORCE_RELEASED", 1);
         tracing::info!(tenant = %id, "reservation force-released");
         Ok(HttpResponse::NoContent().finish())
     } else {

@@ -166,7 +166,9 @@ impl From<StoreError> for ApiError {
             StoreError::TenantGone => {
                 Self::Unauthorized("the tenant of this API key has been deleted".into())
             }
-            StoreError::RateLimited(d) => Self::RateLimited {
+            StoreError::RateLimited(d) => {
+                crate::metrics::rate_limited("tenant");
+                Self::RateLimited {
                 message: format!(
                     "this tenant's rate limit ({} requests per second) is used up; retry after {} s",
                     d.limit,
@@ -174,7 +176,8 @@ impl From<StoreError> for ApiError {
                 ),
                 retry_after_seconds: d.retry_after_ms.div_ceil(1000).max(1),
             }
-            .with_headers(super::limits::headers(&d)),
+            .with_headers(super::limits::headers(&d))
+            }
         }
     }
 }

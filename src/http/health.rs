@@ -18,3 +18,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     state.store.ping().await?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    crate::metrics::sse_clients(state.hub.client_count());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}

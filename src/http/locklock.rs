@@ -120,6 +120,7 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
         ),
     ];
     if !decision.allowed {
+        crate::metrics::rate_limited("address");
         return Err(ApiError::RateLimited {
             message: format!(
                 "too many public lock requests from this address (limit {per_second}/s); use an API key for more"
@@ -257,6 +258,15 @@ async fn acquire(
     if let Some(rate) = &outcome.rate {
         holder.limit_headers = super::limits::headers(rate);
     }
+    crate::metrics::outcome(
+        "lock",
+        match outcome.value {
+            LockOutcome::Acquired { .. } => "ACQUIRED",
+            LockOutcome::Locked => "LOCKED",
+            LockOutcome::Full => "FULL",
+        },
+        1,
+    );
     match outcome.value {
         LockOutcome::Acquired {
             expires_at,
@@ -308,6 +318,15 @@ async fn release(
     if let Some(rate) = &outcome.rate {
         holder.limit_headers = super::limits::headers(rate);
     }
+    crate::metrics::outcome(
+        "unlock",
+        match outcome.value {
+            ReleaseByName::Released => "RELEASED",
+            ReleaseByName::NotHeld => "NOT_HELD",
+            ReleaseByName::WrongSecret => "WRONG_SECRET",
+        },
+        1,
+    );
     match outcome.value {
         ReleaseByName::Released => Ok(with_limit_headers(
             HttpResponse::Ok(),

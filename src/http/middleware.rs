@@ -60,12 +60,20 @@ pub async fn front_door(
             }
         }
     };
+    // The route pattern (e.g. /api/v1/admin/tenants/{id}), never the path
+    // itself: metric labels stay bounded whatever clients send.
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
     let mut res = into_json_error(res, &method, &raw_path);
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
     let status = res.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let seconds = started.elapsed().as_secs_f64();
+    crate::metrics::http_request(&method, &route, status, seconds);
+    let ms = seconds * 1000.0;
     let path = truncate(&raw_path, 200);
     if status >= 500 {
         tracing::warn!(request_id = %id, %method, %path, status, ms, "request");

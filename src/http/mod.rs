@@ -56,6 +56,8 @@ pub struct AppState {
     pub verifier: crate::tokens::Verifier,
     /// Lifetime of an exchanged token.
     pub token_ttl: std::time::Duration,
+    /// Renders the process's metrics.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// The part of the request path after `marker`, percent-decoded: a resource or
@@ -93,6 +95,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(health::healthz))
             .route(web::head().to(health::healthz)),
     )
+    .service(web::resource("/metrics").route(web::get().to(health::metrics)))
     .service(
         web::resource("/readyz")
             .route(web::get().to(health::readyz))

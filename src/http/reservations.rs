@@ -111,6 +111,20 @@ struct Results<'a> {
     results: Vec<ItemResult<'a>>,
 }
 
+/// Counts a batch's per-item statuses in the metrics (one increment per status).
+fn record(op: &'static str, results: &[ItemResult]) {
+    let mut counts: Vec<(&'static str, u64)> = Vec::new();
+    for r in results {
+        match counts.iter_mut().find(|(s, _)| *s == r.status) {
+            Some(c) => c.1 += 1,
+            None => counts.push((r.status, 1)),
+        }
+    }
+    for (status, n) in counts {
+        crate::metrics::outcome(op, status, n);
+    }
+}
+
 pub async fn reserve(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -172,7 +186,8 @@ pub async fn reserve(
             }
             r
         })
-        .collect();
+        .collect::<Vec<_>>();
+    record("reserve", &results);
     Ok(ok(rate.as_ref(), Results { results }))
 }
 
@@ -227,7 +242,8 @@ pub async fn unreserve(
             };
             ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), status)
         })
-        .collect();
+        .collect::<Vec<_>>();
+    record("unreserve", &results);
     Ok(ok(rate.as_ref(), Results { results }))
 }
 
@@ -280,7 +296,8 @@ pub async fn extend(
             }
             r
         })
-        .collect();
+        .collect::<Vec<_>>();
+    record("extend", &results);
     Ok(ok(rate.as_ref(), Results { results }))
 }
 
@@ -315,7 +332,8 @@ pub async fn check(
             }
             CheckOutcome::Free => ItemResult::new(res.as_str(), None, "FREE"),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    record("check", &results);
     Ok(ok(rate.as_ref(), Results { results }))
 }
 

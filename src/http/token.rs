@@ -70,6 +70,7 @@ pub async fn exchange(
         .rate_limit(&format!("cl:ip-jwt:{address}"), per_second, per_second)
         .await?;
     if !d.allowed {
+        crate::metrics::rate_limited("address");
         return Err(ApiError::RateLimited {
             message: format!(
                 "too many JWT exchanges from this address (limit {per_second}/s); reuse the token until it expires"
@@ -100,12 +101,12 @@ pub async fn exchange(
     let Some(settings) = &tenant.jwt else {
         return Err(unauthorized("this tenant does not accept JWTs"));
     };
-    let verified = state
-        .verifier
-        .verify(settings, &jwt)
-        .await
-        .map_err(|r| unauthorized(r.0))?;
+    let verified = state.verifier.verify(settings, &jwt).await.map_err(|r| {
+        crate::metrics::jwt_exchange("rejected");
+        unauthorized(r.0)
+    })?;
     if tenant.tier == Tier::Free {
+        crate::metrics::jwt_exchange("tier_required");
         return Err(tier_required_for_tokens());
     }
     let now = now_secs();
@@ -130,6 +131,7 @@ pub async fn exchange(
             expires_at,
         )
         .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))?;
+    crate::metrics::jwt_exchange("issued");
     tracing::info!(tenant = %tenant.id, subject = %verified.subject, "JWT exchanged");
     let mut res = HttpResponse::Ok();
     add_headers(&mut res, Some(&rate));

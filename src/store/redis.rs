@@ -237,11 +237,19 @@ impl RedisStore {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.inner.op_timeout, op).await {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.inner.op_timeout, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(what, e)),
             Err(_) => Err(StoreError::Unavailable(format!("{what}: timed out"))),
-        }
+        };
+        let error = match &result {
+            Err(StoreError::Unavailable(_)) => Some("unavailable"),
+            Err(StoreError::Internal(_)) => Some("internal"),
+            _ => None,
+        };
+        crate::metrics::store_call(what, started.elapsed().as_secs_f64(), error);
+        result
     }
 
     fn conn(&self) -> ConnectionManager {

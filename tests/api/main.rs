@@ -12,5 +12,6 @@ mod events;
 mod fleet;
 mod jwt;
 mod locklock;
+mod ops;
 mod rate_limits;
 mod reservations;

@@ -1,0 +1,91 @@
+//! Prometheus metrics (`GET /metrics`). Names and labels are documented in
+//! README "Operations"; labels are bounded (route patterns, never names or
+//! tenants), so a scrape stays small whatever clients send.
+//!
+//! Histograms are exported with buckets (not summaries) so they aggregate
+//! across pods.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Latency buckets, seconds: 0.5 ms to 10 s.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns its handle.
+pub fn init() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    // Histogram samples accumulate until drained: drain them
+                    // every few seconds whether or not anyone scrapes.
+                    let upkeep = handle.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("metrics-upkeep".into())
+                        .spawn(move || loop {
+                            std::thread::sleep(std::time::Duration::from_secs(5));
+                            upkeep.run_upkeep();
+                        });
+                    handle
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+/// One HTTP request: its route pattern (`unmatched` for none), method, status
+/// and duration.
+pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
+    let labels = [("method", method.to_string()), ("route", route.to_string())];
+    metrics::counter!("cooplocker_http_requests_total", "method" => method.to_string(), "route" => route.to_string(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("cooplocker_http_request_duration_seconds", &labels).record(seconds);
+}
+
+/// One store call (a Redis round trip) and how it ended.
+pub fn store_call(op: &'static str, seconds: f64, error: Option<&'static str>) {
+    metrics::counter!("cooplocker_store_calls_total", "op" => op).increment(1);
+    metrics::histogram!("cooplocker_store_call_duration_seconds", "op" => op).record(seconds);
+    if let Some(kind) = error {
+        metrics::counter!("cooplocker_store_errors_total", "op" => op, "kind" => kind).increment(1);
+    }
+}
+
+/// Per-item outcomes of the reservation endpoints, e.g. ("reserve", "RESERVED").
+pub fn outcome(op: &'static str, result: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!("cooplocker_operations_total", "op" => op, "result" => result)
+            .increment(n);
+    }
+}
+
+/// Expired reservations the sweeper retired (each with its `EXPIRED` event).
+pub fn expired(n: u64) {
+    metrics::counter!("cooplocker_reservations_expired_total").increment(n);
+}
+
+/// A request refused by a rate limit: `tenant` (its partition) or `address`
+/// (public locks, JWT exchange).
+pub fn rate_limited(scope: &'static str) {
+    metrics::counter!("cooplocker_rate_limited_total", "scope" => scope).increment(1);
+}
+
+/// A JWT exchange and how it ended (`issued`, `rejected`, `tier_required`).
+pub fn jwt_exchange(result: &'static str) {
+    metrics::counter!("cooplocker_jwt_exchanges_total", "result" => result).increment(1);
+}
+
+/// Event streams connected to this instance now.
+pub fn sse_clients(n: u64) {
+    metrics::gauge!("cooplocker_sse_clients").set(n as f64);
+}
