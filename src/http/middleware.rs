@@ -66,7 +66,19 @@ pub async fn front_door(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
+    let stopping = res
+        .request()
+        .app_data::<actix_web::web::Data<super::AppState>>()
+        .is_some_and(|s| s.shutting_down.load(std::sync::atomic::Ordering::SeqCst));
     let mut res = into_json_error(res, &method, &raw_path);
+    if stopping {
+        // Draining: answer this request, then close the connection, so a
+        // keep-alive client moves to another instance instead of holding this
+        // one open until the shutdown bound.
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }

@@ -318,3 +318,125 @@ async fn healthcheck_reports_whether_the_local_server_answers() {
     let out = cooplocker(&["healthcheck"], &[("COOPLOCKER_LISTEN", listen.as_str())]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_traffic_loses_no_accepted_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let redis = crate::helpers::RedisServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cooplocker"))
+        .env("REDIS_URL", redis.url())
+        .env("COOPLOCKER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("COOPLOCKER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COOPLOCKER_SHUTDOWN_TIMEOUT", "10")
+        .env("COOPLOCKER_RATE_LIMITS", "enterprise=1000000")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = crate::helpers::client();
+    let up = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    assert!(up.is_some(), "the server starts");
+    let (tenant, key) = crate::helpers::create_tenant(&client, &base, "drain", "enterprise").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (client, base, key, stop) = (client.clone(), base.clone(), key.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut reserved = Vec::new();
+            let mut statuses = Vec::new();
+            for i in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let name = format!("drain-{w}-{i}");
+                let res = client
+                    .post(format!("{base}/api/v1/Reservation/reserve"))
+                    .header("X-Api-Key", &key)
+                    .json(&serde_json::json!([{"requester": "d", "resource": name}]))
+                    .send()
+                    .await;
+                let Ok(res) = res else { break }; // refused: never accepted
+                let status = res.status().as_u16();
+                let Ok(body) = res.json::<Value>().await else {
+                    statuses.push(0); // an accepted request whose answer was cut
+                    break;
+                };
+                statuses.push(status);
+                if body["results"][0]["status"] == "RESERVED" {
+                    reserved.push(name);
+                }
+            }
+            (reserved, statuses)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let sent = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        // Well inside the 10 s bound: keep-alive connections are closed after
+        // their in-flight request, not waited for.
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(3),
+            "exits promptly while clients keep sending"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let exited_after = sent.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    assert!(status.success(), "exit status {status:?}");
+    let mut all_reserved = Vec::new();
+    for t in tasks {
+        let (reserved, statuses) = t.await.expect("task");
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 503),
+            "every answered request got a whole answer (200, or 503 while stopping): {statuses:?}"
+        );
+        all_reserved.extend(reserved);
+    }
+    assert!(
+        all_reserved.len() > 50,
+        "traffic ran: {}",
+        all_reserved.len()
+    );
+    // Every reservation the service confirmed is really held.
+    for chunk in all_reserved.chunks(500) {
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|name| format!("cl:{{{tenant}}}:r:{name}"))
+            .collect();
+        let mut args = vec!["EXISTS"];
+        args.extend(keys.iter().map(String::as_str));
+        let held = redis.cli(&args);
+        assert_eq!(
+            held.trim(),
+            chunk.len().to_string(),
+            "a confirmed reservation is not held"
+        );
+    }
+    eprintln!(
+        "{} reservations confirmed, all held; exited {:?} after SIGTERM",
+        all_reserved.len(),
+        exited_after
+    );
+}
