@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files (no Docker engine or cluster needed):
 # every kustomize overlay renders and validates strictly against the Kubernetes
-# API schemas; docker-compose.yml validates against the Compose specification.
+# API schemas; docker-compose.yml validates against the Compose specification;
+# the OpenAPI document the binary serves validates as OpenAPI 3.1.
 # Installs what it needs: kubectl (Debian's kubernetes-client) and, from PyPI
-# into a virtualenv under target/, kubernetes-validate and check-jsonschema. Called by scripts/test.sh.
+# into a virtualenv under target/, kubernetes-validate, check-jsonschema and
+# openapi-spec-validator. Called by scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +25,13 @@ fi
 # Pinned, in a virtualenv of their own (no root, nothing global), so the
 # schemas the files are checked against do not move under us.
 TOOLS=target/deploy-tools
-if [ ! -x "$TOOLS/bin/kubernetes-validate" ] || [ ! -x "$TOOLS/bin/check-jsonschema" ]; then
-  say "installing kubernetes-validate and check-jsonschema from PyPI into $TOOLS"
+PY_TOOLS=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 openapi-spec-validator==0.9.0)
+if [ ! -x "$TOOLS/bin/kubernetes-validate" ] || [ ! -x "$TOOLS/bin/check-jsonschema" ] ||
+  [ ! -x "$TOOLS/bin/openapi-spec-validator" ]; then
+  say "installing ${PY_TOOLS[*]} from PyPI into $TOOLS"
   rm -rf "$TOOLS"
   python3 -m venv "$TOOLS"
-  "$TOOLS/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+  "$TOOLS/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}"
 fi
 PATH="$PWD/$TOOLS/bin:$PATH"
 
@@ -46,3 +50,6 @@ for overlay in k8s/overlays/*/; do
 done
 say "compose: check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml"
 check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+say "openapi: cooplocker openapi | openapi-spec-validator"
+cargo run --quiet --bin cooplocker -- openapi >"$out/openapi.json"
+openapi-spec-validator "$out/openapi.json"

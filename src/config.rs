@@ -31,6 +31,9 @@ pub enum Command {
     /// Exit 0 if the server on this machine's COOPLOCKER_LISTEN port answers
     /// GET /healthz, 1 otherwise (for container health checks).
     Healthcheck,
+    /// Print the OpenAPI document of the API (as served at
+    /// /api/v1/openapi.json) and exit.
+    Openapi,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

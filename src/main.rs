@@ -16,6 +16,10 @@ async fn main() -> std::process::ExitCode {
     match cli.command {
         Some(Command::Admin(args)) => cooplocker::cli::run(&cli.settings, args).await,
         Some(Command::Healthcheck) => cooplocker::cli::healthcheck(&cli.settings).await,
+        Some(Command::Openapi) => {
+            println!("{}", cooplocker::http::openapi::json());
+            std::process::ExitCode::SUCCESS
+        }
         None | Some(Command::Serve) => serve(cli.settings).await,
     }
 }

@@ -355,6 +355,7 @@ fn tenant_gone(e: StoreError, state: &AppState) -> ApiError {
     e.into()
 }
 
+#[utoipa::path(post, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Acquire a UUID lock (keyless public locks allowed)", request_body = Option<crate::http::openapi::LockOptions>, params(("uuid" = String, Path, description = "A UUID (any case)")), responses((status = 200, description = "Acquired", body = crate::http::openapi::LockAcquired), (status = 409, description = "Held by someone else", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad name or body", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad key, or public locks disabled", body = crate::http::openapi::ErrorBody), (status = 403, description = "Wrong secret, TIER_REQUIRED, or an exchanged token", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited or the public lock pool is full", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn acquire_uuid(
     req: HttpRequest,
     body: web::Bytes,
@@ -363,6 +364,7 @@ pub async fn acquire_uuid(
     acquire(req, body, state, Naming::Uuid).await
 }
 
+#[utoipa::path(delete, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Release a UUID lock", request_body = Option<crate::http::openapi::LockOptions>, params(("uuid" = String, Path, description = "A UUID (any case)")), responses((status = 200, description = "Released", body = crate::http::openapi::LockReleased), (status = 404, description = "Not held", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad name or body", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad key, or public locks disabled", body = crate::http::openapi::ErrorBody), (status = 403, description = "Wrong secret, TIER_REQUIRED, or an exchanged token", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited or the public lock pool is full", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn release_uuid(
     req: HttpRequest,
     body: web::Bytes,
@@ -371,6 +373,7 @@ pub async fn release_uuid(
     release(req, body, state, Naming::Uuid).await
 }
 
+#[utoipa::path(post, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Acquire a named lock (pro and enterprise keys)", request_body = Option<crate::http::openapi::LockOptions>, params(("name" = String, Path, description = "A lock name (percent-decoded)")), responses((status = 200, description = "Acquired", body = crate::http::openapi::LockAcquired), (status = 409, description = "Held by someone else", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad name or body", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad key, or public locks disabled", body = crate::http::openapi::ErrorBody), (status = 403, description = "Wrong secret, TIER_REQUIRED, or an exchanged token", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited or the public lock pool is full", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
 pub async fn acquire_key(
     req: HttpRequest,
     body: web::Bytes,
@@ -379,6 +382,7 @@ pub async fn acquire_key(
     acquire(req, body, state, Naming::Key).await
 }
 
+#[utoipa::path(delete, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Release a named lock", request_body = Option<crate::http::openapi::LockOptions>, params(("name" = String, Path, description = "A lock name (percent-decoded)")), responses((status = 200, description = "Released", body = crate::http::openapi::LockReleased), (status = 404, description = "Not held", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad name or body", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad key, or public locks disabled", body = crate::http::openapi::ErrorBody), (status = 403, description = "Wrong secret, TIER_REQUIRED, or an exchanged token", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited or the public lock pool is full", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
 pub async fn release_key(
     req: HttpRequest,
     body: web::Bytes,

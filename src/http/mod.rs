@@ -10,6 +10,7 @@ pub mod health;
 pub mod limits;
 pub mod locklock;
 pub mod middleware;
+pub mod openapi;
 pub mod query;
 pub mod reservations;
 pub mod token;
@@ -78,76 +79,141 @@ pub fn decoded_tail(
         .map_err(|_| error::ApiError::invalid_field(field, "is not valid percent-encoded UTF-8"))
 }
 
-/// One of the two static paths of the reservation listing (GET and HEAD).
-fn list_resource(path: &str) -> actix_web::Resource {
-    web::resource(path)
-        .route(web::get().to(reservations::list))
-        .route(web::head().to(reservations::list))
+/// Every route the service serves: a path pattern and its methods with their
+/// handlers. [`routes`] registers exactly this table and [`served`] lists it, so
+/// the OpenAPI coverage test compares the document with what is really served.
+///
+/// Paths are lower-case; the front-door middleware lower-cases the fixed
+/// segments of incoming paths so `/api/v1/Reservation` matches as the seeds
+/// write it. Every pattern is static up to the admin routes: a multi-pattern or
+/// parameterised resource is matched with a regex, which the router would run
+/// for every request that reaches it.
+fn table() -> Vec<(&'static str, Vec<(&'static str, actix_web::Route)>)> {
+    use reservations as r;
+    vec![
+        (
+            "/healthz",
+            vec![
+                ("GET", web::get().to(health::healthz)),
+                ("HEAD", web::head().to(health::healthz_head)),
+            ],
+        ),
+        (
+            "/readyz",
+            vec![
+                ("GET", web::get().to(health::readyz)),
+                ("HEAD", web::head().to(health::readyz_head)),
+            ],
+        ),
+        ("/metrics", vec![("GET", web::get().to(health::metrics))]),
+        (
+            "/api/v1/openapi.json",
+            vec![("GET", web::get().to(openapi::document))],
+        ),
+        (
+            "/api/v1/reservation/reserve",
+            vec![("POST", web::post().to(r::reserve))],
+        ),
+        (
+            "/api/v1/reservation/unreserve",
+            vec![("POST", web::post().to(r::unreserve))],
+        ),
+        (
+            "/api/v1/reservation/extend",
+            vec![("POST", web::post().to(r::extend))],
+        ),
+        (
+            "/api/v1/reservation/check",
+            vec![("POST", web::post().to(r::check))],
+        ),
+        (
+            "/api/v1/reservation",
+            vec![
+                ("GET", web::get().to(r::list)),
+                ("HEAD", web::head().to(r::list_head)),
+            ],
+        ),
+        (
+            "/api/v1/reservation/activereservations",
+            vec![
+                ("GET", web::get().to(r::list_active)),
+                ("HEAD", web::head().to(r::list_active_head)),
+            ],
+        ),
+        (
+            "/api/v1/events",
+            vec![("GET", web::get().to(events::stream))],
+        ),
+        (
+            "/api/v1/auth/token",
+            vec![("POST", web::post().to(token::exchange))],
+        ),
+        (
+            "/v1/api/lock/uuid/{uuid:.+}",
+            vec![
+                ("POST", web::post().to(locklock::acquire_uuid)),
+                ("DELETE", web::delete().to(locklock::release_uuid)),
+            ],
+        ),
+        (
+            "/v1/api/lock/key/{name:.+}",
+            vec![
+                ("POST", web::post().to(locklock::acquire_key)),
+                ("DELETE", web::delete().to(locklock::release_key)),
+            ],
+        ),
+        (
+            "/api/v1/admin/tenants",
+            vec![
+                ("GET", web::get().to(admin::list_tenants)),
+                ("POST", web::post().to(admin::create_tenant)),
+            ],
+        ),
+        (
+            "/api/v1/admin/tenants/{id}",
+            vec![
+                ("GET", web::get().to(admin::get_tenant)),
+                ("PATCH", web::patch().to(admin::update_tenant)),
+                ("DELETE", web::delete().to(admin::delete_tenant)),
+            ],
+        ),
+        (
+            "/api/v1/admin/tenants/{id}/keys",
+            vec![
+                ("GET", web::get().to(admin::list_keys)),
+                ("POST", web::post().to(admin::create_key)),
+            ],
+        ),
+        (
+            "/api/v1/admin/tenants/{id}/keys/{key}",
+            vec![("DELETE", web::delete().to(admin::delete_key))],
+        ),
+        (
+            "/api/v1/admin/tenants/{id}/keys/{key}/rotate",
+            vec![("POST", web::post().to(admin::rotate_key))],
+        ),
+        (
+            "/api/v1/admin/tenants/{id}/reservations/{resource:.+}",
+            vec![("DELETE", web::delete().to(admin::force_release))],
+        ),
+    ]
 }
 
-/// The route table. Paths are registered lower-case; the front-door middleware
-/// lower-cases the fixed segments of incoming paths so `/api/v1/Reservation`
-/// matches as the seeds write it.
+/// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use reservations as r;
-    cfg.service(
-        web::resource("/healthz")
-            .route(web::get().to(health::healthz))
-            .route(web::head().to(health::healthz)),
-    )
-    .service(web::resource("/metrics").route(web::get().to(health::metrics)))
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(health::readyz))
-            .route(web::head().to(health::readyz)),
-    )
-    // Every pattern is static up to the admin routes: a multi-pattern or
-    // parameterised resource is matched with a regex, which the router would run
-    // for every request that reaches it.
-    .service(web::resource("/api/v1/reservation/reserve").route(web::post().to(r::reserve)))
-    .service(web::resource("/api/v1/reservation/unreserve").route(web::post().to(r::unreserve)))
-    .service(web::resource("/api/v1/reservation/extend").route(web::post().to(r::extend)))
-    .service(web::resource("/api/v1/reservation/check").route(web::post().to(r::check)))
-    .service(list_resource("/api/v1/reservation"))
-    .service(list_resource("/api/v1/reservation/activereservations"))
-    .service(web::resource("/api/v1/events").route(web::get().to(events::stream)))
-    .service(web::resource("/api/v1/auth/token").route(web::post().to(token::exchange)))
-    .service(
-        web::resource("/v1/api/lock/uuid/{uuid:.+}")
-            .route(web::post().to(locklock::acquire_uuid))
-            .route(web::delete().to(locklock::release_uuid)),
-    )
-    .service(
-        web::resource("/v1/api/lock/key/{name:.+}")
-            .route(web::post().to(locklock::acquire_key))
-            .route(web::delete().to(locklock::release_key)),
-    )
-    .service(
-        web::resource("/api/v1/admin/tenants")
-            .route(web::get().to(admin::list_tenants))
-            .route(web::post().to(admin::create_tenant)),
-    )
-    .service(
-        web::resource("/api/v1/admin/tenants/{id}")
-            .route(web::get().to(admin::get_tenant))
-            .route(web::patch().to(admin::update_tenant))
-            .route(web::delete().to(admin::delete_tenant)),
-    )
-    .service(
-        web::resource("/api/v1/admin/tenants/{id}/keys")
-            .route(web::get().to(admin::list_keys))
-            .route(web::post().to(admin::create_key)),
-    )
-    .service(
-        web::resource("/api/v1/admin/tenants/{id}/keys/{key}")
-            .route(web::delete().to(admin::delete_key)),
-    )
-    .service(
-        web::resource("/api/v1/admin/tenants/{id}/keys/{key}/rotate")
-            .route(web::post().to(admin::rotate_key)),
-    )
-    .service(
-        web::resource("/api/v1/admin/tenants/{id}/reservations/{resource:.+}")
-            .route(web::delete().to(admin::force_release)),
-    );
+    for (path, methods) in table() {
+        let mut resource = web::resource(path);
+        for (_, route) in methods {
+            resource = resource.route(route);
+        }
+        cfg.service(resource);
+    }
+}
+
+/// Every (method, path pattern) served, for the OpenAPI coverage test.
+pub fn served() -> Vec<(&'static str, &'static str)> {
+    table()
+        .into_iter()
+        .flat_map(|(path, methods)| methods.into_iter().map(move |(m, _)| (m, path)))
+        .collect()
 }

@@ -125,6 +125,7 @@ fn record(op: &'static str, results: &[ItemResult]) {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = Vec<crate::http::openapi::ReserveItem>, responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken) or ALREADY_HELD", body = crate::http::openapi::Results), (status = 400, description = "Malformed request; details name index and field", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing, unknown, revoked or expired credential", body = crate::http::openapi::ErrorBody), (status = 403, description = "Not allowed (FORBIDDEN, TIER_REQUIRED)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over 1 MiB", body = crate::http::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited (Retry-After, RateLimit-*)", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable (Retry-After)", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
 pub async fn reserve(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -214,6 +215,7 @@ fn release_items(
     )
 }
 
+#[utoipa::path(post, path = "/api/v1/Reservation/unreserve", tag = "reservations", summary = "Release reservations with their release tokens", request_body = Vec<crate::http::openapi::ReleaseItem>, responses((status = 200, description = "UNRESERVED, NOT_HELD or INVALID_TOKEN per item", body = crate::http::openapi::Results), (status = 400, description = "Malformed request; details name index and field", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing, unknown, revoked or expired credential", body = crate::http::openapi::ErrorBody), (status = 403, description = "Not allowed (FORBIDDEN, TIER_REQUIRED)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over 1 MiB", body = crate::http::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited (Retry-After, RateLimit-*)", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable (Retry-After)", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
 pub async fn unreserve(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -247,6 +249,7 @@ pub async fn unreserve(
     Ok(ok(rate.as_ref(), Results { results }))
 }
 
+#[utoipa::path(post, path = "/api/v1/Reservation/extend", tag = "reservations", summary = "Re-arm the TTLs of reservations from now", request_body = Vec<crate::http::openapi::ExtendItem>, responses((status = 200, description = "EXTENDED (with expiresAt), NOT_HELD or INVALID_TOKEN per item", body = crate::http::openapi::Results), (status = 400, description = "Malformed request; details name index and field", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing, unknown, revoked or expired credential", body = crate::http::openapi::ErrorBody), (status = 403, description = "Not allowed (FORBIDDEN, TIER_REQUIRED)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over 1 MiB", body = crate::http::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited (Retry-After, RateLimit-*)", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable (Retry-After)", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
 pub async fn extend(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -301,6 +304,7 @@ pub async fn extend(
     Ok(ok(rate.as_ref(), Results { results }))
 }
 
+#[utoipa::path(post, path = "/api/v1/Reservation/check", tag = "reservations", summary = "Read the state of resources", request_body = Vec<crate::http::openapi::CheckItem>, responses((status = 200, description = "HELD (with holder) or FREE per item", body = crate::http::openapi::Results), (status = 400, description = "Malformed request; details name index and field", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing, unknown, revoked or expired credential", body = crate::http::openapi::ErrorBody), (status = 403, description = "Not allowed (FORBIDDEN, TIER_REQUIRED)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over 1 MiB", body = crate::http::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited (Retry-After, RateLimit-*)", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable (Retry-After)", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
 pub async fn check(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -383,6 +387,7 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
+#[utoipa::path(get, path = "/api/v1/Reservation", tag = "reservations", summary = "List active reservations (sorted by resource)", params(("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("requester" = Option<String>, Query, description = "Only the reservations of this requester"), ("limit" = Option<u32>, Query, description = "1 to 10000, default 1000"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::ReservationPage), (status = 400, description = "Malformed request; details name index and field", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing, unknown, revoked or expired credential", body = crate::http::openapi::ErrorBody), (status = 403, description = "Not allowed (FORBIDDEN, TIER_REQUIRED)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over 1 MiB", body = crate::http::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited (Retry-After, RateLimit-*)", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable (Retry-After)", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -420,4 +425,31 @@ pub async fn list(
             next_cursor: page.next_after.as_deref().map(encode_cursor),
         },
     ))
+}
+
+#[utoipa::path(get, path = "/api/v1/Reservation/activeReservations", tag = "reservations", summary = "List active reservations (the second name the seeds use)", params(("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("requester" = Option<String>, Query, description = "Only the reservations of this requester"), ("limit" = Option<u32>, Query, description = "1 to 10000, default 1000"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::ReservationPage), (status = 400, description = "Malformed request; details name index and field", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing, unknown, revoked or expired credential", body = crate::http::openapi::ErrorBody), (status = 403, description = "Not allowed (FORBIDDEN, TIER_REQUIRED)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over 1 MiB", body = crate::http::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited (Retry-After, RateLimit-*)", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable (Retry-After)", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
+pub async fn list_active(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: ApiCaller,
+) -> Result<HttpResponse, ApiError> {
+    list(req, state, who).await
+}
+
+#[utoipa::path(head, path = "/api/v1/Reservation", tag = "reservations", summary = "(HEAD) List active reservations (sorted by resource)", params(("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("requester" = Option<String>, Query, description = "Only the reservations of this requester"), ("limit" = Option<u32>, Query, description = "1 to 10000, default 1000"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::ReservationPage), (status = 400, description = "Malformed request; details name index and field", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing, unknown, revoked or expired credential", body = crate::http::openapi::ErrorBody), (status = 403, description = "Not allowed (FORBIDDEN, TIER_REQUIRED)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over 1 MiB", body = crate::http::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited (Retry-After, RateLimit-*)", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable (Retry-After)", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
+pub async fn list_head(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: ApiCaller,
+) -> Result<HttpResponse, ApiError> {
+    list(req, state, who).await
+}
+
+#[utoipa::path(head, path = "/api/v1/Reservation/activeReservations", tag = "reservations", summary = "(HEAD) List active reservations (the second name the seeds use)", params(("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("requester" = Option<String>, Query, description = "Only the reservations of this requester"), ("limit" = Option<u32>, Query, description = "1 to 10000, default 1000"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::ReservationPage), (status = 400, description = "Malformed request; details name index and field", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing, unknown, revoked or expired credential", body = crate::http::openapi::ErrorBody), (status = 403, description = "Not allowed (FORBIDDEN, TIER_REQUIRED)", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over 1 MiB", body = crate::http::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited (Retry-After, RateLimit-*)", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable (Retry-After)", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
+pub async fn list_active_head(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: ApiCaller,
+) -> Result<HttpResponse, ApiError> {
+    list(req, state, who).await
 }

@@ -54,6 +54,7 @@ async fn tenant_for(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth", summary = "Exchange a JWT of the tenant for a short-lived token (starter and above)", request_body = crate::http::openapi::TokenRequest, responses((status = 200, description = "A token for X-Api-Key", body = crate::http::openapi::TokenResponse), (status = 400, description = "Malformed body, or several tenants trust the issuer", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad, expired or unverifiable JWT", body = crate::http::openapi::ErrorBody), (status = 403, description = "TIER_REQUIRED: free tier", body = crate::http::openapi::ErrorBody), (status = 429, description = "Too many exchanges from this address", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)))]
 pub async fn exchange(
     req: HttpRequest,
     state: web::Data<AppState>,

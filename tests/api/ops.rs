@@ -128,3 +128,89 @@ async fn metrics_move_as_the_service_works() {
         "a client path became a label"
     );
 }
+
+/// A served path pattern as the document writes it: lower-case (paths match
+/// case-insensitively), without the router's `:regex` suffixes.
+fn normalise(path: &str) -> String {
+    let mut out = String::new();
+    let mut in_param = false;
+    let mut skipping = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                out.push(c);
+            }
+            '}' => {
+                in_param = false;
+                skipping = false;
+                out.push(c);
+            }
+            ':' if in_param => skipping = true,
+            _ if skipping => {}
+            _ => out.extend(c.to_lowercase()),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_covers_exactly_the_served_routes() {
+    let app = spawn_app_with(Kind::Embedded, |_| {}).await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc: serde_json::Value = res.json().await.expect("json");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            if ["get", "head", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                assert!(
+                    op["responses"].is_object(),
+                    "{method} {path} has no responses"
+                );
+                documented.push((method.to_uppercase(), path.to_lowercase()));
+            }
+        }
+    }
+    let served: Vec<(String, String)> = cooplocker::http::served()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), normalise(p)))
+        .collect();
+    for route in &served {
+        assert!(
+            documented.contains(route),
+            "served but not documented: {route:?}"
+        );
+    }
+    for route in &documented {
+        assert!(
+            served.contains(route),
+            "documented but not served: {route:?}"
+        );
+    }
+    assert_eq!(served.len(), documented.len());
+    // Every schema a body refers to exists.
+    let text = doc.to_string();
+    for name in [
+        "ErrorBody",
+        "ReserveItem",
+        "Results",
+        "ReservationPage",
+        "Event",
+        "TokenResponse",
+        "Tenant",
+    ] {
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "schema {name}"
+        );
+    }
+    assert!(text.contains("\"apiKey\"") && text.contains("\"adminToken\""));
+}
