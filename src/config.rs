@@ -112,16 +112,7 @@ fn parse_secs(raw: &str) -> Result<Duration, String> {
 }
 
 fn parse_redis_url(raw: &str) -> Result<String, String> {
-    let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
-        .iter()
-        .any(|p| raw.starts_with(p));
-    if ok {
-        redis::Client::open(raw)
-            .map(|_| raw.to_string())
-            .map_err(|e| format!("not a usable Redis URL: {e}"))
-    } else {
-        Err("must start with redis:// or rediss:// (unset it for embedded mode)".into())
-    }
+    crate::store::topology::parse(raw).map(|_| raw.to_string())
 }
 
 fn parse_token(raw: &str) -> Result<String, String> {

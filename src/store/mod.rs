@@ -5,6 +5,7 @@
 
 pub mod embedded;
 pub mod redis;
+pub mod topology;
 
 use crate::domain::{
     ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, ReleaseToken, Requester, Resource, Tenant,

@@ -20,6 +20,7 @@
 //!   issuer; `cl:token-secret` the generated key exchanged tokens are signed with
 //! - `cl:{T}:rl:<tier>:<read|write>` a rate-limit partition's GCRA state
 
+use super::topology::Conn;
 use super::{
     Caller, CheckOutcome, ExtendItem, ExtendOutcome, Invalidation, KeyCreateError, ListPage,
     ListQuery, LockOutcome, LockRequest, Metered, Principal, Quota, RateDecision, ReleaseByName,
@@ -33,7 +34,6 @@ use crate::domain::{
 use crate::events::{Event, EventId, EventKind, History, Live};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -177,7 +177,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     op_timeout: Duration,
     retain: u64,
     invalidations: broadcast::Sender<Invalidation>,
@@ -196,21 +196,18 @@ impl RedisStore {
     /// Connects (lazily: the service starts, unready, while Redis is down) and
     /// starts the invalidation subscriber.
     pub async fn connect(options: RedisOptions) -> anyhow::Result<Self> {
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a usable Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.op_timeout))
-            .set_response_timeout(Some(options.op_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let topology =
+            super::topology::parse(&options.url).map_err(|e| anyhow::anyhow!("REDIS_URL {e}"))?;
+        let conn = Conn::new(&topology, options.op_timeout)
             .map_err(|e| anyhow::anyhow!("cannot set up the Redis connection: {e}"))?;
+        conn.watch_master();
         let (invalidations, _) = broadcast::channel(1024);
         let (live, _) = broadcast::channel(4096);
         let (subscriber, commands) = mpsc::unbounded_channel();
         let subscribed = Arc::new(AtomicBool::new(false));
         tokio::spawn(run_subscriber(
-            client,
+            conn.clone(),
+            topology,
             Feeds {
                 invalidations: invalidations.clone(),
                 live: live.clone(),
@@ -252,7 +249,7 @@ impl RedisStore {
         result
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
 
@@ -695,15 +692,17 @@ fn stream_event(row: Value) -> Option<Event> {
 /// was down are lost: the auth cache starts over and the hub catches its clients
 /// up from the streams. While it is down the auth cache is bypassed.
 async fn run_subscriber(
-    client: redis::Client,
+    conn: Conn,
+    topology: super::topology::Topology,
     feeds: Feeds,
     mut commands: mpsc::UnboundedReceiver<SubCmd>,
 ) {
     let mut followed: HashSet<TenantId> = HashSet::new();
     let mut backoff = Duration::from_millis(50);
-    loop {
+    for n in 0.. {
         let channels: Vec<String> = followed.iter().map(keys::events).collect();
         let attempt = async {
+            let client = conn.pubsub_client(&topology, n).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(AUTH_CHANNEL).await?;
             if !channels.is_empty() {
@@ -1547,14 +1546,14 @@ impl Store for RedisStore {
             let mut c = self.conn();
             let (next, found): (u64, Vec<Vec<u8>>) = self
                 .run("scan tenant", async {
-                    redis::cmd("SCAN")
-                        .cursor_arg(cursor)
+                    let mut scan = redis::cmd("SCAN");
+                    scan.cursor_arg(cursor)
                         .arg("MATCH")
                         .arg(keys::all_of(id))
                         .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
-                        .await
+                        .arg(1000);
+                    let reply = c.on_node_of(keys::tenant(id).as_bytes(), &scan).await?;
+                    redis::from_redis_value(reply).map_err(redis::RedisError::from)
                 })
                 .await?;
             if !found.is_empty() {

@@ -17,16 +17,20 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub enum Kind {
     Redis,
     Embedded,
+    /// A 3-master Redis Cluster.
+    Cluster,
+    /// A master, a replica and three Sentinels.
+    Sentinel,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port on 127.0.0.1")
 }
 
-fn redis_binary() -> String {
+pub fn redis_binary() -> String {
     for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
         if std::path::Path::new(candidate).exists() {
             return candidate.to_string();
@@ -139,6 +143,8 @@ pub struct TestApp {
     pub tenant_id: String,
     pub client: reqwest::Client,
     pub redis: Option<RedisServer>,
+    /// Keeps a Cluster or Sentinel topology running while the app lives.
+    pub topology: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 pub fn settings(redis_url: Option<String>) -> Settings {
@@ -185,9 +191,22 @@ pub async fn spawn_app(kind: Kind) -> TestApp {
 pub async fn spawn_app_with(kind: Kind, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let redis = match kind {
         Kind::Redis => Some(RedisServer::start()),
-        Kind::Embedded => None,
+        _ => None,
     };
-    let mut s = settings(redis.as_ref().map(|r| r.url()));
+    let (url, topology): (Option<String>, Option<Box<dyn std::any::Any + Send + Sync>>) = match kind
+    {
+        Kind::Redis => (redis.as_ref().map(|r| r.url()), None),
+        Kind::Embedded => (None, None),
+        Kind::Cluster => {
+            let c = crate::topologies::RedisCluster::start();
+            (Some(c.url()), Some(Box::new(c)))
+        }
+        Kind::Sentinel => {
+            let s = crate::topologies::SentinelSet::start();
+            (Some(s.url()), Some(Box::new(s)))
+        }
+    };
+    let mut s = settings(url);
     tweak(&mut s);
     let (address, _handle) = start_instance(s).await;
     let client = client();
@@ -198,6 +217,7 @@ pub async fn spawn_app_with(kind: Kind, tweak: impl FnOnce(&mut Settings)) -> Te
         tenant_id,
         client,
         redis,
+        topology,
     }
 }
 
@@ -443,6 +463,38 @@ macro_rules! both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn embedded() {
                     let app = $crate::helpers::spawn_app($crate::helpers::Kind::Embedded).await;
+                    super::$f(app).await;
+                }
+            }
+        )*
+    };
+}
+
+/// Runs one behavioural test against both stores and against Redis Cluster and
+/// Redis Sentinel topologies (the core suite).
+#[macro_export]
+macro_rules! every_topology {
+    ($($f:ident),* $(,)?) => {
+        $(
+            mod $f {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Kind::Redis).await;
+                    super::$f(app).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Kind::Embedded).await;
+                    super::$f(app).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn cluster() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Kind::Cluster).await;
+                    super::$f(app).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sentinel() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Kind::Sentinel).await;
                     super::$f(app).await;
                 }
             }

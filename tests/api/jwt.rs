@@ -748,6 +748,7 @@ async fn tokens_work_on_every_instance_and_survive_key_rotation() {
         tenant_id: tenant.clone(),
         client: client.clone(),
         redis: None,
+        topology: None,
     };
     configure(&app, &tenant, hs256_settings()).await;
     let jwt = sign(Algorithm::HS256, HS_SECRET, None, &claims("alice"));

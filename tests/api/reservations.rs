@@ -1,12 +1,12 @@
 //! The reservation API, behaviour by behaviour (contract section 3).
 
-use crate::both_stores;
+use crate::every_topology;
 use crate::helpers::TestApp;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-both_stores!(
+every_topology!(
     seeds_quick_start,
     paths_match_case_insensitively,
     ttl_expiry_frees_the_resource,
