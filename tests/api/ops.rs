@@ -214,3 +214,102 @@ async fn the_openapi_document_covers_exactly_the_served_routes() {
     }
     assert!(text.contains("\"apiKey\"") && text.contains("\"adminToken\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_honoured_or_made() {
+    let app = spawn_app_with(Kind::Embedded, |_| {}).await;
+    let get = |id: Option<&'static str>| {
+        let mut req = app.client.get(app.url("/healthz"));
+        if let Some(id) = id {
+            req = req.header("X-Request-Id", id);
+        }
+        req.send()
+    };
+    let res = get(Some("trace-abc-123")).await.expect("send");
+    assert_eq!(res.headers()["x-request-id"], "trace-abc-123");
+    let res = get(None).await.expect("send");
+    let made = res.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(!made.is_empty() && made.len() <= 128, "{made}");
+    // Not echoed when it is not a plausible id (too long).
+    let long: &'static str = Box::leak("x".repeat(200).into_boxed_str());
+    let res = get(Some(long)).await.expect("send");
+    assert_ne!(res.headers()["x-request-id"], long);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_one_line_per_request_and_no_secret() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let redis = crate::helpers::RedisServer::start();
+    let port = crate::helpers::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cooplocker"))
+        .env("REDIS_URL", redis.url())
+        .env("COOPLOCKER_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env("COOPLOCKER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COOPLOCKER_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = crate::helpers::client();
+    let up = crate::helpers::eventually(Duration::from_secs(10), || async {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    assert!(up.is_some());
+    let (_, key) = crate::helpers::create_tenant(&client, &base, "logs", "pro").await;
+    let r = client
+        .post(format!("{base}/api/v1/Reservation/reserve"))
+        .header("X-Api-Key", &key)
+        .header("X-Request-Id", "log-test-1")
+        .json(&json!([{"requester": "a", "resource": "r"}]))
+        .send()
+        .await
+        .expect("reserve");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = client
+        .get(format!("{base}/api/v1/Reservation"))
+        .header("X-Api-Key", format!("{key}-wrong"))
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let reserve: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["request_id"] == "log-test-1")
+        .collect();
+    assert_eq!(reserve.len(), 1, "one line for the request: {out}");
+    assert_eq!(reserve[0]["status"], 200);
+    assert_eq!(reserve[0]["path"], "/api/v1/Reservation/reserve");
+    assert!(lines.iter().any(|l| l["status"] == 401), "{out}");
+    assert!(!out.contains(&key), "an API key was logged: {out}");
+    assert!(
+        !out.contains(crate::helpers::ADMIN_TOKEN),
+        "the admin token was logged"
+    );
+}
