@@ -44,12 +44,44 @@ pub fn init() -> PrometheusHandle {
         .clone()
 }
 
+/// A method as a label: the standard ones by name, anything else `OTHER`
+/// (a client may send any token as a method; labels must stay bounded).
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("OTHER")
+}
+
+type HttpHandles = (metrics::Counter, metrics::Histogram);
+
+thread_local! {
+    /// This worker's handles per (method, route, status): the registry is
+    /// looked up once per combination, not once per request. Bounded: methods
+    /// and statuses are few and routes are the route table's patterns.
+    static HTTP: std::cell::RefCell<std::collections::HashMap<(&'static str, String, u16), HttpHandles>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// One HTTP request: its route pattern (`unmatched` for none), method, status
 /// and duration.
-pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
-    let labels = [("method", method.to_string()), ("route", route.to_string())];
-    metrics::counter!("cooplocker_http_requests_total", "method" => method.to_string(), "route" => route.to_string(), "status" => status.to_string()).increment(1);
-    metrics::histogram!("cooplocker_http_request_duration_seconds", &labels).record(seconds);
+pub fn http_request(method: &str, route: String, status: u16, seconds: f64) {
+    let method = method_label(method);
+    HTTP.with(|cell| {
+        let mut map = cell.borrow_mut();
+        let handles = map.entry((method, route, status)).or_insert_with_key(|(m, r, s)| {
+            (
+                metrics::counter!("cooplocker_http_requests_total", "method" => *m, "route" => r.clone(), "status" => s.to_string()),
+                metrics::histogram!("cooplocker_http_request_duration_seconds", "method" => *m, "route" => r.clone()),
+            )
+        });
+        handles.0.increment(1);
+        handles.1.record(seconds);
+    });
 }
 
 /// One store call (a Redis round trip) and how it ended.

@@ -84,7 +84,7 @@ pub async fn front_door(
     }
     let status = res.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
-    crate::metrics::http_request(&method, &route, status, seconds);
+    crate::metrics::http_request(&method, route, status, seconds);
     let ms = seconds * 1000.0;
     let path = truncate(&raw_path, 200);
     if status >= 500 {

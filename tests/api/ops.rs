@@ -74,6 +74,15 @@ async fn metrics_move_as_the_service_works() {
     )
     .await;
     assert_eq!(nope.status, StatusCode::NOT_FOUND);
+    let odd = send(
+        &app.client,
+        Method::from_bytes(b"FROBNICATE").expect("method"),
+        app.url("/api/v1/Reservation"),
+        None,
+        None,
+    )
+    .await;
+    assert!(odd.status.is_client_error(), "{odd:?}");
     for _ in 0..2 {
         send(
             &app.client,
@@ -126,6 +135,12 @@ async fn metrics_move_as_the_service_works() {
     assert!(
         !after.contains("path-12345"),
         "a client path became a label"
+    );
+    // Any method token is counted, but as OTHER: labels stay bounded.
+    assert!(delta("cooplocker_http_requests_total", &[("method", "OTHER")]) >= 1.0);
+    assert!(
+        !after.contains("FROBNICATE"),
+        "a client method became a label"
     );
 }
 
