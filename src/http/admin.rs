@@ -77,7 +77,7 @@ fn no_query(req: &HttpRequest) -> Result<(), ApiError> {
     Query::parse(req.query_string(), &[]).map(|_| ())
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/tenants", tag = "admin", summary = "Create a tenant and its default key (the secret is shown only here)", request_body = crate::http::openapi::TenantCreate, responses((status = 201, description = "Created", body = crate::http::openapi::TenantCreated), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/tenants", tag = "admin", summary = "Create a tenant and its default key (the secret is shown only here)", request_body = crate::http::openapi::TenantCreate, responses((status = 201, description = "Created", body = crate::http::openapi::TenantCreated), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 pub async fn create_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -105,7 +105,7 @@ pub async fn create_tenant(
     })))
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin", summary = "List tenants (creation order)", params(("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::TenantList), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin", summary = "List tenants (creation order)", params(("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::TenantList), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 pub async fn list_tenants(
     req: HttpRequest,
     _: AdminCaller,
@@ -126,7 +126,7 @@ pub async fn list_tenants(
     })))
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Show a tenant", params(("id" = String, Path, description = "Tenant id")), responses((status = 200, description = "The tenant", body = crate::http::openapi::Tenant), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Show a tenant", params(("id" = String, Path, description = "Tenant id")), responses((status = 200, description = "The tenant", body = crate::http::openapi::Tenant), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 pub async fn get_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -143,7 +143,7 @@ pub async fn get_tenant(
     Ok(HttpResponse::Ok().json(TenantView::from(&tenant)))
 }
 
-#[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Change the name, tier or JWT settings of a tenant", request_body = crate::http::openapi::TenantPatch, params(("id" = String, Path, description = "Tenant id")), responses((status = 200, description = "The tenant", body = crate::http::openapi::Tenant), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Change the name, tier or JWT settings of a tenant", request_body = crate::http::openapi::TenantPatch, params(("id" = String, Path, description = "Tenant id")), responses((status = 200, description = "The tenant", body = crate::http::openapi::Tenant), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 pub async fn update_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -235,7 +235,7 @@ fn jwt_settings(
     }
 }
 
-#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Delete a tenant, its keys and reservations", params(("id" = String, Path, description = "Tenant id")), responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Delete a tenant, its keys and reservations", params(("id" = String, Path, description = "Tenant id")), responses((status = 204, description = "Deleted"), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 pub async fn delete_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -253,7 +253,7 @@ pub async fn delete_tenant(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "Create a key (the secret is shown only here)", request_body = crate::http::openapi::KeyCreate, params(("id" = String, Path, description = "Tenant id")), responses((status = 201, description = "Created", body = crate::http::openapi::ApiKeyView), (status = 403, description = "KEY_LIMIT_REACHED", body = crate::http::openapi::ErrorBody), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "Create a key (the secret is shown only here)", request_body = crate::http::openapi::KeyCreate, params(("id" = String, Path, description = "Tenant id")), responses((status = 201, description = "Created", body = crate::http::openapi::ApiKeyView), (status = 403, description = "KEY_LIMIT_REACHED", body = crate::http::openapi::ErrorBody), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 pub async fn create_key(
     req: HttpRequest,
     _: AdminCaller,
@@ -286,7 +286,7 @@ pub async fn create_key(
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "List the keys of a tenant (never secrets)", params(("id" = String, Path, description = "Tenant id")), responses((status = 200, description = "Keys", body = crate::http::openapi::KeyList), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "List the keys of a tenant (never secrets)", params(("id" = String, Path, description = "Tenant id")), responses((status = 200, description = "Keys", body = crate::http::openapi::KeyList), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 pub async fn list_keys(
     req: HttpRequest,
     _: AdminCaller,
@@ -312,7 +312,7 @@ fn key_path(path: &(String, String)) -> Result<(TenantId, KeyId), ApiError> {
     Ok((tenant, key))
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys/{key}/rotate", tag = "admin", summary = "Give a key a new secret (the old one is refused fleet-wide within 1 s)", params(("id" = String, Path, description = "Tenant id"), ("key" = String, Path, description = "Key id")), responses((status = 200, description = "The new secret", body = crate::http::openapi::ApiKeyView), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys/{key}/rotate", tag = "admin", summary = "Give a key a new secret (the old one is refused fleet-wide within 1 s)", params(("id" = String, Path, description = "Tenant id"), ("key" = String, Path, description = "Key id")), responses((status = 200, description = "The new secret", body = crate::http::openapi::ApiKeyView), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 pub async fn rotate_key(
     req: HttpRequest,
     _: AdminCaller,
@@ -331,7 +331,7 @@ pub async fn rotate_key(
     Ok(HttpResponse::Ok().json(KeyView::issued(&issued)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/keys/{key}", tag = "admin", summary = "Revoke a key", params(("id" = String, Path, description = "Tenant id"), ("key" = String, Path, description = "Key id")), responses((status = 204, description = "Revoked"), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/keys/{key}", tag = "admin", summary = "Revoke a key", params(("id" = String, Path, description = "Tenant id"), ("key" = String, Path, description = "Key id")), responses((status = 204, description = "Revoked"), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 pub async fn delete_key(
     req: HttpRequest,
     _: AdminCaller,
@@ -351,7 +351,7 @@ pub async fn delete_key(
     }
 }
 
-#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/reservations/{resource}", tag = "admin", summary = "Force-release a reservation (event FORCE_RELEASED)", params(("id" = String, Path, description = "Tenant id"), ("resource" = String, Path, description = "Percent-decoded resource name")), responses((status = 204, description = "Released"), (status = 400, description = "Malformed request", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such tenant, key or reservation", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("adminToken" = [])))]
+#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/reservations/{resource}", tag = "admin", summary = "Force-release a reservation (event FORCE_RELEASED)", params(("id" = String, Path, description = "Tenant id"), ("resource" = String, Path, description = "Percent-decoded resource name")), responses((status = 204, description = "Released"), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
 /// `DELETE /api/v1/admin/tenants/{id}/reservations/{resource}`: the resource is
 /// the rest of the raw path, percent-decoded, so `a%2Fb` names `a/b`.
 pub async fn force_release(

@@ -256,6 +256,50 @@ pub struct Health {
     status: String,
 }
 
+/// The errors every tenant endpoint may answer (in the document once, used by
+/// every path).
+#[derive(utoipa::IntoResponses)]
+pub enum TenantErrors {
+    /// Malformed request; details name index and field
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing, unknown, revoked or expired credential
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Not allowed (FORBIDDEN, TIER_REQUIRED)
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Body over 1 MiB
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Not JSON
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// Rate limited (Retry-After, RateLimit-*)
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// Store unavailable (Retry-After)
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The errors every admin endpoint may answer.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminErrors {
+    /// Malformed request
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing or wrong admin token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// No such tenant, key or reservation
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Store unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 struct Security;
 
 impl Modify for Security {

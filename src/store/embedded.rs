@@ -386,12 +386,9 @@ impl EmbeddedStore {
     /// `StoreError::RateLimited` when it is refused.
     fn meter(&self, tenant: &TenantId, quota: Option<&Quota>) -> StoreResult<Option<RateDecision>> {
         let Some(q) = quota else { return Ok(None) };
-        let d = self.gcra(&q.key(tenant), q.per_second, q.burst);
-        if d.allowed {
-            Ok(Some(d))
-        } else {
-            Err(StoreError::RateLimited(d))
-        }
+        self.gcra(&q.key(tenant), q.per_second, q.burst)
+            .checked()
+            .map(Some)
     }
 
     fn invalidate(&self, tenant: &TenantId) {

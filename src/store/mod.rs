@@ -251,6 +251,17 @@ pub struct RateDecision {
     pub reset_ms: u64,
 }
 
+impl RateDecision {
+    /// The decision when the request may go on, `StoreError::RateLimited` when not.
+    pub fn checked(self) -> StoreResult<Self> {
+        if self.allowed {
+            Ok(self)
+        } else {
+            Err(StoreError::RateLimited(self))
+        }
+    }
+}
+
 /// One page request of active reservations, sorted by resource (bytewise).
 #[derive(Debug, Clone)]
 pub struct ListQuery {
@@ -353,14 +364,9 @@ pub trait Store: Send + Sync + 'static {
     /// that run no metered operation, such as opening an event stream); over the
     /// limit it answers `StoreError::RateLimited`.
     async fn charge(&self, tenant: &TenantId, quota: &Quota) -> StoreResult<RateDecision> {
-        let d = self
-            .rate_limit(&quota.key(tenant), quota.per_second, quota.burst)
-            .await?;
-        if d.allowed {
-            Ok(d)
-        } else {
-            Err(StoreError::RateLimited(d))
-        }
+        self.rate_limit(&quota.key(tenant), quota.per_second, quota.burst)
+            .await?
+            .checked()
     }
 
     /// Creates a tenant with its default key. `secret` pins the key's value (only
