@@ -43,10 +43,13 @@ pub fn redis_binary() -> String {
     );
 }
 
-/// A real Redis on 127.0.0.1, no persistence.
+/// A real Redis on 127.0.0.1: no persistence, or (for fault tests) an
+/// append-only file fsynced before every reply, so a SIGKILL loses nothing.
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// The data directory of a durable server (removed on drop).
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -54,6 +57,24 @@ impl RedisServer {
         let mut s = Self {
             port: free_port(),
             child: None,
+            dir: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// A server with `appendonly yes` and `appendfsync always`: the production
+    /// setting for a lock store, under which a crash loses no acknowledged write.
+    pub fn start_durable() -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("cooplocker-redis-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("redis data directory");
+        let mut s = Self {
+            port,
+            child: None,
+            dir: Some(dir),
         };
         s.restart();
         s
@@ -63,22 +84,30 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// (Re)starts on the same port, empty, and waits until it answers.
+    /// (Re)starts on the same port and waits until it answers: empty, or for a
+    /// durable server with what its append-only file holds.
     pub fn restart(&mut self) {
         self.kill();
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        let dir;
+        match &self.dir {
+            Some(d) => {
+                dir = d.to_string_lossy().into_owned();
+                args.extend([
+                    "--dir",
+                    &dir,
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ]);
+            }
+            None => args.extend(["--appendonly", "no"]),
+        }
+        args.extend(["--protected-mode", "yes"]);
         let child = Command::new(redis_binary())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -110,6 +139,11 @@ impl RedisServer {
             .expect("redis is running")
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the server process.
+    pub fn signal(&self, sig: &str) {
+        assert!(signal(self.pid(), sig), "kill -s {sig} redis-server failed");
+    }
+
     /// SIGKILL: the store disappears at once.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -132,8 +166,25 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped server would not die of SIGKILL's cleanup otherwise.
+            let _ = signal(c.id(), "CONT");
+        }
         self.kill();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
+}
+
+/// Sends `sig` (a name as `kill -s` takes it) to a process; false if it failed.
+pub fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// One running instance plus a tenant of its own.

@@ -11,6 +11,7 @@ mod equivalence;
 mod events;
 mod fleet;
 mod ha;
+mod harness;
 mod jwt;
 mod locklock;
 mod ops;
