@@ -4,6 +4,7 @@
 
 mod faults;
 mod history;
+mod properties;
 mod proxy;
 
 use faults::{run, FaultKind, RunConfig};
