@@ -265,6 +265,13 @@ pub struct Settings {
           default_value = "10", global = true)]
     pub shutdown_timeout: Duration,
 
+    /// A request body that has not fully arrived this long (ms) after the
+    /// request's headers is answered 408 REQUEST_TIMEOUT and its connection
+    /// closed, so a client that never finishes cannot hold a connection.
+    #[arg(long, env = "COOPLOCKER_BODY_TIMEOUT_MS", value_parser = range(100u64, 600_000),
+          default_value = "10000", global = true)]
+    pub body_timeout_ms: u64,
+
     /// A store call that takes longer (ms) is answered 503 STORE_UNAVAILABLE.
     #[arg(long, env = "COOPLOCKER_STORE_TIMEOUT_MS", value_parser = range(50u64, 30_000),
           default_value = "800", global = true)]

@@ -115,6 +115,7 @@ impl Application {
                 public_locks_max: settings.public_locks_max,
                 trust_forwarded_for: settings.trust_forwarded_for,
                 token_exchange_per_ip: settings.token_exchange_per_ip,
+                body_timeout: Duration::from_millis(settings.body_timeout_ms),
             },
             rates: settings.rate_limits,
             shutting_down: shutting_down.clone(),

@@ -43,7 +43,30 @@ struct State {
     last: Option<EventId>,
     hello: Option<Bytes>,
     keepalive: Interval,
+    /// The client's socket, looked at every [`PEER_CHECK`] to notice a client
+    /// that went away without anything being written to it (a keep-alive
+    /// comment would only notice after up to 15 s).
+    peer: Option<std::net::TcpStream>,
+    peer_check: Interval,
     done: bool,
+}
+
+/// How often an idle stream checks that its client is still connected.
+const PEER_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether the client closed its end: a non-blocking peek that reads end of
+/// stream (bytes waiting or "would block" mean it is still there).
+fn peer_closed(peer: &std::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    let _ = peer.set_nonblocking(true);
+    match peer.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
+    }
 }
 
 /// The body of one event-stream response.
@@ -54,6 +77,7 @@ pub fn stream(
     filter: Filter,
     start: Start,
     keepalive: Duration,
+    peer: Option<std::net::TcpStream>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let mut hello = BytesMut::new();
     hello.extend_from_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
@@ -72,6 +96,8 @@ pub fn stream(
     };
     let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut peer_check = tokio::time::interval_at(Instant::now() + PEER_CHECK, PEER_CHECK);
+    peer_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = State {
         sub,
         store,
@@ -82,6 +108,8 @@ pub fn stream(
         last,
         hello: Some(hello.freeze()),
         keepalive,
+        peer,
+        peer_check,
         done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -166,6 +194,11 @@ impl State {
                 }
                 _ = self.keepalive.tick() => {
                     return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
+                _ = self.peer_check.tick() => {
+                    if self.peer.as_ref().is_some_and(peer_closed) {
+                        return None;
+                    }
                 }
             }
         }

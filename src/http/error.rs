@@ -48,6 +48,8 @@ pub enum ApiError {
     UriTooLong(String),
     UnsupportedMediaType(String),
     HeadersTooLarge(String),
+    /// The request body did not arrive in time.
+    RequestTimeout(String),
     /// 429 with `Retry-After` (and `retryAfterSeconds` in the body).
     RateLimited {
         message: String,
@@ -100,6 +102,7 @@ impl ApiError {
             Self::UriTooLong(_) => "URI_TOO_LONG",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::HeadersTooLarge(_) => "HEADERS_TOO_LARGE",
+            Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
             Self::ShuttingDown => "SHUTTING_DOWN",
@@ -118,7 +121,8 @@ impl ApiError {
             | Self::PayloadTooLarge(m)
             | Self::UriTooLong(m)
             | Self::UnsupportedMediaType(m)
-            | Self::HeadersTooLarge(m) => m,
+            | Self::HeadersTooLarge(m)
+            | Self::RequestTimeout(m) => m,
             Self::Forbidden { message, .. } | Self::RateLimited { message, .. } => message,
             Self::ShuttingDown => {
                 "this instance is shutting down; retry (another instance will answer)"
@@ -211,6 +215,7 @@ impl ResponseError for ApiError {
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::StoreUnavailable | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

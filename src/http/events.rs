@@ -151,6 +151,7 @@ pub async fn stream(
         filter,
         start,
         state.sse_keepalive,
+        connection(&req),
     );
     let mut res = HttpResponse::Ok();
     super::limits::add_headers(&mut res, Some(&rate));

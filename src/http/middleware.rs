@@ -5,11 +5,16 @@
 
 use super::error::ApiError;
 use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::Payload;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::Uri;
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, ResponseError};
+use futures_util::StreamExt;
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// Longest request target accepted (bytes); longer is `414`.
@@ -48,10 +53,12 @@ pub async fn front_door(
     let raw_path = req.uri().path().to_string();
 
     let early = check_head(&req);
+    let timed_out = Rc::new(Cell::new(false));
     let res = match early {
         Some(err) => req.into_response(err.error_response()),
         None => {
             normalize_path(&mut req);
+            bound_body_time(&mut req, &timed_out);
             match next.call(req).await {
                 Ok(res) => res.map_into_boxed_body(),
                 Err(e) => {
@@ -59,6 +66,24 @@ pub async fn front_door(
                 }
             }
         }
+    };
+    let res = if timed_out.get() {
+        // Whatever the handler made of the cut-off body, the answer is 408,
+        // and the connection (with an unread body on it) is closed.
+        let (req, _) = res.into_parts();
+        let mut res = ServiceResponse::new(
+            req,
+            ApiError::RequestTimeout(
+                "the request body did not arrive in time; send it in full after the headers".into(),
+            )
+            .error_response(),
+        );
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        res
+    } else {
+        res
     };
     // The route pattern (e.g. /api/v1/admin/tenants/{id}), never the path
     // itself: metric labels stay bounded whatever clients send.
@@ -93,6 +118,48 @@ pub async fn front_door(
         tracing::info!(request_id = %id, %method, %path, status, ms, "request");
     }
     Ok(res)
+}
+
+/// Wraps a request's body so that reading it fails once the configured body
+/// timeout has passed since the headers arrived (and sets `timed_out`). A
+/// request without a body is left alone.
+fn bound_body_time(req: &mut ServiceRequest, timed_out: &Rc<Cell<bool>>) {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let Some(limit) = req
+        .app_data::<actix_web::web::Data<super::AppState>>()
+        .map(|s| s.limits.body_timeout)
+    else {
+        return;
+    };
+    if !has_body {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    let payload = req.take_payload();
+    let flag = timed_out.clone();
+    let timed = futures_util::stream::unfold(Some(payload), move |state| {
+        let flag = flag.clone();
+        async move {
+            let mut payload = state?;
+            match tokio::time::timeout_at(deadline, payload.next()).await {
+                Ok(Some(item)) => Some((item, Some(payload))),
+                Ok(None) => None,
+                Err(_) => {
+                    flag.set(true);
+                    let e =
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "request body timeout");
+                    Some((Err(PayloadError::Io(e)), None))
+                }
+            }
+        }
+    });
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(timed),
+    });
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -34,6 +34,8 @@ pub struct Limits {
     pub trust_forwarded_for: bool,
     /// JWT exchanges per second per client address.
     pub token_exchange_per_ip: u32,
+    /// Longest wait for a request body to arrive in full.
+    pub body_timeout: std::time::Duration,
 }
 
 /// Everything a handler needs, shared by all workers of one instance.

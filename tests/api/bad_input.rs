@@ -11,14 +11,14 @@ both_stores!(
     oversized_requests_are_refused
 );
 
-struct Case {
-    name: &'static str,
-    method: Method,
-    path: String,
-    content_type: Option<&'static str>,
-    body: Vec<u8>,
-    status: u16,
-    code: &'static str,
+pub struct Case {
+    pub name: &'static str,
+    pub method: Method,
+    pub path: String,
+    pub content_type: Option<&'static str>,
+    pub body: Vec<u8>,
+    pub status: u16,
+    pub code: &'static str,
 }
 
 fn case(
@@ -44,7 +44,8 @@ const UNRESERVE: &str = "/api/v1/Reservation/unreserve";
 const EXTEND: &str = "/api/v1/Reservation/extend";
 const CHECK: &str = "/api/v1/Reservation/check";
 
-fn cases() -> Vec<Case> {
+/// The table of malformed requests (also replayed at scale by the harness).
+pub fn cases() -> Vec<Case> {
     let long = "x".repeat(257);
     let mut v = vec![
         case("empty body", RESERVE, "", 400, "INVALID_REQUEST"),

@@ -4,6 +4,7 @@
 
 mod faults;
 mod history;
+mod hostile;
 mod isolation;
 mod properties;
 mod proxy;
