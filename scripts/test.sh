@@ -3,7 +3,8 @@
 # (redis-server and redis-tools through apt; Rust through rustup if missing),
 # then checks the deployment files offline (scripts/validate-deploy.sh), runs
 # format and lint checks and the one integration-test binary against real Redis
-# servers that the tests spawn themselves.
+# servers that the tests spawn themselves (the reliability harness included, a
+# 60 s fault-injection run), then schemathesis against the OpenAPI document.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,3 +56,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --no-fail-fast
 fi
+
+say "schemathesis against the OpenAPI document"
+bash scripts/schemathesis.sh

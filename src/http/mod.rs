@@ -205,9 +205,31 @@ fn table() -> Vec<(&'static str, Vec<(&'static str, actix_web::Route)>)> {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     for (path, methods) in table() {
         let mut resource = web::resource(path);
+        // A 405 names the methods the path does serve (RFC 9110 Allow).
+        let allow = methods
+            .iter()
+            .map(|(m, _)| *m)
+            .collect::<Vec<_>>()
+            .join(", ");
         for (_, route) in methods {
             resource = resource.route(route);
         }
+        resource = resource.default_service(web::to(move |req: actix_web::HttpRequest| {
+            let allow = allow.clone();
+            async move {
+                use actix_web::ResponseError;
+                let mut res = error::ApiError::MethodNotAllowed(format!(
+                    "{} is not allowed on {}; allowed: {allow}",
+                    req.method(),
+                    req.path()
+                ))
+                .error_response();
+                if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                    res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+                }
+                res
+            }
+        }));
         cfg.service(resource);
     }
 }
