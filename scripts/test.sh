@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what it needs
-# (redis-server and redis-tools through apt; Rust through rustup if missing),
+# (redis-server, redis-tools, chromium and Node.js through apt, playwright-core
+# through npm; Rust through rustup if missing),
 # then checks the deployment files offline (scripts/validate-deploy.sh), runs
 # format and lint checks and the one integration-test binary against real Redis
 # servers that the tests spawn themselves (the reliability harness included, a
@@ -33,6 +34,22 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Installing the package may start a system Redis on 6379; the tests never use
 # it (each test spawns its own on a free port), so it is left alone.
+
+# The dashboard's browser test: Debian's Chromium, driven by playwright-core
+# (installed from the npm registry into e2e/node_modules).
+browser=()
+[ -x /usr/bin/chromium ] || browser+=(chromium)
+command -v node >/dev/null 2>&1 || browser+=(nodejs)
+command -v npm >/dev/null 2>&1 || browser+=(npm)
+if [ ${#browser[@]} -gt 0 ]; then
+  say "installing ${browser[*]} with apt-get"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${browser[@]}" >/dev/null
+fi
+if [ ! -d e2e/node_modules/playwright-core ]; then
+  say "installing playwright-core (npm ci --prefix e2e)"
+  npm ci --prefix e2e --no-audit --no-fund --loglevel=error
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] || {

@@ -111,6 +111,15 @@ fn parse_secs(raw: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{raw:?} is not a number of seconds from 1 to 3600"))
 }
 
+fn parse_session_secs(raw: &str) -> Result<Duration, String> {
+    raw.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (60..=604_800).contains(n))
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{raw:?} is not a number of seconds from 60 to 604800"))
+}
+
 fn parse_redis_url(raw: &str) -> Result<String, String> {
     crate::store::topology::parse(raw).map(|_| raw.to_string())
 }
@@ -301,6 +310,42 @@ pub struct Settings {
     /// Embedded mode only: the default tenant's API key, instead of a random one.
     #[arg(long, env = "COOPLOCKER_DEFAULT_API_KEY", value_parser = parse_token, global = true, hide_env_values = true)]
     pub default_api_key: Option<String>,
+
+    /// Dashboard sign-in: the OpenID Connect provider's issuer URL (its
+    /// discovery document is `<issuer>/.well-known/openid-configuration`), e.g.
+    /// `https://accounts.google.com`. Unset: no OIDC sign-in.
+    #[arg(long, env = "COOPLOCKER_OIDC_ISSUER", global = true)]
+    pub oidc_issuer: Option<String>,
+
+    /// The dashboard's OAuth client id at the OIDC provider.
+    #[arg(long, env = "COOPLOCKER_OIDC_CLIENT_ID", global = true)]
+    pub oidc_client_id: Option<String>,
+
+    /// The dashboard's OAuth client secret at the OIDC provider.
+    #[arg(
+        long,
+        env = "COOPLOCKER_OIDC_CLIENT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub oidc_client_secret: Option<String>,
+
+    /// The URL users reach the service at (e.g. `https://locks.example.com`);
+    /// the OIDC redirect URI is `<it>/dashboard/callback`. Unset: taken from
+    /// each request's Host.
+    #[arg(long, env = "COOPLOCKER_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
+    /// Mark dashboard cookies `Secure` (sent over HTTPS only). Turn off only for
+    /// plain-HTTP local use.
+    #[arg(long, env = "COOPLOCKER_COOKIE_SECURE", default_value = "true",
+          action = clap::ArgAction::Set, global = true)]
+    pub cookie_secure: bool,
+
+    /// How long a dashboard session lasts, in seconds.
+    #[arg(long, env = "COOPLOCKER_SESSION_TTL", value_parser = parse_session_secs,
+          default_value = "28800", global = true)]
+    pub session_ttl: Duration,
 }
 
 impl Settings {

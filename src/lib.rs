@@ -13,6 +13,7 @@
 //! - [`events`]: lock events, the per-instance fan-out hub and the SSE stream.
 //! - [`store`]: the [`store::Store`] trait, its Redis implementation (Lua scripts
 //!   in `lua/`) and the embedded one.
+//! - [`dashboard`]: the web dashboard (OIDC sign-in, keys, live reservations).
 //! - [`cli`]: the `cooplocker admin ...` subcommands.
 //! - [`telemetry`](crate::telemetry): logging.
 //! - [`tokens`]: JWT exchange: tenant JWT settings and verification, service tokens.
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod domain;
 pub mod events;
 pub mod http;

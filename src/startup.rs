@@ -103,6 +103,28 @@ impl Application {
             },
         );
         let shutting_down = Arc::new(AtomicBool::new(false));
+        let oidc = match (
+            &settings.oidc_issuer,
+            &settings.oidc_client_id,
+            &settings.oidc_client_secret,
+        ) {
+            (Some(i), Some(c), Some(s)) => Some(Arc::new(crate::dashboard::oidc::Provider::new(i, c, s)?)),
+            (None, None, None) => None,
+            _ => anyhow::bail!(
+                "dashboard sign-in needs all three of COOPLOCKER_OIDC_ISSUER, COOPLOCKER_OIDC_CLIENT_ID and COOPLOCKER_OIDC_CLIENT_SECRET"
+            ),
+        };
+        let local_tenant = match (&bootstrap, &oidc) {
+            (Some(b), None) => crate::domain::TenantId::parse(&b.tenant_id).ok(),
+            _ => None,
+        };
+        let dashboard = crate::dashboard::Dashboard {
+            oidc,
+            public_url: settings.public_url.clone(),
+            cookie_secure: settings.cookie_secure,
+            session_ttl: settings.session_ttl,
+            local_tenant,
+        };
         let state = web::Data::new(AppState {
             store: store.clone(),
             auth,
@@ -125,6 +147,7 @@ impl Application {
             verifier: crate::tokens::Verifier::new(),
             token_ttl: Duration::from_secs(settings.token_ttl),
             metrics: crate::metrics::init(),
+            dashboard,
         });
 
         let sweeper = tokio::spawn(run_sweeper(store));
@@ -139,6 +162,7 @@ impl Application {
                 .app_data(web::PayloadConfig::new(max_body))
                 .wrap(from_fn(http::middleware::front_door))
                 .configure(http::routes)
+                .configure(crate::dashboard::routes)
                 .default_service(web::to(not_found))
         })
         .on_connect(|conn, ext| {

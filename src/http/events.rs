@@ -6,12 +6,13 @@ use super::error::ApiError;
 use super::extract::ApiCaller;
 use super::query::Query;
 use super::AppState;
-use crate::domain::Resource;
+use crate::domain::{Resource, TenantId};
 use crate::events::hub::{JoinError, PAGE};
 use crate::events::sse::{self, Start};
 use crate::events::{gap_frame, EventId, EventKind, Filter, History};
 use crate::store::Access;
 use actix_web::http::header;
+use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::os::fd::{BorrowedFd, RawFd};
 
@@ -161,4 +162,40 @@ pub async fn stream(
         // Tells nginx-style proxies not to buffer the stream.
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
+}
+
+/// The dashboard's live feed: every event of `tenant` (no filter, no resume),
+/// for a request authenticated by a dashboard session.
+pub async fn session_stream(req: &HttpRequest, state: &AppState, tenant: TenantId) -> HttpResponse {
+    let filter = Filter::default();
+    let sub = match state
+        .hub
+        .join(&tenant, filter.clone(), connection(req))
+        .await
+    {
+        Ok(sub) => sub,
+        Err(JoinError::TooMany(_)) => {
+            return ApiError::RateLimited {
+                message: "too many event streams open for this tenant on this instance".into(),
+                retry_after_seconds: 5,
+            }
+            .error_response()
+        }
+        Err(JoinError::ShuttingDown) => return ApiError::ShuttingDown.error_response(),
+        Err(JoinError::Store(e)) => return ApiError::from(e).error_response(),
+    };
+    let body = sse::stream(
+        sub,
+        state.store.clone(),
+        tenant,
+        filter,
+        Start::Live,
+        state.sse_keepalive,
+        connection(req),
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body)
 }

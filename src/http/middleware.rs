@@ -281,7 +281,13 @@ fn into_json_error(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+    let dashboard_page = path.starts_with("/dashboard")
+        && res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
+    if is_json || dashboard_page {
         return res;
     }
     if status.is_server_error() {

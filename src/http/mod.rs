@@ -61,6 +61,8 @@ pub struct AppState {
     pub token_ttl: std::time::Duration,
     /// Renders the process's metrics.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The web dashboard's settings.
+    pub dashboard: crate::dashboard::Dashboard,
 }
 
 /// The part of the request path after `marker`, percent-decoded: a resource or

@@ -111,6 +111,35 @@ impl TokenKeys {
         jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| e.to_string())
     }
 
+    /// Signs other fleet tokens (dashboard sessions, sign-in state): `claims`
+    /// plus `iss` and the given `aud`, which keeps each kind from passing as
+    /// another (an API token's audience is never one of these).
+    pub fn sign_value(&self, aud: &str, mut claims: serde_json::Value) -> Result<String, String> {
+        if let Some(m) = claims.as_object_mut() {
+            m.insert("iss".into(), ISSUER.into());
+            m.insert("aud".into(), aud.into());
+        }
+        let key = &self.keys[0];
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| e.to_string())
+    }
+
+    /// The claims of a token from [`TokenKeys::sign_value`] for `aud`, if it
+    /// verifies and has not expired.
+    pub fn check_value(&self, token: &str, aud: &str) -> Option<serde_json::Value> {
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        let key = self.keys.iter().find(|k| k.kid == kid)?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[aud]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &validation)
+            .ok()
+            .map(|d| d.claims)
+    }
+
     /// The claims of a token this fleet signed and that has not expired.
     pub fn check(&self, token: &str) -> Option<ServiceClaims> {
         let kid = jsonwebtoken::decode_header(token).ok()?.kid?;

@@ -46,12 +46,19 @@ pub struct Verified {
     pub subject: String,
     /// The JWT's `exp`, in seconds since the epoch.
     pub expires_at: u64,
+    /// `nonce`, `email` and `name` when present (OpenID Connect ID tokens).
+    pub nonce: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
     exp: Option<serde_json::Value>,
+    nonce: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
 }
 
 /// The header fields looked at before anything else.
@@ -204,6 +211,9 @@ impl Verifier {
             return Err(reject("the JWT's sub must be 1 to 256 bytes without control characters (it becomes the requester)"));
         }
         Ok(Verified {
+            nonce: claims.claims.nonce,
+            email: claims.claims.email,
+            name: claims.claims.name,
             subject: sub,
             expires_at: claims
                 .claims

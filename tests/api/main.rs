@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod bad_input;
 mod cli;
+mod dashboard;
 mod equivalence;
 mod events;
 mod fleet;
