@@ -2,6 +2,11 @@
 // tenant's event stream (/dashboard/live, opened by the session cookie).
 "use strict";
 (function () {
+  // Revoke and force release ask first.
+  document.addEventListener("submit", (ev) => {
+    const danger = ev.target.querySelector("button.danger");
+    if (danger && !window.confirm(danger.textContent + "?")) ev.preventDefault();
+  });
   const reservations = document.getElementById("reservations");
   const events = document.getElementById("events");
   if (!reservations && !events) return;
