@@ -179,6 +179,28 @@ fn forbidden(msg: &str) -> HttpResponse {
     )
 }
 
+/// The session of the request, or a redirect to sign in.
+macro_rules! signed_in {
+    ($req:expr, $state:expr) => {
+        match session(&$req, &$state).await {
+            Some(s) => s,
+            None => return see_other("/dashboard/login"),
+        }
+    };
+}
+
+/// [`signed_in!`] for a state-changing form: also checks its CSRF token and
+/// Origin, else answers 403.
+macro_rules! signed_in_form {
+    ($req:expr, $state:expr, $form:expr) => {{
+        let s = signed_in!($req, $state);
+        if !check_form(&$req, &s, &$form) {
+            return forbidden("The form is stale or came from another site; reload the page.");
+        }
+        s
+    }};
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/dashboard", web::get().to(home))
         .route("/dashboard/", web::get().to(home))
@@ -443,25 +465,10 @@ async fn logout(
     state: web::Data<AppState>,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
-    let Some(s) = session(&req, &state).await else {
-        return see_other("/dashboard/login");
-    };
-    if !check_form(&req, &s, &form) {
-        return forbidden("The form is stale or came from another site; reload the page.");
-    }
+    let _session = signed_in_form!(req, state, form);
     let mut res = see_other("/dashboard/login");
     let _ = res.add_removal_cookie(&removal(dashboard(&state), SESSION_COOKIE));
     res
-}
-
-/// Runs `f` with the session, or sends the browser to sign in.
-macro_rules! signed_in {
-    ($req:expr, $state:expr) => {
-        match session(&$req, &$state).await {
-            Some(s) => s,
-            None => return see_other("/dashboard/login"),
-        }
-    };
 }
 
 fn unavailable() -> HttpResponse {
@@ -499,10 +506,7 @@ async fn key_create(
     state: web::Data<AppState>,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
-    let s = signed_in!(req, state);
-    if !check_form(&req, &s, &form) {
-        return forbidden("The form is stale or came from another site; reload the page.");
-    }
+    let s = signed_in_form!(req, state, form);
     let label = form.get("label").map(|l| l.trim()).unwrap_or_default();
     if crate::domain::KeyLabel::parse(label.to_string()).is_err() {
         return keys_view(
@@ -537,10 +541,7 @@ async fn key_rotate(
     path: web::Path<String>,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
-    let s = signed_in!(req, state);
-    if !check_form(&req, &s, &form) {
-        return forbidden("The form is stale or came from another site; reload the page.");
-    }
+    let s = signed_in_form!(req, state, form);
     let Ok(key) = KeyId::parse(&path) else {
         return keys_view(&state, &s, Some("No such key.")).await;
     };
@@ -567,10 +568,7 @@ async fn key_revoke(
     path: web::Path<String>,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
-    let s = signed_in!(req, state);
-    if !check_form(&req, &s, &form) {
-        return forbidden("The form is stale or came from another site; reload the page.");
-    }
+    let s = signed_in_form!(req, state, form);
     let Ok(key) = KeyId::parse(&path) else {
         return keys_view(&state, &s, Some("No such key.")).await;
     };
@@ -619,10 +617,7 @@ async fn release(
     state: web::Data<AppState>,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
-    let s = signed_in!(req, state);
-    if !check_form(&req, &s, &form) {
-        return forbidden("The form is stale or came from another site; reload the page.");
-    }
+    let s = signed_in_form!(req, state, form);
     let Some(Ok(resource)) = form.get("resource").map(|r| Resource::parse(r.clone())) else {
         return forbidden("No such reservation.");
     };
