@@ -371,8 +371,13 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     match state.store.get_tenant(&tenant).await {
         Ok(Some(_)) => {}
         Ok(None) => {
-            let name = TenantName::parse(truncate(&identity.display, 200).to_string())
-                .unwrap_or_else(|_| TenantName::parse("dashboard user").expect("a valid name"));
+            // The provider's display name when it is a valid name, else the
+            // tenant id (a UUID, always valid).
+            let Ok(name) = TenantName::parse(truncate(&identity.display, 200).to_string())
+                .or_else(|_| TenantName::parse(tenant.as_str().to_string()))
+            else {
+                return refuse("The identity has no usable name.");
+            };
             if let Err(e) = state.store.ensure_tenant(&tenant, &name, Tier::Free).await {
                 tracing::warn!(error = %e, "dashboard sign-up failed");
                 return refuse("The store cannot be reached right now; try again shortly.");
