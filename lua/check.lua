@@ -1,6 +1,8 @@
 -- check.lua: read the state of a batch of resources (read-only).
+-- Composed as: pages.lua, holds.lua, this file as the metered body, meter.lua
+-- (lua/README.md).
 --
--- KEYS[i]  cl:{T}:r:<resource> for each item i
+-- KEYS[i]  P h:<resource> for each item i
 --
 -- Returns one array per item: {1, requester, reservedAtMs, expiresAtMs or -1,
 -- fencingToken, apiKeyLabel} when held, {0} when free.
@@ -10,10 +12,9 @@ local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local out = {}
 
 for i = 1, #KEYS do
-  local cur = redis.call('HMGET', KEYS[i], 'rq', 'at', 'ea', 'ft', 'lb')
-  if cur[1] and (cur[3] == '' or tonumber(cur[3]) > now_ms) then
-    out[i] = {1, cur[1], tonumber(cur[2]), cur[3] == '' and -1 or tonumber(cur[3]),
-              tonumber(cur[4]), cur[5]}
+  local h = hold_decode(redis.call('GET', KEYS[i]))
+  if hold_live(h, now_ms) then
+    out[i] = {1, h.rq, h.at, h.ea == 0 and -1 or h.ea, h.ft, h.lb}
   else
     out[i] = {0}
   end

@@ -1,6 +1,6 @@
 -- events_read.lua: the events of a tenant after a given id, for resume.
 --
--- KEYS[1]  cl:{T}:ev    the tenant's event stream
+-- KEYS[1]  c:{<tag>}:ev  the tenant's event stream
 -- ARGV[1]  the last id the client saw ("ms-seq")    ARGV[2]  the most to return
 --
 -- Returns {lastGeneratedId or '', firstRetainedId or '', trimmed, entries}:

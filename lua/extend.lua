@@ -1,49 +1,48 @@
--- extend.lua: set the TTL of a batch of held reservations to ttl from now.
--- (Runs after the events.lua prelude.)
+-- extend.lua: set the TTL of a batch of holds to ttl from now, atomically.
+-- Composed as: events.lua, pages.lua, holds.lua, this file as the metered
+-- body, meter.lua (lua/README.md).
 --
--- KEYS[1]  cl:{T}:exp    KEYS[2]  cl:{T}:meta
--- KEYS[3]  cl:{T}:ev     the tenant's event stream (and channel name)
--- then per item i, two keys starting at KEYS[2*i+2]:
---   cl:{T}:r:<resource>, cl:{T}:f:<resource>
--- ARGV[1]  n    ARGV[2]  how long (ms) a fencing counter outlives its grant
--- ARGV[3]  apiKeyLabel of the caller    ARGV[4]  events retained per tenant
--- then per item four values starting at ARGV[4*i+1]: resource, requester, token,
---   ttl in ms
+-- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
+-- KEYS[2+i] P h:<resource> for each item i
+-- ARGV[1]  n    ARGV[2]  apiKeyLabel of the caller    ARGV[3]  events retained
+-- then per item four values starting at ARGV[4*i]: resource, requester,
+--   release token (16 bytes), ttl in ms
 --
--- Returns one array per item: {1, expiresAtMs} EXTENDED, {0} NOT_HELD,
--- {2} INVALID_TOKEN. The fencing token does not change.
+-- Returns -1 when the tenant does not exist, else {rows, earliest}: one row
+-- per item, {1, expiresAtMs} EXTENDED, {0} NOT_HELD, {2} INVALID_TOKEN, and
+-- the second to move the tenant to in the fleet's due index (0: none). The
+-- fencing token does not change.
 
 local t = redis.call('TIME')
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
-local ats = string.format('%.0f', now_ms)
+local ats = num(now_ms)
 local n = tonumber(ARGV[1])
-local keep = tonumber(ARGV[2])
-local label = ARGV[3]
-local out = {}
-ev_open(KEYS[3], ARGV[4])
+local label = ARGV[2]
+local p = string.sub(KEYS[1], 1, -2)
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+ev_open(KEYS[2], ARGV[3])
 
+local out = {}
 for i = 1, n do
-  local lock, fence = KEYS[2 * i + 2], KEYS[2 * i + 3]
-  local a = 4 * i + 1
+  local key = KEYS[2 + i]
+  local a = 4 * i
   local res, rq, tok, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  local cur = redis.call('HMGET', lock, 'rq', 'tk', 'ea', 'ft', 'lb')
-  if not cur[1] or (cur[3] ~= '' and tonumber(cur[3]) <= now_ms) then
+  local h = hold_decode(redis.call('GET', key))
+  if not hold_live(h, now_ms) then
     out[i] = {0}
-  elseif cur[1] ~= rq or cur[2] ~= tok then
+  elseif h.rq ~= rq or h.tok ~= tok then
     out[i] = {2}
   else
-    local ea = now_ms + ttl
-    local eas = string.format('%.0f', ea)
-    redis.call('HSET', lock, 'ea', eas)
-    redis.call('PEXPIREAT', lock, eas)
-    local last = tonumber(string.match(redis.call('GET', fence) or '0', '^(%d+)')) or 0
-    local fts = string.format('%.0f', math.max(last, tonumber(cur[4])))
-    redis.call('SET', fence, fts .. ' ' .. tok, 'PXAT', string.format('%.0f', ea + keep))
-    redis.call('ZADD', KEYS[1], eas, tok)
-    redis.call('HSET', KEYS[2], tok, cjson.encode({r = res, q = rq, l = cur[5], f = cur[4], e = eas}))
-    ev_emit('EXTENDED', res, rq, label, ats, eas, cur[4])
-    out[i] = {1, ea}
+    bucket_rem(p, res, h)
+    h.ea = now_ms + ttl
+    bucket_add(p, res, h, n - i + 1)
+    redis.call('SET', key, hold_encode(h), 'PXAT', num(h.ea + GRACE_MS))
+    ev_emit('EXTENDED', res, rq, label, ats, num(h.ea), num(h.ft))
+    out[i] = {1, h.ea}
   end
 end
+local earliest = due_close(p)
 ev_close()
-return out
+return {out, earliest}

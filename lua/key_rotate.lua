@@ -1,6 +1,6 @@
 -- key_rotate.lua: give an existing API key a new secret hash (same id, label).
 --
--- KEYS[1]  cl:{T}:keys (hash: keyId -> JSON {id,label,createdAt,hash})
+-- KEYS[1]  c:{<tag>}:k (hash: keyId -> JSON {id,label,createdAt,hash})
 -- ARGV[1]  keyId    ARGV[2]  the new secret's hash
 --
 -- Returns {oldHash, newRecordJson}, or {} when the key does not exist. The

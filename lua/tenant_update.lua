@@ -1,6 +1,6 @@
 -- tenant_update.lua: change a tenant's name and/or tier if it exists.
 --
--- KEYS[1]  cl:{T}:tenant (hash: id name tier createdAt jwt)
+-- KEYS[1]  c:{<tag>}:t (hash: id name tier createdAt jwt hw n)
 -- ARGV     field/value pairs to set (name, tier, jwt)
 --
 -- Returns the tenant hash as a flat field/value array, or {} when it does not

@@ -1,44 +1,49 @@
--- unreserve.lua: release a batch of reservations for one tenant, atomically.
--- (Runs after the events.lua prelude.)
+-- unreserve.lua: release a batch of holds of one tenant, atomically, in order.
+-- Composed as: events.lua, pages.lua, holds.lua, this file as the metered
+-- body, meter.lua (lua/README.md).
 --
--- KEYS[1]  cl:{T}:idx    KEYS[2]  cl:{T}:exp    KEYS[3]  cl:{T}:meta
--- KEYS[4]  cl:{T}:ev     the tenant's event stream (and channel name)
--- then per item i, three keys starting at KEYS[3*i+2]:
---   cl:{T}:r:<resource>, cl:{T}:f:<resource>, cl:{T}:q:<requester>
--- ARGV[1]  n    ARGV[2]  how long (ms) a fencing counter outlives its grant
--- ARGV[3]  apiKeyLabel of the caller    ARGV[4]  events retained per tenant
--- then per item three values starting at ARGV[3*i+2]: resource, requester, token
+-- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
+-- KEYS[2+i] P h:<resource> for each item i
+-- ARGV[1]  n    ARGV[2]  apiKeyLabel of the caller    ARGV[3]  events retained
+-- then per item three values starting at ARGV[3*i+1]: resource, requester,
+--   release token (16 bytes; anything else never matches)
 --
--- Returns one integer per item: 1 UNRESERVED, 0 NOT_HELD, 2 INVALID_TOKEN.
+-- Returns -1 when the tenant does not exist, else one integer per item:
+-- 1 UNRESERVED, 0 NOT_HELD, 2 INVALID_TOKEN.
 
 local t = redis.call('TIME')
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
-local ats = string.format('%.0f', now_ms)
+local ats = num(now_ms)
 local n = tonumber(ARGV[1])
-local keep = ARGV[2]
-local label = ARGV[3]
-local out = {}
-ev_open(KEYS[4], ARGV[4])
+local label = ARGV[2]
+local p = string.sub(KEYS[1], 1, -2)
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+ev_open(KEYS[2], ARGV[3])
 
+local out = {}
+local gone = 0
 for i = 1, n do
-  local lock, fence, ridx = KEYS[3 * i + 2], KEYS[3 * i + 3], KEYS[3 * i + 4]
-  local a = 3 * i + 2
+  local key = KEYS[2 + i]
+  local a = 3 * i + 1
   local res, rq, tok = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local cur = redis.call('HMGET', lock, 'rq', 'tk', 'ea', 'ft')
-  if not cur[1] or (cur[3] ~= '' and tonumber(cur[3]) <= now_ms) then
+  local h = hold_decode(redis.call('GET', key))
+  if not hold_live(h, now_ms) then
     out[i] = 0
-  elseif cur[1] ~= rq or cur[2] ~= tok then
+  elseif h.rq ~= rq or h.tok ~= tok then
     out[i] = 2
   else
-    redis.call('DEL', lock)
-    redis.call('ZREM', KEYS[1], res)
-    redis.call('ZREM', ridx, res)
-    redis.call('ZREM', KEYS[2], tok)
-    redis.call('HDEL', KEYS[3], tok)
-    redis.call('PEXPIRE', fence, keep)
-    ev_emit('UNRESERVED', res, rq, label, ats, cur[3], cur[4])
+    redis.call('DEL', key)
+    unindex(p, res, rq)
+    bucket_rem(p, res, h)
+    gone = gone + 1
+    ev_emit('UNRESERVED', res, rq, label, ats, h.ea == 0 and '' or num(h.ea), num(h.ft))
     out[i] = 1
   end
+end
+if gone > 0 then
+  redis.call('HINCRBY', KEYS[1], 'n', -gone)
 end
 ev_close()
 return out

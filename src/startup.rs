@@ -9,7 +9,7 @@ use crate::events::hub::{Hub, HubConfig};
 use crate::http::{self, error::ApiError, AppState, Limits};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::{RedisOptions, RedisStore};
-use crate::store::Store;
+use crate::store::{Accounts, Store};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpServer};

@@ -24,6 +24,11 @@ pub struct EventId {
 
 impl EventId {
     pub const ZERO: EventId = EventId { ms: 0, seq: 0 };
+    /// The largest id: nothing can follow it.
+    pub const MAX: EventId = EventId {
+        ms: u64::MAX,
+        seq: u64::MAX,
+    };
 
     /// Parses `<ms>-<seq>` (decimal digits only); anything else is `None`.
     pub fn parse(raw: &str) -> Option<Self> {

@@ -324,6 +324,7 @@ async fn release(
             ReleaseByName::Released => "RELEASED",
             ReleaseByName::NotHeld => "NOT_HELD",
             ReleaseByName::WrongSecret => "WRONG_SECRET",
+            ReleaseByName::NotALock => "NOT_A_LOCK",
         },
         1,
     );
@@ -341,6 +342,13 @@ async fn release(
         ReleaseByName::WrongSecret => Err(ApiError::Forbidden {
             code: "FORBIDDEN",
             message: "this lock was acquired with a secret: send the same secret to release it"
+                .into(),
+        }
+        .with_headers(holder.limit_headers)),
+        ReleaseByName::NotALock => Err(ApiError::Forbidden {
+            code: "FORBIDDEN",
+            message: "this resource is held through the Reservation API: release it with \
+                      POST /api/v1/Reservation/unreserve and its releaseToken"
                 .into(),
         }
         .with_headers(holder.limit_headers)),

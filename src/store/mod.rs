@@ -15,11 +15,6 @@ use crate::events::{EventId, History, Live};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-/// How long the fencing counter of a resource outlives its last grant. After that
-/// the counter is dropped and the next grant falls back on the store clock in
-/// microseconds, which by then is far above any token handed out before.
-pub const FENCE_RETENTION_MS: u64 = 24 * 3600 * 1000;
-
 /// Why the store could not answer. `Unavailable` becomes `503 STORE_UNAVAILABLE`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,18 +70,6 @@ pub struct Quota {
 }
 
 impl Quota {
-    /// The name of the partition's state, the same in both stores; it carries
-    /// the tenant's hash tag, so on Redis Cluster it lives beside the tenant's
-    /// other keys and the scripts can count and act in one step.
-    pub fn key(&self, tenant: &TenantId) -> String {
-        format!(
-            "cl:{{{}}}:rl:{}:{}",
-            tenant.as_str(),
-            self.tier.as_str(),
-            self.access.as_str()
-        )
-    }
-
     /// Microseconds between two requests at the steady rate (at least 1: the
     /// limiters count in whole microseconds, and 0 would mean "no limit" to
     /// meter.lua).
@@ -225,6 +208,9 @@ pub enum ReleaseByName {
     NotHeld,
     /// The lock has a secret and it was missing or wrong.
     WrongSecret,
+    /// A locklock release met a hold made through the Reservation API, which
+    /// only its `releaseToken` releases (contract section 22).
+    NotALock,
 }
 
 /// The stored form of a locklock secret: SHA-256 over the tenant, the lock name
@@ -304,12 +290,12 @@ pub enum Invalidation {
     All,
 }
 
+/// The reservation operations. Those taking a [`Caller`] (or a `quota`) count
+/// the request against its rate limit in the same atomic step as the operation
+/// itself; over the limit they answer `StoreError::RateLimited` and change
+/// nothing.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // The operations up to `lock` count the request against `caller.quota` (or
-    // `quota`) in the same atomic step as the operation itself; over the limit
-    // they answer `StoreError::RateLimited` and change nothing.
-
+pub trait Reservations: Send + Sync {
     /// Reserves every item in order, as one atomic step.
     async fn reserve(
         &self,
@@ -354,21 +340,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Metered<ReleaseByName>>;
     /// Acquires a locklock lock: a reservation like `reserve` makes.
     async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<Metered<LockOutcome>>;
+}
+
+/// Tenants, their API keys, and the authentication that rests on them.
+#[async_trait]
+pub trait Accounts: Send + Sync {
     /// Creates a tenant with a given id unless it exists (the public tenant).
     async fn ensure_tenant(&self, id: &TenantId, name: &TenantName, tier: Tier) -> StoreResult<()>;
-    /// Counts one request against the limit `key` (`per_second` with a burst of
-    /// `burst`), for the whole fleet.
-    async fn rate_limit(&self, key: &str, per_second: u32, burst: u32)
-        -> StoreResult<RateDecision>;
-    /// Counts one request of a tenant against its quota on its own (for requests
-    /// that run no metered operation, such as opening an event stream); over the
-    /// limit it answers `StoreError::RateLimited`.
-    async fn charge(&self, tenant: &TenantId, quota: &Quota) -> StoreResult<RateDecision> {
-        self.rate_limit(&quota.key(tenant), quota.per_second, quota.burst)
-            .await?
-            .checked()
-    }
-
     /// Creates a tenant with its default key. `secret` pins the key's value (only
     /// for the embedded mode's configured default key); otherwise one is generated.
     async fn create_tenant(
@@ -414,12 +392,11 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the invalidation feed is live, so that cached credentials can be
     /// trusted. While it is down every request re-reads its key from the store.
     fn cache_allowed(&self) -> bool;
-    /// Whether the store answers now (readiness).
-    async fn ping(&self) -> StoreResult<()>;
-    /// Retires reservations whose expiry has passed, emitting their `EXPIRED`
-    /// events. Idempotent: every instance runs it periodically.
-    async fn sweep(&self) -> StoreResult<usize>;
+}
 
+/// The tenants' event histories and live feeds.
+#[async_trait]
+pub trait EventLog: Send + Sync {
     /// Up to `limit` events of a tenant after `after`, oldest first, or a gap when
     /// some of them are no longer retained.
     async fn events_after(
@@ -430,11 +407,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<History>;
     /// The id of the tenant's newest event, if it has any.
     async fn latest_event(&self, tenant: &TenantId) -> StoreResult<Option<EventId>>;
-    /// Makes this instance receive the tenant's live events on [`Store::live_events`].
+    /// Makes this instance receive the tenant's live events on [`EventLog::live_events`].
     /// Returns once every event committed from then on is sure to arrive.
     async fn follow_events(&self, tenant: &TenantId) -> StoreResult<()>;
-    /// Stops [`Store::follow_events`] (when no local client follows the tenant).
+    /// Stops [`EventLog::follow_events`] (when no local client follows the tenant).
     fn unfollow_events(&self, tenant: &TenantId);
     /// Live events of the followed tenants (and resync notices).
     fn live_events(&self) -> broadcast::Receiver<Live>;
 }
+
+/// Rate limits on their own, readiness, and the periodic expiry sweep.
+#[async_trait]
+pub trait Upkeep: Send + Sync {
+    /// Counts one request against the limit `key` (`per_second` with a burst of
+    /// `burst`), for the whole fleet.
+    async fn rate_limit(&self, key: &str, per_second: u32, burst: u32)
+        -> StoreResult<RateDecision>;
+    /// Counts one request of a tenant against its quota on its own (for requests
+    /// that run no metered operation, such as opening an event stream); over the
+    /// limit it answers `StoreError::RateLimited`.
+    async fn charge(&self, tenant: &TenantId, quota: &Quota) -> StoreResult<RateDecision>;
+    /// Whether the store answers now (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+    /// Retires reservations whose expiry has passed, emitting their `EXPIRED`
+    /// events. Idempotent: every instance runs it periodically.
+    async fn sweep(&self) -> StoreResult<usize>;
+}
+
+/// The whole store: what the HTTP layer, the CLI and the dashboard are given.
+pub trait Store: Reservations + Accounts + EventLog + Upkeep + 'static {}
+
+impl<T: Reservations + Accounts + EventLog + Upkeep + 'static> Store for T {}

@@ -307,8 +307,8 @@ async fn deleting_a_tenant_refuses_its_keys_and_frees_its_locks(app: TestApp) {
         .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     if let Some(redis) = &app.redis {
-        let left = redis.cli(&["--scan", "--pattern", &format!("cl:{{{tenant}}}:*")]);
-        assert!(left.trim().is_empty(), "tenant data left behind: {left}");
+        let left = crate::helpers::tenant_keys(redis, &tenant);
+        assert!(left.is_empty(), "tenant data left behind: {left:?}");
     }
     // My tenant is untouched.
     assert_eq!(app.get("/api/v1/Reservation").await.status, StatusCode::OK);

@@ -423,7 +423,7 @@ async fn sigterm_during_traffic_loses_no_accepted_request() {
     for chunk in all_reserved.chunks(500) {
         let keys: Vec<String> = chunk
             .iter()
-            .map(|name| format!("cl:{{{tenant}}}:r:{name}"))
+            .map(|name| format!("{}h:{name}", crate::helpers::key_prefix(&tenant)))
             .collect();
         let mut args = vec!["EXISTS"];
         args.extend(keys.iter().map(String::as_str));

@@ -1,7 +1,8 @@
 //! Several instances on one real Redis, and Redis faults.
 
 use crate::helpers::{
-    client, create_tenant, eventually, send, settings, start_instance, RedisServer, ADMIN_TOKEN,
+    client, create_tenant, eventually, key_prefix, send, settings, start_instance, tenant_keys,
+    RedisServer, ADMIN_TOKEN,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -271,8 +272,9 @@ async fn redis_down_gives_503_quickly_and_the_service_recovers_by_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_reservations_leave_no_index_entries_behind() {
+async fn expired_reservations_leave_nothing_behind() {
     let f = fleet().await;
+    let before = tenant_keys(&f.redis, &f.tenant);
     let items: Vec<serde_json::Value> = (0..20)
         .map(|i| json!({"resource": format!("e{i}"), "requester": format!("q{}", i % 3), "ttlSeconds": 1}))
         .collect();
@@ -285,43 +287,30 @@ async fn expired_reservations_leave_no_index_entries_behind() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    let t = &f.tenant;
-    assert_eq!(
-        f.redis.cli(&["ZCARD", &format!("cl:{{{t}}}:idx")]).trim(),
-        "20"
-    );
+    let holds = |keys: &[String]| keys.iter().filter(|k| k.contains(":h:")).count();
+    assert_eq!(holds(&tenant_keys(&f.redis, &f.tenant)), 20);
     // No listing, no access: only the sweepers of the two instances clean up.
+    // What may remain: the tenant, its keys, its event history and rate-limit
+    // state (which expires by itself) — no per-resource residue at all.
     let clean = eventually(Duration::from_secs(4), || async {
-        let keys = f
-            .redis
-            .cli(&["--scan", "--pattern", &format!("cl:{{{t}}}:*")]);
-        // What may remain: the tenant, its keys, its event history and the
-        // fencing counters (which expire a day after their last grant).
-        keys.lines().all(|k| {
-            k.ends_with(":tenant")
-                || k.ends_with(":keys")
-                || k.ends_with(":ev")
-                || k.contains(":f:")
-        })
+        tenant_keys(&f.redis, &f.tenant)
+            .iter()
+            .all(|k| before.contains(k) || k.ends_with(":ev") || k.contains(":rl:"))
     })
     .await;
     assert!(
         clean.is_some(),
-        "left behind: {}",
-        f.redis
-            .cli(&["--scan", "--pattern", &format!("cl:{{{t}}}:*")])
+        "left behind: {:?}",
+        tenant_keys(&f.redis, &f.tenant)
     );
-    let ttl: i64 = f
+    let held = f
         .redis
-        .cli(&["PTTL", &format!("cl:{{{t}}}:f:e0")])
-        .trim()
-        .parse()
-        .unwrap_or(-3);
-    assert!(ttl > 0, "fencing counters expire eventually (PTTL {ttl})");
+        .cli(&["HGET", &format!("{}t", key_prefix(&f.tenant)), "n"]);
+    assert_eq!(held.trim(), "0", "the tenant's count of holds is back to 0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fencing_tokens_never_go_back_even_when_the_counter_is_lost() {
+async fn fencing_tokens_never_go_back_even_when_the_high_water_mark_is_lost() {
     let f = fleet().await;
     let first = reserve(&f, &f.a, &f.key, "fenced", "x").await;
     let t1 = first.results()[0]["fencingToken"].as_u64().expect("token");
@@ -334,10 +323,11 @@ async fn fencing_tokens_never_go_back_even_when_the_counter_is_lost() {
         Some(json!([{"resource":"fenced","requester":"x","releaseToken":token}])),
     )
     .await;
-    // Simulate a Redis that lost the counter (restart without persistence).
+    // Simulate a Redis that lost the mark (restart without persistence): the
+    // store clock in microseconds still keeps tokens rising.
     let deleted = f
         .redis
-        .cli(&["DEL", &format!("cl:{{{}}}:f:fenced", f.tenant)]);
+        .cli(&["HDEL", &format!("{}t", key_prefix(&f.tenant)), "hw"]);
     assert_eq!(deleted.trim(), "1");
     let second = reserve(&f, &f.b, &f.key, "fenced", "y").await;
     let t2 = second.results()[0]["fencingToken"].as_u64().expect("token");

@@ -13,6 +13,22 @@ use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The prefix of every Redis key of a tenant (`c:{<tag>}:`), as the store
+/// builds it.
+pub fn key_prefix(tenant: &str) -> String {
+    let id = cooplocker::domain::TenantId::parse(tenant).expect("a tenant id");
+    cooplocker::store::redis::keys::prefix(&id)
+}
+
+/// The tenant's keys in a Redis, one per line.
+pub fn tenant_keys(redis: &RedisServer, tenant: &str) -> Vec<String> {
+    redis
+        .cli(&["--scan", "--pattern", &format!("{}*", key_prefix(tenant))])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Redis,

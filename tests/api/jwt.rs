@@ -769,7 +769,10 @@ async fn tokens_work_on_every_instance_and_survive_key_rotation() {
     };
     assert_eq!(use_on(b.clone(), token_a.clone()).await, StatusCode::OK);
 
-    let old = redis.cli(&["GET", "cl:token-secret"]).trim().to_string();
+    let old = redis
+        .cli(&["GET", cooplocker::store::redis::keys::TOKEN_SECRET])
+        .trim()
+        .to_string();
     assert_eq!(old.len(), 64, "a generated key is kept in Redis");
     let new_key = "a-newly-configured-token-key-0123456789";
     let mut s = settings(Some(redis.url()));

@@ -241,7 +241,8 @@ async fn a_lock_and_a_reservation_of_one_name_are_the_same_lock(app: TestApp) {
     )
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    // A reservation has no secret, so locklock may release it by name.
+    // A reservation is released only with its releaseToken (contract section
+    // 22): locklock DELETE answers 403 and changes nothing.
     let r = call(
         &app,
         Method::DELETE,
@@ -250,7 +251,15 @@ async fn a_lock_and_a_reservation_of_one_name_are_the_same_lock(app: TestApp) {
         Some(&app.api_key),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert_eq!(r.error_code(), "FORBIDDEN");
+    assert_eq!(app.check_status("deploy/prod").await, "HELD");
+    let r = app
+        .unreserve(
+            json!([{"resource":"deploy/prod","requester":"ci","releaseToken":got["releaseToken"]}]),
+        )
+        .await;
+    assert_eq!(r.results()[0]["status"], "UNRESERVED");
 
     let ev = events.take(4, Duration::from_secs(5)).await;
     let seen: Vec<(&str, &str, &str)> = ev

@@ -8,6 +8,7 @@ mod admin;
 mod bad_input;
 mod cli;
 mod dashboard;
+mod data_model;
 mod equivalence;
 mod events;
 mod fleet;

@@ -605,7 +605,10 @@ async fn no_key_token_or_jwt_in_logs_or_in_the_store() {
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let fleet_key = redis.cli(&["GET", "cl:token-secret"]).trim().to_string();
+    let fleet_key = redis
+        .cli(&["GET", cooplocker::store::redis::keys::TOKEN_SECRET])
+        .trim()
+        .to_string();
     assert!(
         fleet_key.len() >= 32,
         "the fleet signing key is in Redis: {fleet_key:?}"

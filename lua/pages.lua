@@ -1,0 +1,123 @@
+-- pages.lua: a prelude (see lua/README.md) — a sorted set of names kept as
+-- small pages, so each entry costs its own bytes plus a few, not the ~128 bytes
+-- of a skiplist entry. Used for the listing index (`c:{T}:i`, members are
+-- resources) and the requester index (`c:{T}:q`, members are
+-- `<requester>\0<resource>`).
+--
+-- A set named B is:
+--   B:           page 0, a zset (score 0), every member below the first split
+--   B:<low>      the page whose members are >= <low> and below the next page's
+--   B!           the directory: a zset (score 0) of every <low> but page 0's
+-- Pages hold at most PG_MAX members, so Redis keeps each one as a listpack
+-- (zset-max-listpack-entries defaults to 128) as long as members are at most
+-- 64 bytes; a longer member turns only its own page into a skiplist.
+-- A page that empties is dropped with its directory entry; a small one is
+-- merged into the page before it, so the directory never outgrows the data.
+--
+-- These keys are derived from B inside the script rather than passed in KEYS:
+-- which pages a name touches is only known here. They all carry the tenant's
+-- hash tag, so they live in the script's own Cluster slot.
+--
+-- Every comparison is made by Redis (memcmp), never by Lua (whose string
+-- comparison follows the server's locale).
+
+local PG_MAX, PG_MIN = 120, 16
+
+-- The <low> of the page that holds (or would hold) `m` ('' for page 0).
+local function pg_low(b, m)
+  local d = redis.call('ZREVRANGEBYLEX', b .. '!', '[' .. m, '-', 'LIMIT', 0, 1)
+  return d[1] or ''
+end
+
+-- Counts of pages this script has already looked at: a batch that adds many
+-- names to one page asks for its size once.
+local pg_count = {}
+
+local function pg_add(b, m)
+  local low = pg_low(b, m)
+  local page = b .. ':' .. low
+  if redis.call('ZADD', page, 0, m) == 0 then
+    return
+  end
+  local n = pg_count[page]
+  if n then
+    n = n + 1
+  else
+    n = redis.call('ZCARD', page)
+  end
+  if n > PG_MAX then
+    -- Split: the upper half becomes a page of its own.
+    local half = math.floor(n / 2)
+    local upper = redis.call('ZRANGE', page, half, -1)
+    local args = {}
+    for i = 1, #upper do
+      args[2 * i - 1] = 0
+      args[2 * i] = upper[i]
+    end
+    redis.call('ZADD', b .. ':' .. upper[1], unpack(args))
+    redis.call('ZREMRANGEBYRANK', page, half, -1)
+    redis.call('ZADD', b .. '!', 0, upper[1])
+    pg_count[b .. ':' .. upper[1]] = #upper
+    n = half
+  end
+  pg_count[page] = n
+end
+
+local function pg_rem(b, m)
+  local low = pg_low(b, m)
+  local page = b .. ':' .. low
+  if redis.call('ZREM', page, m) == 0 then
+    return
+  end
+  local n = redis.call('ZCARD', page)
+  pg_count[page] = n
+  if low == '' or n >= PG_MIN then
+    return
+  end
+  if n == 0 then
+    redis.call('ZREM', b .. '!', low)
+    return
+  end
+  -- Merge a small page into the one before it when both fit in one.
+  local prev = redis.call('ZREVRANGEBYLEX', b .. '!', '(' .. low, '-', 'LIMIT', 0, 1)[1] or ''
+  local ppage = b .. ':' .. prev
+  local pn = redis.call('ZCARD', ppage)
+  if pn + n <= PG_MAX / 2 then
+    local members = redis.call('ZRANGE', page, 0, -1)
+    local args = {}
+    for i = 1, #members do
+      args[2 * i - 1] = 0
+      args[2 * i] = members[i]
+    end
+    redis.call('ZADD', ppage, unpack(args))
+    redis.call('DEL', page)
+    redis.call('ZREM', b .. '!', low)
+    pg_count[ppage] = pn + n
+    pg_count[page] = nil
+  end
+end
+
+-- Up to `count` members from `min` (a ZRANGEBYLEX bound: '-', '[x' or '(x') to
+-- `max` ('+' or '(x'), in order, walking pages: O(log pages + count).
+local function pg_range(b, min, max, count)
+  local low = ''
+  if min ~= '-' then
+    low = pg_low(b, string.sub(min, 2))
+  end
+  local out = {}
+  while true do
+    local got = redis.call('ZRANGEBYLEX', b .. ':' .. low, min, max, 'LIMIT', 0, count - #out)
+    for i = 1, #got do
+      out[#out + 1] = got[i]
+    end
+    if #out >= count then
+      return out
+    end
+    local nxt = redis.call('ZRANGEBYLEX', b .. '!', '(' .. low, max, 'LIMIT', 0, 1)[1]
+    if not nxt then
+      return out
+    end
+    low = nxt
+  end
+end
+

@@ -1,0 +1,66 @@
+-- sweep.lua: retire a tenant's holds whose time has passed, exactly once each.
+-- Composed as: events.lua, pages.lua, holds.lua, then this file (lua/README.md).
+--
+-- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
+-- ARGV[1]  events retained per tenant    ARGV[2]  the most holds to retire
+--
+-- Walks the due seconds (P xd up to now) and their buckets. Each hold past its
+-- time is retired: EXPIRED (with the label of the key that made it), its
+-- bucket entry removed, and — unless a newer hold already took the resource —
+-- its hold key and index entries. A second whose buckets are empty is dropped.
+-- Idempotent: a bucket entry is there until it is retired, so a second
+-- sweeper (another instance) finds nothing left to do.
+--
+-- Returns {retired, more, next}: more = 1 when the limit stopped it, next the
+-- tenant's earliest second that still has buckets (-1: none).
+
+local t = redis.call('TIME')
+local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+local ats = num(now_ms)
+local p = string.sub(KEYS[1], 1, -2)
+local limit = tonumber(ARGV[2])
+ev_open(KEYS[2], ARGV[1])
+
+local retired, more = 0, 0
+local seconds = redis.call('ZRANGEBYSCORE', p .. 'xd', '-inf', math.floor(now_ms / 1000), 'LIMIT', 0, 16)
+for _, s in ipairs(seconds) do
+  local slots = tonumber(redis.call('HGET', p .. 'xc', s) or '0')
+  local emptied = true
+  for k = 0, math.floor((slots - 1) / BUCKET) do
+    local bk = p .. 'x:' .. s .. ':' .. k
+    local kv = redis.call('HGETALL', bk)
+    for j = 1, #kv, 2 do
+      local res = kv[j]
+      local e = cmsgpack.unpack(kv[j + 1])
+      local rq, lb, ea, ft = e[1], e[2], e[3], e[4]
+      if ea > now_ms or retired >= limit then
+        emptied = false
+        if ea <= now_ms then
+          more = 1
+        end
+      else
+        ev_emit('EXPIRED', res, rq, lb, ats, num(ea), num(ft))
+        redis.call('HDEL', bk, res)
+        local key = p .. 'h:' .. res
+        local cur = hold_decode(redis.call('GET', key))
+        if not cur or cur.ft == ft then
+          redis.call('DEL', key)
+          unindex(p, res, rq)
+        elseif cur.rq ~= rq then
+          pg_rem(p .. 'q', rq .. '\0' .. res)
+        end
+        retired = retired + 1
+      end
+    end
+  end
+  if emptied then
+    redis.call('HDEL', p .. 'xc', s)
+    redis.call('ZREM', p .. 'xd', s)
+  end
+end
+if retired > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'n', -retired)
+end
+ev_close()
+local first = redis.call('ZRANGE', p .. 'xd', 0, 0, 'WITHSCORES')[2]
+return {retired, more, first and tonumber(first) or -1}

@@ -1,0 +1,476 @@
+//! Embedded mode: the whole store in this process, behind one mutex, so every
+//! batch is atomic exactly as a Lua script is in Redis. Same rules as the Redis
+//! store (`lua/` is the reference): fencing tokens never below the clock in
+//! microseconds, an expired reservation counts as free at once, a sweeper retires
+//! expired ones. Events are recorded and published under the same lock as the
+//! change they describe. State lives only as long as the process.
+
+mod accounts;
+mod events;
+mod reservations;
+
+use super::{
+    Accounts, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome, Invalidation,
+    KeyCreateError, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Principal, Quota,
+    RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser, Reservations, ReserveItem,
+    ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
+};
+use crate::domain::{
+    constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
+    ReleaseToken, Resource, Tenant, TenantId, TenantName, Tier,
+};
+use crate::events::{Event, EventId, EventKind, History, Live};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Rate limits: key -> theoretical arrival time (µs), as in rate_limit.lua.
+    limits: Mutex<HashMap<String, u64>>,
+    invalidations: broadcast::Sender<Invalidation>,
+    live: broadcast::Sender<Live>,
+    /// Signs exchanged tokens when none is configured; lives with the process.
+    token_secret: String,
+}
+
+struct State {
+    tenants: BTreeMap<TenantId, TenantState>,
+    key_hashes: HashMap<String, (TenantId, KeyId)>,
+    last_us: u64,
+    /// Events kept per tenant for resume.
+    retain: usize,
+}
+
+struct TenantState {
+    tenant: Tenant,
+    keys: HashMap<KeyId, KeyRec>,
+    locks: BTreeMap<String, Lock>,
+    /// (requester, resource) of every lock, for listing by requester.
+    by_requester: BTreeSet<(String, String)>,
+    /// (expiresAt, resource) of every lock with a TTL, for the sweeper.
+    expiries: BTreeSet<(Millis, String)>,
+    /// The highest fencing token handed out in this tenant: tokens are
+    /// max(this + 1, now in µs), rising across every hold with no per-resource
+    /// state, as in the Redis store (`lua/holds.lua`).
+    high_water: u64,
+    /// The retained event history, oldest first.
+    events: VecDeque<Event>,
+    last_event: Option<EventId>,
+    /// The newest id dropped from `events`: resuming from before it is a gap.
+    max_dropped: Option<EventId>,
+    /// Events of the operation in progress, published when it completes.
+    pending: Vec<Event>,
+}
+
+struct KeyRec {
+    info: ApiKeyInfo,
+    hash: String,
+}
+
+#[derive(Clone)]
+struct Lock {
+    /// Whether locklock acquired it (only such a lock may be released through
+    /// locklock), and the hash of its secret, if any.
+    locklock: bool,
+    secret_hash: Option<String>,
+    requester: String,
+    token: String,
+    reserved_at: Millis,
+    expires_at: Option<Millis>,
+    fencing: u64,
+    label: String,
+}
+
+impl Lock {
+    fn live(&self, now_ms: Millis) -> bool {
+        self.expires_at.is_none_or(|ea| ea > now_ms)
+    }
+
+    fn holding(&self, resource: &str) -> Option<Holding> {
+        Some(Holding {
+            resource: Resource::parse(resource).ok()?,
+            requester: self.requester.clone(),
+            reserved_at: self.reserved_at,
+            expires_at: self.expires_at,
+            fencing_token: self.fencing,
+            api_key_label: self.label.clone(),
+        })
+    }
+}
+
+impl State {
+    /// The store clock in microseconds; never goes back within the process.
+    fn now_us(&mut self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        self.last_us = self.last_us.max(wall);
+        self.last_us
+    }
+}
+
+impl TenantState {
+    fn new(tenant: Tenant) -> Self {
+        Self {
+            tenant,
+            keys: HashMap::new(),
+            locks: BTreeMap::new(),
+            by_requester: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            high_water: 0,
+            events: VecDeque::new(),
+            last_event: None,
+            max_dropped: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Records an event of `lock` on `resource` (history and pending publish).
+    fn emit(
+        &mut self,
+        retain: usize,
+        now_ms: Millis,
+        kind: EventKind,
+        resource: &str,
+        lock: &Lock,
+        label: &str,
+    ) {
+        let id = match self.last_event {
+            Some(last) if last.ms >= now_ms => EventId {
+                ms: last.ms,
+                seq: last.seq + 1,
+            },
+            _ => EventId { ms: now_ms, seq: 0 },
+        };
+        self.last_event = Some(id);
+        let event = Event {
+            id,
+            kind,
+            resource: resource.to_string(),
+            requester: lock.requester.clone(),
+            label: label.to_string(),
+            at: now_ms,
+            expires_at: lock.expires_at,
+            fencing_token: lock.fencing,
+        };
+        self.events.push_back(event.clone());
+        while self.events.len() > retain {
+            if let Some(old) = self.events.pop_front() {
+                self.max_dropped = Some(old.id);
+            }
+        }
+        self.pending.push(event);
+    }
+
+    /// The history after `after`, by the same rules as the Redis store.
+    fn history(&self, after: EventId, limit: usize) -> History {
+        let gap = match self.last_event {
+            None => after > EventId::ZERO,
+            Some(last) => after > last || self.max_dropped.is_some_and(|d| d > after),
+        };
+        if gap {
+            return History::Gap {
+                latest: self.last_event,
+            };
+        }
+        let start = self.events.partition_point(|e| e.id <= after);
+        History::Events(self.events.range(start..).take(limit).cloned().collect())
+    }
+
+    /// Removes a lock and its index entries; returns it.
+    fn drop_lock(&mut self, resource: &str) -> Option<Lock> {
+        let lock = self.locks.remove(resource)?;
+        self.by_requester
+            .remove(&(lock.requester.clone(), resource.to_string()));
+        if let Some(ea) = lock.expires_at {
+            self.expiries.remove(&(ea, resource.to_string()));
+        }
+        Some(lock)
+    }
+
+    fn live_lock(&self, resource: &str, now_ms: Millis) -> Option<&Lock> {
+        self.locks.get(resource).filter(|l| l.live(now_ms))
+    }
+
+    /// Retires every reservation whose expiry has passed, emitting `EXPIRED`
+    /// for each; returns how many.
+    fn sweep(&mut self, now_ms: Millis, retain: usize) -> usize {
+        let due: Vec<(Millis, String)> = self
+            .expiries
+            .range(..(now_ms + 1, String::new()))
+            .cloned()
+            .collect();
+        for (_, resource) in &due {
+            if let Some(lock) = self.drop_lock(resource) {
+                let label = lock.label.clone();
+                self.emit(retain, now_ms, EventKind::Expired, resource, &lock, &label);
+            }
+        }
+        due.len()
+    }
+}
+
+/// The name of a tenant's rate-limit partition in `Inner::limits`.
+fn quota_key(tenant: &TenantId, q: &Quota) -> String {
+    format!("{tenant}:{}:{}", q.tier.as_str(), q.access.as_str())
+}
+
+impl Default for EmbeddedStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EmbeddedStore {
+    pub fn new() -> Self {
+        Self::with_retain(10_000)
+    }
+
+    /// A store keeping `retain` events per tenant for resume.
+    pub fn with_retain(retain: usize) -> Self {
+        let (invalidations, _) = broadcast::channel(1024);
+        let (live, _) = broadcast::channel(4096);
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    tenants: BTreeMap::new(),
+                    key_hashes: HashMap::new(),
+                    last_us: 0,
+                    retain: retain.max(1),
+                }),
+                invalidations,
+                live,
+                limits: Mutex::new(HashMap::new()),
+                token_secret: hex::encode(rand::random::<[u8; 32]>()),
+            }),
+        }
+    }
+
+    /// The reserve step (also locklock's acquire, with a secret and a cap on the
+    /// tenant's reservations); `None` when the cap is reached.
+    fn reserve_sync(
+        &self,
+        caller: &Caller,
+        items: &[ReserveItem],
+        locklock: Option<Option<String>>,
+        max_held: Option<usize>,
+    ) -> StoreResult<Option<Vec<ReserveOutcome>>> {
+        let mut st = self.state();
+        let now_us = st.now_us();
+        let now_ms = now_us / 1000;
+        let retain = st.retain;
+        let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
+            return Err(StoreError::TenantGone);
+        };
+        if max_held.is_some_and(|max| ts.locks.len() + items.len() > max) {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let res = it.resource.as_str();
+            if let Some(held) = ts.live_lock(res, now_ms) {
+                out.push(ReserveOutcome::AlreadyHeld {
+                    held_by: held.requester.clone(),
+                    expires_at: held.expires_at,
+                });
+                continue;
+            }
+            if let Some(old) = ts.drop_lock(res) {
+                // Expired but not yet swept: announce it before the new grant.
+                let label = old.label.clone();
+                ts.emit(retain, now_ms, EventKind::Expired, res, &old, &label);
+            }
+            let fencing = (ts.high_water + 1).max(now_us);
+            ts.high_water = fencing;
+            let expires_at = it.ttl.map(|t| now_ms + t.millis());
+            let token = ReleaseToken::generate();
+            let lock = Lock {
+                locklock: locklock.is_some(),
+                secret_hash: locklock.clone().flatten(),
+                requester: it.requester.as_str().to_string(),
+                token: token.as_str().to_string(),
+                reserved_at: now_ms,
+                expires_at,
+                fencing,
+                label: caller.label.clone(),
+            };
+            ts.emit(
+                retain,
+                now_ms,
+                EventKind::Reserved,
+                res,
+                &lock,
+                &caller.label,
+            );
+            ts.locks.insert(res.to_string(), lock);
+            ts.by_requester
+                .insert((it.requester.as_str().to_string(), res.to_string()));
+            if let Some(ea) = expires_at {
+                ts.expiries.insert((ea, res.to_string()));
+            }
+            out.push(ReserveOutcome::Reserved {
+                release_token: token,
+                reserved_at: now_ms,
+                expires_at,
+                fencing_token: fencing,
+            });
+        }
+        self.publish(&caller.tenant, ts);
+        Ok(Some(out))
+    }
+
+    /// Publishes the events a tenant's operation produced. Called with the state
+    /// lock held, so events reach the hub in the order they happened.
+    fn publish(&self, tenant: &TenantId, ts: &mut TenantState) {
+        if !ts.pending.is_empty() {
+            let events = std::mem::take(&mut ts.pending);
+            let _ = self
+                .inner
+                .live
+                .send(Live::Batch(tenant.clone(), Arc::new(events)));
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would leave a batch half-applied; the
+        // code under the lock does not panic, so recover the guard rather than
+        // poisoning every later request.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One request against a GCRA limit, as rate_limit.lua and meter.lua do it.
+    fn gcra(&self, key: &str, per_second: u32, burst: u32) -> RateDecision {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let interval = super::interval_us(per_second);
+        let burst = u64::from(burst.max(1));
+        let mut limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if limits.len() > 100_000 {
+            // Forget limits that are whole again (their state says nothing).
+            limits.retain(|_, tat| *tat > now);
+        }
+        let tat = limits.get(key).copied().unwrap_or(0).max(now);
+        let allow_at = tat.saturating_sub((burst - 1) * interval);
+        if now < allow_at {
+            return RateDecision {
+                allowed: false,
+                limit: per_second,
+                remaining: 0,
+                retry_after_ms: (allow_at - now).div_ceil(1000),
+                reset_ms: (tat - now).div_ceil(1000),
+            };
+        }
+        let tat = tat + interval;
+        limits.insert(key.to_string(), tat);
+        RateDecision {
+            allowed: true,
+            limit: per_second,
+            remaining: (now + burst * interval).saturating_sub(tat) / interval,
+            retry_after_ms: 0,
+            reset_ms: (tat - now).div_ceil(1000),
+        }
+    }
+
+    /// Counts a request against `quota` (if any): the decision, or
+    /// `StoreError::RateLimited` when it is refused.
+    fn meter(&self, tenant: &TenantId, quota: Option<&Quota>) -> StoreResult<Option<RateDecision>> {
+        let Some(q) = quota else { return Ok(None) };
+        self.gcra(&quota_key(tenant, q), q.per_second, q.burst)
+            .checked()
+            .map(Some)
+    }
+
+    fn invalidate(&self, tenant: &TenantId) {
+        let _ = self
+            .inner
+            .invalidations
+            .send(Invalidation::Tenant(tenant.clone()));
+    }
+
+    /// Retires expired reservations of every tenant.
+    pub fn sweep_once(&self) -> usize {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let retain = st.retain;
+        let mut retired = 0;
+        for (id, ts) in st.tenants.iter_mut() {
+            retired += ts.sweep(now_ms, retain);
+            self.publish(id, ts);
+        }
+        retired
+    }
+
+    fn add_key(
+        st: &mut State,
+        tenant: &TenantId,
+        label: &str,
+        secret: Option<String>,
+    ) -> Result<IssuedKey, KeyCreateError> {
+        let now_ms = st.now_us() / 1000;
+        let Some(ts) = st.tenants.get_mut(tenant) else {
+            return Err(KeyCreateError::TenantNotFound);
+        };
+        if let Some(limit) = ts.tenant.tier.key_limit() {
+            if ts.keys.len() >= limit {
+                return Err(KeyCreateError::LimitReached(limit));
+            }
+        }
+        let secret = secret.unwrap_or_else(generate_secret);
+        let hash = hash_secret(&secret);
+        let info = ApiKeyInfo {
+            id: KeyId::generate(),
+            label: label.to_string(),
+            created_at: now_ms,
+        };
+        ts.keys.insert(
+            info.id.clone(),
+            KeyRec {
+                info: info.clone(),
+                hash: hash.clone(),
+            },
+        );
+        st.key_hashes
+            .insert(hash, (tenant.clone(), info.id.clone()));
+        Ok(IssuedKey { info, secret })
+    }
+}
+
+#[async_trait]
+impl Upkeep for EmbeddedStore {
+    async fn rate_limit(
+        &self,
+        key: &str,
+        per_second: u32,
+        burst: u32,
+    ) -> StoreResult<RateDecision> {
+        Ok(self.gcra(key, per_second, burst))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn sweep(&self) -> StoreResult<usize> {
+        Ok(self.sweep_once())
+    }
+
+    async fn charge(&self, tenant: &TenantId, quota: &Quota) -> StoreResult<RateDecision> {
+        self.gcra(&quota_key(tenant, quota), quota.per_second, quota.burst)
+            .checked()
+    }
+}

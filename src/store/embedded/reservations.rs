@@ -1,0 +1,315 @@
+//! The reservation operations: one atomic step each under the state lock; the
+//! trait methods count the request against its quota first.
+
+use super::*;
+
+/// The operations, as one atomic step each under the state lock; the trait
+/// methods count the request against its quota first.
+impl EmbeddedStore {
+    fn reserve_now(
+        &self,
+        caller: &Caller,
+        items: &[ReserveItem],
+    ) -> StoreResult<Vec<ReserveOutcome>> {
+        self.reserve_sync(caller, items, None, None)?
+            .ok_or_else(|| StoreError::Internal("reserve refused without a cap".into()))
+    }
+
+    fn unreserve_now(
+        &self,
+        caller: &Caller,
+        items: &[ReleaseItem],
+    ) -> StoreResult<Vec<ReleaseOutcome>> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let retain = st.retain;
+        let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
+            return Err(StoreError::TenantGone);
+        };
+        let out = items
+            .iter()
+            .map(|it| {
+                let res = it.resource.as_str();
+                match ts.live_lock(res, now_ms) {
+                    None => ReleaseOutcome::NotHeld,
+                    Some(l)
+                        if l.requester != it.requester.as_str()
+                            || l.token != it.release_token.as_str() =>
+                    {
+                        ReleaseOutcome::InvalidToken
+                    }
+                    Some(_) => {
+                        if let Some(old) = ts.drop_lock(res) {
+                            ts.emit(
+                                retain,
+                                now_ms,
+                                EventKind::Unreserved,
+                                res,
+                                &old,
+                                &caller.label,
+                            );
+                        }
+                        ReleaseOutcome::Unreserved
+                    }
+                }
+            })
+            .collect();
+        self.publish(&caller.tenant, ts);
+        Ok(out)
+    }
+
+    fn extend_now(&self, caller: &Caller, items: &[ExtendItem]) -> StoreResult<Vec<ExtendOutcome>> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let retain = st.retain;
+        let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
+            return Err(StoreError::TenantGone);
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let res = it.resource.as_str();
+            let outcome = match ts.live_lock(res, now_ms) {
+                None => ExtendOutcome::NotHeld,
+                Some(l)
+                    if l.requester != it.requester.as_str()
+                        || l.token != it.release_token.as_str() =>
+                {
+                    ExtendOutcome::InvalidToken
+                }
+                Some(_) => {
+                    let ea = now_ms + it.ttl.millis();
+                    if let Some(lock) = ts.locks.get_mut(res) {
+                        if let Some(old) = lock.expires_at.replace(ea) {
+                            ts.expiries.remove(&(old, res.to_string()));
+                        }
+                        let snapshot = lock.clone();
+                        ts.expiries.insert((ea, res.to_string()));
+                        ts.emit(
+                            retain,
+                            now_ms,
+                            EventKind::Extended,
+                            res,
+                            &snapshot,
+                            &caller.label,
+                        );
+                    }
+                    ExtendOutcome::Extended { expires_at: ea }
+                }
+            };
+            out.push(outcome);
+        }
+        self.publish(&caller.tenant, ts);
+        Ok(out)
+    }
+
+    fn check_now(
+        &self,
+        tenant: &TenantId,
+        resources: &[Resource],
+    ) -> StoreResult<Vec<CheckOutcome>> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let ts = st.tenants.get(tenant);
+        Ok(resources
+            .iter()
+            .map(|r| {
+                ts.and_then(|ts| ts.live_lock(r.as_str(), now_ms))
+                    .and_then(|l| l.holding(r.as_str()))
+                    .map_or(CheckOutcome::Free, CheckOutcome::Held)
+            })
+            .collect())
+    }
+
+    fn list_now(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let Some(ts) = st.tenants.get(tenant) else {
+            return Ok(ListPage {
+                items: Vec::new(),
+                next_after: None,
+            });
+        };
+        let prefix = query.prefix.as_ref().map_or("", |p| p.as_str());
+        let lower = match &query.after {
+            Some(after) if after.as_str() >= prefix => Bound::Excluded(after.clone()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        let names: Box<dyn Iterator<Item = &String>> = match &query.requester {
+            Some(rq) => {
+                let rq = rq.as_str().to_string();
+                let lo = match lower {
+                    Bound::Excluded(s) => Bound::Excluded((rq.clone(), s)),
+                    Bound::Included(s) => Bound::Included((rq.clone(), s)),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                Box::new(
+                    ts.by_requester
+                        .range((lo, Bound::Unbounded))
+                        .take_while(move |(q, _)| *q == rq)
+                        .map(|(_, r)| r),
+                )
+            }
+            None => Box::new(ts.locks.range((lower, Bound::Unbounded)).map(|(r, _)| r)),
+        };
+        let mut items = Vec::new();
+        let mut next_after = None;
+        for name in names.take_while(|n| n.starts_with(prefix)) {
+            let Some(h) = ts.live_lock(name, now_ms).and_then(|l| l.holding(name)) else {
+                continue;
+            };
+            if items.len() == query.limit {
+                next_after = items
+                    .last()
+                    .map(|h: &Holding| h.resource.as_str().to_string());
+                break;
+            }
+            items.push(h);
+        }
+        Ok(ListPage { items, next_after })
+    }
+
+    fn release_by_name_now(
+        &self,
+        tenant: &TenantId,
+        resource: &Resource,
+        by: &Releaser,
+    ) -> StoreResult<ReleaseByName> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let retain = st.retain;
+        let Some(ts) = st.tenants.get_mut(tenant) else {
+            return Ok(ReleaseByName::NotHeld);
+        };
+        let res = resource.as_str();
+        let Some(lock) = ts.live_lock(res, now_ms) else {
+            return Ok(ReleaseByName::NotHeld);
+        };
+        let (kind, label) = match by {
+            Releaser::Admin => (EventKind::ForceReleased, "admin".to_string()),
+            Releaser::Locklock { label, secret_hash } => {
+                if !lock.locklock {
+                    return Ok(ReleaseByName::NotALock);
+                }
+                if let Some(expected) = &lock.secret_hash {
+                    let presented = secret_hash.as_deref().unwrap_or("");
+                    if !constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
+                        return Ok(ReleaseByName::WrongSecret);
+                    }
+                }
+                (EventKind::Unreserved, label.clone())
+            }
+        };
+        let Some(old) = ts.drop_lock(res) else {
+            return Ok(ReleaseByName::NotHeld);
+        };
+        ts.emit(retain, now_ms, kind, res, &old, &label);
+        self.publish(tenant, ts);
+        Ok(ReleaseByName::Released)
+    }
+
+    fn lock_now(&self, caller: &Caller, req: &LockRequest) -> StoreResult<LockOutcome> {
+        let item = ReserveItem {
+            resource: req.resource.clone(),
+            requester: req.requester.clone(),
+            ttl: Some(req.ttl),
+        };
+        let Some(outcome) = self
+            .reserve_sync(caller, &[item], Some(req.secret_hash.clone()), req.max_held)?
+            .and_then(|mut v| v.pop())
+        else {
+            return Ok(LockOutcome::Full);
+        };
+        Ok(match outcome {
+            ReserveOutcome::Reserved {
+                expires_at,
+                fencing_token,
+                ..
+            } => LockOutcome::Acquired {
+                expires_at: expires_at.unwrap_or(0),
+                fencing_token,
+            },
+            ReserveOutcome::AlreadyHeld { .. } => LockOutcome::Locked,
+        })
+    }
+}
+
+#[async_trait]
+impl Reservations for EmbeddedStore {
+    async fn reserve(
+        &self,
+        caller: &Caller,
+        items: &[ReserveItem],
+    ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.reserve_now(caller, items)?,
+            rate,
+        })
+    }
+
+    async fn unreserve(
+        &self,
+        caller: &Caller,
+        items: &[ReleaseItem],
+    ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.unreserve_now(caller, items)?,
+            rate,
+        })
+    }
+
+    async fn extend(
+        &self,
+        caller: &Caller,
+        items: &[ExtendItem],
+    ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.extend_now(caller, items)?,
+            rate,
+        })
+    }
+
+    async fn check(
+        &self,
+        caller: &Caller,
+        resources: &[Resource],
+    ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.check_now(&caller.tenant, resources)?,
+            rate,
+        })
+    }
+
+    async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.list_now(&caller.tenant, query)?,
+            rate,
+        })
+    }
+
+    async fn release_by_name(
+        &self,
+        tenant: &TenantId,
+        resource: &Resource,
+        by: &Releaser,
+        quota: Option<&Quota>,
+    ) -> StoreResult<Metered<ReleaseByName>> {
+        let rate = self.meter(tenant, quota)?;
+        Ok(Metered {
+            value: self.release_by_name_now(tenant, resource, by)?,
+            rate,
+        })
+    }
+
+    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<Metered<LockOutcome>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.lock_now(caller, req)?,
+            rate,
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! Reading script replies into domain values, and telling the store's
+//! conditions (unreachable, loading, out of memory, failing over) from bugs.
+
+use crate::domain::{Holding, Millis, Resource};
+use crate::store::{Metered, Quota, RateDecision, StoreError, StoreResult};
+use redis::Value;
+
+/// Redis I/O failures, timeouts and the store's own conditions — loading,
+/// failover, a read-only replica, cluster redirection or resharding, out of
+/// memory, a busy script — mean the store is unavailable now (`503`, and it
+/// recovers by itself); anything else is a bug.
+pub fn classify(what: &str, e: redis::RedisError) -> StoreError {
+    use redis::{ErrorKind, ServerErrorKind as S};
+    /// Codes of the store's conditions that are not a `ServerErrorKind`.
+    const CONDITIONS: &[&str] = &[
+        "OOM",
+        "BUSY",
+        "LOADING",
+        "READONLY",
+        "MASTERDOWN",
+        "MOVED",
+        "ASK",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "NOREPLICAS",
+        "MISCONF",
+        "UNBLOCKED",
+    ];
+    let text = e.to_string();
+    let transient = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.code().is_some_and(|c| CONDITIONS.contains(&c))
+        // A command refused inside a script comes back as the script's error.
+        || text.contains("OOM command not allowed")
+        || matches!(
+            e.kind(),
+            ErrorKind::Io
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::MasterNameNotFoundBySentinel
+                | ErrorKind::Server(
+                    S::BusyLoading
+                        | S::TryAgain
+                        | S::ClusterDown
+                        | S::MasterDown
+                        | S::ReadOnly
+                        | S::Moved
+                        | S::Ask
+                )
+        );
+    if transient {
+        StoreError::Unavailable(format!("{what}: {text}"))
+    } else {
+        StoreError::Internal(format!("{what}: {text}"))
+    }
+}
+
+/// Splits a metered script's reply (see `lua/meter.lua`) into the body's reply
+/// and the rate limiter's decision; a refused request is
+/// `StoreError::RateLimited`.
+pub fn metered(reply: Value, quota: Option<&Quota>) -> StoreResult<Metered<Value>> {
+    let (value, decision) = decision(reply, quota.map_or(0, |q| q.per_second))?;
+    let rate = match quota {
+        Some(_) => Some(decision.checked()?),
+        None => None,
+    };
+    Ok(Metered { value, rate })
+}
+
+/// The limiter's decision in a metered reply, and the body's reply.
+pub fn decision(reply: Value, limit: u32) -> StoreResult<(Value, RateDecision)> {
+    let mut parts = items(reply)?.into_iter();
+    let (flag, a, b) = (parts.next(), parts.next(), parts.next());
+    let num = |v: &Option<Value>| {
+        v.as_ref()
+            .and_then(as_u64)
+            .ok_or_else(|| bad_reply("meter"))
+    };
+    match flag {
+        Some(Value::Int(1)) => Ok((
+            parts.next().unwrap_or(Value::Nil),
+            RateDecision {
+                allowed: true,
+                limit,
+                remaining: num(&a)?,
+                retry_after_ms: 0,
+                reset_ms: num(&b)?,
+            },
+        )),
+        Some(Value::Int(0)) => Ok((
+            Value::Nil,
+            RateDecision {
+                allowed: false,
+                limit,
+                remaining: 0,
+                retry_after_ms: num(&a)?,
+                reset_ms: num(&b)?,
+            },
+        )),
+        _ => Err(bad_reply("meter")),
+    }
+}
+
+pub fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A time in ms, or `None` for the scripts' -1 ("no expiry").
+pub fn as_opt_millis(v: &Value) -> Option<Millis> {
+    match v {
+        Value::Int(i) if *i >= 0 => Some(*i as u64),
+        _ => None,
+    }
+}
+
+pub fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+pub fn items(v: Value) -> StoreResult<Vec<Value>> {
+    match v {
+        Value::Array(a) => Ok(a),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(StoreError::Internal(format!(
+            "expected an array from a script, got {other:?}"
+        ))),
+    }
+}
+
+pub fn bad_reply(what: &str) -> StoreError {
+    StoreError::Internal(format!("unexpected reply shape from {what}"))
+}
+
+/// A hold as check.lua and list.lua return it:
+/// requester, reservedAt, expiresAt or -1, fencingToken, label.
+pub fn holding(resource: Resource, parts: &[Value]) -> Option<Holding> {
+    Some(Holding {
+        resource,
+        requester: as_string(parts.first()?)?,
+        reserved_at: as_u64(parts.get(1)?)?,
+        expires_at: as_opt_millis(parts.get(2)?),
+        fencing_token: as_u64(parts.get(3)?)?,
+        api_key_label: parts.get(4).and_then(as_string).unwrap_or_default(),
+    })
+}

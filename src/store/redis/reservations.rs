@@ -1,0 +1,418 @@
+//! The reservation operations: each is one metered script call (`lua/`), whose
+//! reply is read back into domain outcomes here.
+
+use super::replies::{self, as_i64, as_opt_millis, as_string, as_u64, bad_reply, items};
+use super::{keys, scripts, RedisStore};
+use crate::domain::{ReleaseToken, Resource, TenantId};
+use crate::store::{
+    Caller, CheckOutcome, ExtendItem, ExtendOutcome, ListPage, ListQuery, LockOutcome, LockRequest,
+    Metered, Quota, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser, Reservations,
+    ReserveItem, ReserveOutcome, StoreError, StoreResult,
+};
+use async_trait::async_trait;
+use redis::Value;
+
+/// One item of reserve.lua.
+struct ReserveArgs<'a> {
+    resource: &'a str,
+    requester: &'a str,
+    ttl_ms: u64,
+    token: ReleaseToken,
+    /// '' for a Reservation API hold, 'L' + secret hash for a locklock lock.
+    locklock: String,
+}
+
+/// A release token as the hold records it: its 16 bytes. A token that is not
+/// a UUID in the canonical form we hand out can match no hold, so it becomes
+/// a value no hold has.
+fn token_bytes(token: &ReleaseToken) -> Vec<u8> {
+    match uuid::Uuid::parse_str(token.as_str()) {
+        Ok(u) if u.hyphenated().to_string() == token.as_str() => u.as_bytes().to_vec(),
+        _ => b"-".to_vec(),
+    }
+}
+
+/// Appends a request's rate limit to a metered script call (see meter.lua):
+/// after every key and argument of the script's own.
+fn meter(inv: &mut redis::ScriptInvocation<'_>, p: &str, quota: Option<&Quota>) {
+    match quota {
+        Some(q) => inv
+            .key(keys::quota(p, q))
+            .arg(q.interval_us())
+            .arg(q.burst.max(1)),
+        None => inv.key(keys::tenant(p)).arg(0).arg(1),
+    };
+}
+
+impl RedisStore {
+    /// Runs reserve.lua: -1 (tenant gone), -2 (cap reached) or one row per item.
+    async fn run_reserve(
+        &self,
+        caller: &Caller,
+        items_in: &[ReserveArgs<'_>],
+        cap: usize,
+    ) -> StoreResult<Metered<Value>> {
+        let p = keys::prefix(&caller.tenant);
+        let mut inv = scripts::RESERVE.prepare_invoke();
+        inv.key(keys::tenant(&p)).key(keys::events(&p));
+        inv.arg(caller.label.as_str())
+            .arg(items_in.len())
+            .arg(self.inner.retain)
+            .arg(cap);
+        for it in items_in {
+            inv.key(keys::hold(&p, it.resource));
+            inv.arg(it.resource)
+                .arg(it.requester)
+                .arg(it.ttl_ms)
+                .arg(token_bytes(&it.token))
+                .arg(it.locklock.as_str());
+        }
+        meter(&mut inv, &p, caller.quota.as_ref());
+        let mut c = self.conn();
+        let reply = self
+            .run("reserve", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let metered = replies::metered(reply, caller.quota.as_ref())?;
+        Ok(Metered {
+            value: self.with_due(&caller.tenant, metered.value).await?,
+            rate: metered.rate,
+        })
+    }
+
+    /// Takes the "earliest new second" off a `{rows, earliest}` reply and moves
+    /// the tenant up in the fleet's due index when there is one; other replies
+    /// (-1, -2) pass through.
+    async fn with_due(&self, tenant: &TenantId, reply: Value) -> StoreResult<Value> {
+        let Value::Array(mut parts) = reply else {
+            return Ok(reply);
+        };
+        let (Some(earliest), Some(rows)) = (parts.pop(), parts.pop()) else {
+            return Err(bad_reply("reservation script"));
+        };
+        if let Some(second) = as_i64(&earliest).filter(|s| *s > 0) {
+            self.mark_due(tenant, second).await;
+        }
+        Ok(rows)
+    }
+}
+
+#[async_trait]
+impl Reservations for RedisStore {
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
+    async fn reserve(
+        &self,
+        caller: &Caller,
+        items_in: &[ReserveItem],
+    ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
+        let args: Vec<ReserveArgs> = items_in
+            .iter()
+            .map(|it| ReserveArgs {
+                resource: it.resource.as_str(),
+                requester: it.requester.as_str(),
+                ttl_ms: it.ttl.map_or(0, |d| d.millis()),
+                token: ReleaseToken::generate(),
+                locklock: String::new(),
+            })
+            .collect();
+        let Metered { value: reply, rate } = self.run_reserve(caller, &args, 0).await?;
+        let rows = match reply {
+            Value::Int(-1) => return Err(StoreError::TenantGone),
+            Value::Int(-2) => return Err(bad_reply("reserve (no cap was set)")),
+            reply => items(reply)?,
+        };
+        if rows.len() != items_in.len() {
+            return Err(bad_reply("reserve"));
+        }
+        let value = rows
+            .into_iter()
+            .zip(args)
+            .map(|(row, arg)| {
+                let row = items(row)?;
+                match row.as_slice() {
+                    [Value::Int(1), at, ea, ft] => Ok(ReserveOutcome::Reserved {
+                        release_token: arg.token,
+                        reserved_at: as_u64(at).ok_or_else(|| bad_reply("reserve"))?,
+                        expires_at: as_opt_millis(ea),
+                        fencing_token: as_u64(ft).ok_or_else(|| bad_reply("reserve"))?,
+                    }),
+                    [Value::Int(0), by, ea] => Ok(ReserveOutcome::AlreadyHeld {
+                        held_by: as_string(by).unwrap_or_default(),
+                        expires_at: as_opt_millis(ea),
+                    }),
+                    _ => Err(bad_reply("reserve")),
+                }
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered { value, rate })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
+    async fn unreserve(
+        &self,
+        caller: &Caller,
+        items_in: &[ReleaseItem],
+    ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
+        let p = keys::prefix(&caller.tenant);
+        let mut inv = scripts::UNRESERVE.prepare_invoke();
+        inv.key(keys::tenant(&p)).key(keys::events(&p));
+        inv.arg(items_in.len())
+            .arg(caller.label.as_str())
+            .arg(self.inner.retain);
+        for it in items_in {
+            inv.key(keys::hold(&p, it.resource.as_str()));
+            inv.arg(it.resource.as_str())
+                .arg(it.requester.as_str())
+                .arg(token_bytes(&it.release_token));
+        }
+        meter(&mut inv, &p, caller.quota.as_ref());
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("unreserve", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let Metered { value, rate } = replies::metered(reply, caller.quota.as_ref())?;
+        if value == Value::Int(-1) {
+            return Err(StoreError::TenantGone);
+        }
+        let codes = items(value)?;
+        if codes.len() != items_in.len() {
+            return Err(bad_reply("unreserve"));
+        }
+        let value = codes
+            .into_iter()
+            .map(|code| match code {
+                Value::Int(1) => Ok(ReleaseOutcome::Unreserved),
+                Value::Int(0) => Ok(ReleaseOutcome::NotHeld),
+                Value::Int(2) => Ok(ReleaseOutcome::InvalidToken),
+                _ => Err(bad_reply("unreserve")),
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered { value, rate })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
+    async fn extend(
+        &self,
+        caller: &Caller,
+        items_in: &[ExtendItem],
+    ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
+        let p = keys::prefix(&caller.tenant);
+        let mut inv = scripts::EXTEND.prepare_invoke();
+        inv.key(keys::tenant(&p)).key(keys::events(&p));
+        inv.arg(items_in.len())
+            .arg(caller.label.as_str())
+            .arg(self.inner.retain);
+        for it in items_in {
+            inv.key(keys::hold(&p, it.resource.as_str()));
+            inv.arg(it.resource.as_str())
+                .arg(it.requester.as_str())
+                .arg(token_bytes(&it.release_token))
+                .arg(it.ttl.millis());
+        }
+        meter(&mut inv, &p, caller.quota.as_ref());
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("extend", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let Metered { value, rate } = replies::metered(reply, caller.quota.as_ref())?;
+        if value == Value::Int(-1) {
+            return Err(StoreError::TenantGone);
+        }
+        let rows = items(self.with_due(&caller.tenant, value).await?)?;
+        if rows.len() != items_in.len() {
+            return Err(bad_reply("extend"));
+        }
+        let value = rows
+            .into_iter()
+            .map(|row| {
+                let row = items(row)?;
+                match row.as_slice() {
+                    [Value::Int(1), ea] => Ok(ExtendOutcome::Extended {
+                        expires_at: as_u64(ea).ok_or_else(|| bad_reply("extend"))?,
+                    }),
+                    [Value::Int(0)] => Ok(ExtendOutcome::NotHeld),
+                    [Value::Int(2)] => Ok(ExtendOutcome::InvalidToken),
+                    _ => Err(bad_reply("extend")),
+                }
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered { value, rate })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = resources.len()))]
+    async fn check(
+        &self,
+        caller: &Caller,
+        resources: &[Resource],
+    ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
+        let p = keys::prefix(&caller.tenant);
+        let mut inv = scripts::CHECK.prepare_invoke();
+        for r in resources {
+            inv.key(keys::hold(&p, r.as_str()));
+        }
+        meter(&mut inv, &p, caller.quota.as_ref());
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("check", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let Metered { value, rate } = replies::metered(reply, caller.quota.as_ref())?;
+        let rows = items(value)?;
+        if rows.len() != resources.len() {
+            return Err(bad_reply("check"));
+        }
+        let value = rows
+            .into_iter()
+            .zip(resources)
+            .map(|(row, r)| {
+                let row = items(row)?;
+                match row.as_slice() {
+                    [Value::Int(1), rest @ ..] => replies::holding(r.clone(), rest)
+                        .map(CheckOutcome::Held)
+                        .ok_or_else(|| bad_reply("check")),
+                    [Value::Int(0)] => Ok(CheckOutcome::Free),
+                    _ => Err(bad_reply("check")),
+                }
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered { value, rate })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
+    async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {
+        let p = keys::prefix(&caller.tenant);
+        // Members of the requester index are `<requester>\0<resource>`; both
+        // indexes are walked in byte order between lexicographic bounds: from
+        // after the cursor (or the prefix) to the end of the prefix range.
+        // 0xFF never occurs in UTF-8, so prefix+0xFF is above every name that
+        // starts with the prefix, and `<requester>\x01` above all of its members.
+        let (which, base, want_rq): (&str, Vec<u8>, &str) = match &query.requester {
+            Some(rq) => ("q", [rq.as_str().as_bytes(), b"\0"].concat(), rq.as_str()),
+            None => ("i", Vec::new(), ""),
+        };
+        let prefix = query.prefix.as_ref().map_or("", |p| p.as_str()).as_bytes();
+        let from = [&base[..], prefix].concat();
+        let min: Vec<u8> = match &query.after {
+            Some(after) if after.as_bytes() >= prefix => {
+                [b"(", &base[..], after.as_bytes()].concat()
+            }
+            _ if from.is_empty() => b"-".to_vec(),
+            _ => [b"[", &from[..]].concat(),
+        };
+        let max: Vec<u8> = match (prefix.is_empty(), query.requester.is_some()) {
+            (false, _) => [b"(", &from[..], &[0xFF]].concat(),
+            (true, true) => [b"(", want_rq.as_bytes(), b"\x01"].concat(),
+            (true, false) => b"+".to_vec(),
+        };
+        let mut inv = scripts::LIST.prepare_invoke();
+        inv.key(keys::tenant(&p))
+            .arg(which)
+            .arg(min)
+            .arg(max)
+            .arg(query.limit)
+            .arg(want_rq);
+        meter(&mut inv, &p, caller.quota.as_ref());
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("list", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let Metered { value, rate } = replies::metered(reply, caller.quota.as_ref())?;
+        let mut parts = items(value)?.into_iter();
+        let (Some(rows), Some(last), Some(more)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad_reply("list"));
+        };
+        let mut out = Vec::new();
+        for row in items(rows)? {
+            let row = items(row)?;
+            let (first, rest) = row.split_first().ok_or_else(|| bad_reply("list"))?;
+            let name = as_string(first).ok_or_else(|| bad_reply("list"))?;
+            let resource = Resource::parse(name).map_err(|_| bad_reply("list"))?;
+            out.push(replies::holding(resource, rest).ok_or_else(|| bad_reply("list"))?);
+        }
+        let next_after = match more {
+            Value::Int(1) => as_string(&last).filter(|l| !l.is_empty()),
+            _ => None,
+        };
+        Ok(Metered {
+            value: ListPage {
+                items: out,
+                next_after,
+            },
+            rate,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    async fn release_by_name(
+        &self,
+        tenant: &TenantId,
+        resource: &Resource,
+        by: &Releaser,
+        quota: Option<&Quota>,
+    ) -> StoreResult<Metered<ReleaseByName>> {
+        let (kind, label, locklock, presented) = match by {
+            Releaser::Admin => ("FORCE_RELEASED", "admin", "0", ""),
+            Releaser::Locklock { label, secret_hash } => (
+                "UNRESERVED",
+                label.as_str(),
+                "1",
+                secret_hash.as_deref().unwrap_or(""),
+            ),
+        };
+        let p = keys::prefix(tenant);
+        let mut inv = scripts::RELEASE.prepare_invoke();
+        inv.key(keys::tenant(&p))
+            .key(keys::events(&p))
+            .key(keys::hold(&p, resource.as_str()))
+            .arg(resource.as_str())
+            .arg(self.inner.retain)
+            .arg(kind)
+            .arg(label)
+            .arg(locklock)
+            .arg(presented);
+        meter(&mut inv, &p, quota);
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("release", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let Metered { value, rate } = replies::metered(reply, quota)?;
+        let value = match items(value)?.as_slice() {
+            [Value::Int(1), ..] => ReleaseByName::Released,
+            [Value::Int(0)] => ReleaseByName::NotHeld,
+            [Value::Int(3)] => ReleaseByName::WrongSecret,
+            [Value::Int(4)] => ReleaseByName::NotALock,
+            _ => return Err(bad_reply("release")),
+        };
+        Ok(Metered { value, rate })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
+    async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<Metered<LockOutcome>> {
+        let args = [ReserveArgs {
+            resource: req.resource.as_str(),
+            requester: req.requester.as_str(),
+            ttl_ms: req.ttl.millis(),
+            token: ReleaseToken::generate(),
+            locklock: format!("L{}", req.secret_hash.as_deref().unwrap_or("")),
+        }];
+        let Metered { value: reply, rate } = self
+            .run_reserve(caller, &args, req.max_held.unwrap_or(0))
+            .await?;
+        let done = |value| Ok(Metered { value, rate });
+        let row = match reply {
+            Value::Int(-1) => return Err(StoreError::TenantGone),
+            Value::Int(-2) => return done(LockOutcome::Full),
+            reply => items(reply)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| bad_reply("lock"))?,
+        };
+        match items(row)?.as_slice() {
+            [Value::Int(1), _at, ea, ft] => done(LockOutcome::Acquired {
+                expires_at: as_u64(ea).ok_or_else(|| bad_reply("lock"))?,
+                fencing_token: as_u64(ft).ok_or_else(|| bad_reply("lock"))?,
+            }),
+            [Value::Int(0), ..] => done(LockOutcome::Locked),
+            _ => Err(bad_reply("lock")),
+        }
+    }
+}
