@@ -46,8 +46,13 @@ local function pg_add(b, m)
     n = redis.call('ZCARD', page)
   end
   if n > PG_MAX then
-    -- Split: the upper half becomes a page of its own.
+    -- Split: the upper half becomes a page of its own — or, when the new
+    -- name is the page's last (names arriving in order), only the new name,
+    -- so pages filled in order stay full instead of half empty.
     local half = math.floor(n / 2)
+    if redis.call('ZRANGE', page, -1, -1)[1] == m then
+      half = n - 1
+    end
     local upper = redis.call('ZRANGE', page, half, -1)
     local args = {}
     for i = 1, #upper do

@@ -97,3 +97,29 @@ pub fn write_for_reading(dir: &std::path::Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The composition lua/README.md describes, written to `target/lua/` for
+    /// reading.
+    #[test]
+    fn scripts_compose_as_documented() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lua");
+        assert!(write_for_reading(&dir).is_ok());
+        for (name, text) in SOURCES {
+            let written = std::fs::read_to_string(dir.join(format!("{name}.lua")));
+            assert_eq!(written.ok().as_deref(), Some(*text), "{name}");
+        }
+        let preludes = concat!(lua!("events.lua"), lua!("pages.lua"), lua!("holds.lua"));
+        for name in ["reserve", "unreserve", "extend", "release"] {
+            let s = source(name);
+            assert!(s.starts_with(preludes), "{name} starts with its preludes");
+            assert!(s.contains("local function body()\n"), "{name} has a body");
+            assert!(s.ends_with(lua!("meter.lua")), "{name} ends with the meter");
+        }
+        assert!(source("sweep").starts_with(preludes));
+        assert!(source("rate_limit").ends_with(lua!("meter.lua")));
+    }
+}
