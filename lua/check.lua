@@ -1,5 +1,5 @@
 -- check.lua: read the state of a batch of resources (read-only).
--- Composed as: pages.lua, holds.lua, this file as the metered body, meter.lua
+-- Composed as: clock.lua, pages.lua, holds.lua, this file as the metered body, meter.lua
 -- (lua/README.md).
 --
 -- KEYS[i]  P h:<resource> for each item i
@@ -7,7 +7,7 @@
 -- Returns one array per item: {1, requester, reservedAtMs, expiresAtMs or -1,
 -- fencingToken, apiKeyLabel} when held, {0} when free.
 
-local t = redis.call('TIME')
+local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local out = {}
 

@@ -1,5 +1,5 @@
 -- extend.lua: set the TTL of a batch of holds to ttl from now, atomically.
--- Composed as: events.lua, pages.lua, holds.lua, this file as the metered
+-- Composed as: clock.lua, events.lua, pages.lua, holds.lua, this file as the metered
 -- body, meter.lua (lua/README.md).
 --
 -- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
@@ -13,7 +13,7 @@
 -- the second to move the tenant to in the fleet's due index (0: none). The
 -- fencing token does not change.
 
-local t = redis.call('TIME')
+local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local ats = num(now_ms)
 local n = tonumber(ARGV[1])

@@ -92,6 +92,9 @@ end
 -- when it is earlier than every second the tenant had before (the caller then
 -- moves the tenant up in the fleet's due index), else 0.
 local function due_close(p)
+  if next(new_seconds) == nil then
+    return 0
+  end
   local first = redis.call('ZRANGE', p .. 'xd', 0, 0, 'WITHSCORES')[2]
   first = first and tonumber(first)
   local earliest = 0

@@ -1,5 +1,5 @@
 -- list.lua: one page of a tenant's live holds, in byte order of resource.
--- Composed as: pages.lua, holds.lua, this file as the metered body, meter.lua
+-- Composed as: clock.lua, pages.lua, holds.lua, this file as the metered body, meter.lua
 -- (lua/README.md).
 --
 -- KEYS[1]  P t     the tenant (only its name is used: it gives the prefix P)
@@ -17,7 +17,7 @@
 -- most 2 * count + 100 entries are read, so a page costs O(log N + count);
 -- `more` is 0 only when no live hold follows.
 
-local t = redis.call('TIME')
+local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local p = string.sub(KEYS[1], 1, -2)
 local which, min, max = ARGV[1], ARGV[2], ARGV[3]

@@ -22,7 +22,7 @@ local rl_interval = tonumber(table.remove(ARGV))
 if rl_interval == 0 then
   return {1, 0, 0, body()}
 end
-local rl_t = redis.call('TIME')
+local rl_t = clock()
 local rl_now = tonumber(rl_t[1]) * 1000000 + tonumber(rl_t[2])
 local rl_tat = tonumber(redis.call('GET', rl_key) or '0')
 if rl_tat < rl_now then

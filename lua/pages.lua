@@ -21,7 +21,8 @@
 -- Every comparison is made by Redis (memcmp), never by Lua (whose string
 -- comparison follows the server's locale).
 
-local PG_MAX, PG_MIN = 120, 16
+-- 64 keeps each insert's linear search and move inside a page short.
+local PG_MAX, PG_MIN = 64, 8
 
 -- The <low> of the page that holds (or would hold) `m` ('' for page 0).
 local function pg_low(b, m)
@@ -29,13 +30,40 @@ local function pg_low(b, m)
   return d[1] or ''
 end
 
+-- Lua compares strings with strcoll, so by the server's locale, while Redis
+-- compares with memcmp. Only where the two agree (the C and C.UTF-8 locales,
+-- which redis-server runs with unless its environment sets another) may a
+-- script remember the bounds of the page it last used in a set and skip the
+-- directory for names that fall inside them — most names of a batch, when
+-- they are alike.
+local PG_BYTEWISE = ('B' < 'a') and ('Z' < '_') and ('a\0' < 'a\1') and ('\127' < '\128')
+  and ('\128' < '\255') and ('ab' < 'b')
+local pg_bounds = {}
+-- How many more names the calling script will add or remove after this one:
+-- bounds are worth asking for (one more call) only when some will.
+local pg_more = 0
+
+-- The page key and <low> for `m`, from the remembered bounds when they cover it.
+local function pg_page(b, m)
+  local c = pg_bounds[b]
+  if c and m >= c.low and (not c.high or m < c.high) then
+    return c.page, c.low
+  end
+  local low = pg_low(b, m)
+  local page = b .. ':' .. low
+  if PG_BYTEWISE and pg_more > 0 then
+    local high = redis.call('ZRANGEBYLEX', b .. '!', '(' .. low, '+', 'LIMIT', 0, 1)[1]
+    pg_bounds[b] = {low = low, high = high or false, page = page}
+  end
+  return page, low
+end
+
 -- Counts of pages this script has already looked at: a batch that adds many
 -- names to one page asks for its size once.
 local pg_count = {}
 
 local function pg_add(b, m)
-  local low = pg_low(b, m)
-  local page = b .. ':' .. low
+  local page = pg_page(b, m)
   if redis.call('ZADD', page, 0, m) == 0 then
     return
   end
@@ -63,24 +91,30 @@ local function pg_add(b, m)
     redis.call('ZREMRANGEBYRANK', page, half, -1)
     redis.call('ZADD', b .. '!', 0, upper[1])
     pg_count[b .. ':' .. upper[1]] = #upper
+    pg_bounds[b] = nil
     n = half
   end
   pg_count[page] = n
 end
 
 local function pg_rem(b, m)
-  local low = pg_low(b, m)
-  local page = b .. ':' .. low
+  local page, low = pg_page(b, m)
   if redis.call('ZREM', page, m) == 0 then
     return
   end
-  local n = redis.call('ZCARD', page)
+  local n = pg_count[page]
+  if n then
+    n = n - 1
+  else
+    n = redis.call('ZCARD', page)
+  end
   pg_count[page] = n
   if low == '' or n >= PG_MIN then
     return
   end
   if n == 0 then
     redis.call('ZREM', b .. '!', low)
+    pg_bounds[b] = nil
     return
   end
   -- Merge a small page into the one before it when both fit in one.
@@ -99,6 +133,7 @@ local function pg_rem(b, m)
     redis.call('ZREM', b .. '!', low)
     pg_count[ppage] = pn + n
     pg_count[page] = nil
+    pg_bounds[b] = nil
   end
 end
 

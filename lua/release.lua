@@ -1,6 +1,6 @@
 -- release.lua: release one hold by name, without its release token — the
 -- admin's force release, or a locklock release.
--- Composed as: events.lua, pages.lua, holds.lua, this file as the metered
+-- Composed as: clock.lua, events.lua, pages.lua, holds.lua, this file as the metered
 -- body, meter.lua (lua/README.md).
 --
 -- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
@@ -18,7 +18,7 @@
 -- releaseToken); in the last two cases nothing changes. The hashes are SHA-256
 -- of a salted secret, so comparing them reveals nothing usable.
 
-local t = redis.call('TIME')
+local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local p = string.sub(KEYS[1], 1, -2)
 local res = ARGV[1]

@@ -1,5 +1,5 @@
 -- reserve.lua: reserve a batch of resources for one tenant, atomically, in order.
--- Composed as: events.lua, pages.lua, holds.lua, then this file as the body
+-- Composed as: clock.lua, events.lua, pages.lua, holds.lua, then this file as the body
 -- that meter.lua (appended) runs when the rate limit allows (lua/README.md).
 --
 -- KEYS[1]  P t     the tenant (must exist: a deleted tenant gets nothing)
@@ -22,7 +22,7 @@
 -- A hold whose expiresAt has passed counts as free. If its EXPIRED is still
 -- due (the sweeper has not run yet) it is announced here, before the RESERVED.
 
-local t = redis.call('TIME')
+local t = clock()
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
 local ats = num(now_ms)
@@ -45,14 +45,37 @@ ev_open(KEYS[2], ARGV[3])
 local out = {}
 for i = 1, n do
   local key = KEYS[2 + i]
+  pg_more = n - i
   local a = 5 * i
   local res, rq, ttl, tok, ll = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
-  local old = hold_decode(redis.call('GET', key))
+  local ea = 0
+  if ttl > 0 then
+    ea = now_ms + ttl
+  end
+  local ft = math.max(hw + 1, now_us)
+  local h = {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, k = 0, ll = ll}
+  if ttl > 0 then
+    h.k = bucket_slot(p, ea, n - i + 1)
+  end
+  -- Most names are free: write the hold unless one is there (SET NX GET,
+  -- one call); only when one is there, look at it.
+  local set = {'SET', key, hold_encode(h), 'NX', 'GET'}
+  if ttl > 0 then
+    set[6] = 'PXAT'
+    set[7] = num(ea + GRACE_MS)
+  end
+  local old = redis.call(unpack(set))
+  old = old and hold_decode(old)
   if hold_live(old, now_ms) then
     out[i] = {0, old.rq, old.ea == 0 and -1 or old.ea}
   else
     if old then
+      -- Past its time but not retired yet: announce its EXPIRED first,
+      -- then write the new hold over it.
       retire_before_grant(p, res, old, rq, ats)
+      set[4] = 'XX'
+      set[5] = 'GET'
+      redis.call(unpack(set))
     else
       held = held + 1
       pg_add(p .. 'i', res)
@@ -60,17 +83,12 @@ for i = 1, n do
     if not old or old.rq ~= rq then
       pg_add(p .. 'q', rq .. '\0' .. res)
     end
-    hw = math.max(hw + 1, now_us)
-    local h = {tok = tok, rq = rq, lb = label, at = now_ms, ea = 0, ft = hw, k = 0, ll = ll}
+    hw = ft
     if ttl > 0 then
-      h.ea = now_ms + ttl
-      bucket_add(p, res, h, n - i + 1)
-      redis.call('SET', key, hold_encode(h), 'PXAT', num(h.ea + GRACE_MS))
-    else
-      redis.call('SET', key, hold_encode(h))
+      redis.call('HSET', bucket_key(p, ea, h.k), res, cmsgpack.pack({rq, label, ea, ft}))
     end
-    ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and num(h.ea) or '', num(hw))
-    out[i] = {1, now_ms, ttl > 0 and h.ea or -1, hw}
+    ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and num(ea) or '', num(ft))
+    out[i] = {1, now_ms, ttl > 0 and ea or -1, ft}
   end
 end
 redis.call('HSET', KEYS[1], 'hw', num(hw), 'n', held)

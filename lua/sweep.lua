@@ -1,5 +1,5 @@
 -- sweep.lua: retire a tenant's holds whose time has passed, exactly once each.
--- Composed as: events.lua, pages.lua, holds.lua, then this file (lua/README.md).
+-- Composed as: clock.lua, events.lua, pages.lua, holds.lua, then this file (lua/README.md).
 --
 -- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
 -- ARGV[1]  events retained per tenant    ARGV[2]  the most holds to retire
@@ -14,7 +14,7 @@
 -- Returns {retired, more, next}: more = 1 when the limit stopped it, next the
 -- tenant's earliest second that still has buckets (-1: none).
 
-local t = redis.call('TIME')
+local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local ats = num(now_ms)
 local p = string.sub(KEYS[1], 1, -2)
@@ -22,6 +22,7 @@ local limit = tonumber(ARGV[2])
 ev_open(KEYS[2], ARGV[1])
 
 local retired, more = 0, 0
+pg_more = limit
 local seconds = redis.call('ZRANGEBYSCORE', p .. 'xd', '-inf', math.floor(now_ms / 1000), 'LIMIT', 0, 16)
 for _, s in ipairs(seconds) do
   local slots = tonumber(redis.call('HGET', p .. 'xc', s) or '0')

@@ -1,5 +1,5 @@
 -- unreserve.lua: release a batch of holds of one tenant, atomically, in order.
--- Composed as: events.lua, pages.lua, holds.lua, this file as the metered
+-- Composed as: clock.lua, events.lua, pages.lua, holds.lua, this file as the metered
 -- body, meter.lua (lua/README.md).
 --
 -- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
@@ -11,7 +11,7 @@
 -- Returns -1 when the tenant does not exist, else one integer per item:
 -- 1 UNRESERVED, 0 NOT_HELD, 2 INVALID_TOKEN.
 
-local t = redis.call('TIME')
+local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local ats = num(now_ms)
 local n = tonumber(ARGV[1])
@@ -26,6 +26,7 @@ local out = {}
 local gone = 0
 for i = 1, n do
   local key = KEYS[2 + i]
+  pg_more = n - i
   local a = 3 * i + 1
   local res, rq, tok = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local h = hold_decode(redis.call('GET', key))

@@ -18,7 +18,12 @@ macro_rules! lua {
 /// The preludes of a script that changes holds.
 macro_rules! holds_preludes {
     () => {
-        concat!(lua!("events.lua"), lua!("pages.lua"), lua!("holds.lua"))
+        concat!(
+            lua!("clock.lua"),
+            lua!("events.lua"),
+            lua!("pages.lua"),
+            lua!("holds.lua")
+        )
     };
 }
 
@@ -43,17 +48,27 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("extend", metered!(holds_preludes!(), "extend.lua")),
     (
         "check",
-        metered!(concat!(lua!("pages.lua"), lua!("holds.lua")), "check.lua"),
+        metered!(
+            concat!(lua!("clock.lua"), lua!("pages.lua"), lua!("holds.lua")),
+            "check.lua"
+        ),
     ),
     (
         "list",
-        metered!(concat!(lua!("pages.lua"), lua!("holds.lua")), "list.lua"),
+        metered!(
+            concat!(lua!("clock.lua"), lua!("pages.lua"), lua!("holds.lua")),
+            "list.lua"
+        ),
     ),
     ("release", metered!(holds_preludes!(), "release.lua")),
     ("sweep", concat!(holds_preludes!(), lua!("sweep.lua"))),
     (
         "rate_limit",
-        concat!("local function body() return {} end\n", lua!("meter.lua")),
+        concat!(
+            lua!("clock.lua"),
+            "local function body() return {} end\n",
+            lua!("meter.lua")
+        ),
     ),
     ("events_read", lua!("events_read.lua")),
     ("key_add", lua!("key_add.lua")),
@@ -112,7 +127,7 @@ mod tests {
             let written = std::fs::read_to_string(dir.join(format!("{name}.lua")));
             assert_eq!(written.ok().as_deref(), Some(*text), "{name}");
         }
-        let preludes = concat!(lua!("events.lua"), lua!("pages.lua"), lua!("holds.lua"));
+        let preludes = holds_preludes!();
         for name in ["reserve", "unreserve", "extend", "release"] {
             let s = source(name);
             assert!(s.starts_with(preludes), "{name} starts with its preludes");
