@@ -1,7 +1,9 @@
 -- events_read.lua: the events of a tenant after a given id, for resume.
 --
 -- KEYS[1]  c:{<tag>}:ev  the tenant's event stream
--- ARGV[1]  the last id the client saw ("ms-seq")    ARGV[2]  the most to return
+-- ARGV[1]  the last id the client saw ("ms-seq"), or '' for the largest id
+--          (nothing can follow it, and XRANGE refuses to start after it)
+-- ARGV[2]  the most to return
 --
 -- Returns {lastGeneratedId or '', firstRetainedId or '', trimmed, entries}:
 -- trimmed is how many entries the stream has dropped (MAXLEN), entries is
@@ -17,6 +19,9 @@ local f = {}
 for i = 1, #info, 2 do
   f[info[i]] = info[i + 1]
 end
+local entries = {}
+if ARGV[1] ~= '' then
+  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+end
 return {f['last-generated-id'], f['recorded-first-entry-id'] or '',
-        tonumber(f['entries-added']) - tonumber(f['length']),
-        redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))}
+        tonumber(f['entries-added']) - tonumber(f['length']), entries}

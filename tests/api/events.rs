@@ -507,7 +507,18 @@ async fn an_id_older_than_the_history_or_unparsable_gives_one_gap() {
             reserve_as(&app, &app.api_key, Value::Array(items)).await;
         }
 
-        for stale in [first.id.as_str(), "not-an-id", "99999999999999-0"] {
+        // Ids at and past the edges of the id space too: the largest id
+        // (nothing can follow it; XRANGE refuses to start after it), a
+        // largest sequence, and numbers beyond 64 bits.
+        for stale in [
+            first.id.as_str(),
+            "not-an-id",
+            "99999999999999-0",
+            "18446744073709551615-18446744073709551615",
+            "18446744073709551615-0",
+            "99999999999999-18446744073709551615",
+            "18446744073709551616-0",
+        ] {
             let mut s = Stream::open(&app.address, &app.api_key, "", Some(stale)).await;
             let gap = s.take(1, WAIT).await.remove(0);
             assert_eq!(gap.event, "GAP", "{stale}");

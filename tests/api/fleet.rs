@@ -404,3 +404,67 @@ async fn the_hot_path_is_one_script_call_with_authentication_from_cache() {
     let sweep_calls = command_calls(&f.redis, "zrangebyscore") - sweeps;
     assert_eq!(command_calls(&f.redis, "evalsha") - evals, 20 + sweep_calls);
 }
+
+/// The store's own conditions — out of memory, a busy script, a read-only
+/// replica — are `503 STORE_UNAVAILABLE` with `Retry-After`, never a 500, and
+/// the service recovers by itself once they pass (contract section 22).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_conditions_are_503_and_pass_by_themselves() {
+    let f = fleet().await;
+    let unavailable = |r: &crate::helpers::Reply, what: &str| {
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {r:?}");
+        assert_eq!(r.error_code(), "STORE_UNAVAILABLE", "{what}");
+        assert!(
+            r.headers.get("retry-after").is_some(),
+            "{what}: Retry-After"
+        );
+    };
+    let ok = |r: &crate::helpers::Reply, what: &str| {
+        assert_eq!(r.status, StatusCode::OK, "{what}: {r:?}");
+        assert_eq!(r.results()[0]["status"], "RESERVED", "{what}");
+    };
+
+    // Out of memory (noeviction, the setting a lock store needs).
+    f.redis
+        .cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    f.redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    unavailable(&reserve(&f, &f.a, &f.key, "oom", "x").await, "OOM");
+    f.redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    ok(&reserve(&f, &f.a, &f.key, "oom", "x").await, "after OOM");
+
+    // A script that runs past busy-reply-threshold: BUSY to everyone else.
+    f.redis
+        .cli(&["CONFIG", "SET", "busy-reply-threshold", "50"]);
+    let port = f.redis.port.to_string();
+    let busy = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &port,
+            "EVAL",
+            "local t = redis.call('TIME') while (redis.call('TIME')[1] - t[1]) < 2 do end return 1",
+            "0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    unavailable(&reserve(&f, &f.b, &f.key, "busy", "x").await, "BUSY");
+    let mut busy = busy;
+    let _ = busy.wait();
+    let back = eventually(Duration::from_secs(3), || async {
+        reserve(&f, &f.b, &f.key, "busy", "x").await.status == StatusCode::OK
+    })
+    .await;
+    assert!(back.is_some(), "recovers after BUSY");
+
+    // A read-only replica (the master it follows does not exist).
+    let nowhere = crate::helpers::free_port().to_string();
+    f.redis.cli(&["REPLICAOF", "127.0.0.1", &nowhere]);
+    unavailable(&reserve(&f, &f.a, &f.key, "ro", "x").await, "READONLY");
+    f.redis.cli(&["REPLICAOF", "NO", "ONE"]);
+    ok(
+        &reserve(&f, &f.a, &f.key, "ro", "x").await,
+        "after READONLY",
+    );
+}
