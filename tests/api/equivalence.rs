@@ -80,6 +80,22 @@ async fn apply(app: &TestApp, tokens: &mut Tokens, op: &Value) -> Value {
         "unreserve" => app.unreserve(with_tokens(&items, tokens)).await,
         "extend" => app.extend(with_tokens(&items, tokens)).await,
         "check" => app.check(Value::Array(items.clone())).await,
+        "page" => {
+            // One page only: whether a next page is announced must agree too.
+            let q: Vec<&str> = op["query"]
+                .as_str()
+                .unwrap_or("")
+                .split('&')
+                .filter(|p| !p.starts_with("limit=") && !p.is_empty())
+                .collect();
+            let q = q.join("&");
+            let page = app.get(&format!("/api/v1/Reservation?{q}&limit=2")).await;
+            assert_eq!(page.status.as_u16(), 200, "{op}: {page:?}");
+            return json!({
+                "page": page.body["reservations"],
+                "more": !page.body["nextCursor"].is_null(),
+            });
+        }
         _ => {
             let q = op["query"].as_str().unwrap_or("");
             return json!({"list": app.list_all(q).await});
@@ -105,7 +121,15 @@ async fn apply(app: &TestApp, tokens: &mut Tokens, op: &Value) -> Value {
 fn random_op(rng: &mut Rng) -> Value {
     let n = 1 + rng.pick(3);
     let mut items = Vec::new();
-    let kind = ["reserve", "reserve", "unreserve", "extend", "check", "list"][rng.pick(6)];
+    let kind = [
+        "reserve",
+        "reserve",
+        "unreserve",
+        "extend",
+        "check",
+        "list",
+        "page",
+    ][rng.pick(7)];
     for _ in 0..n {
         let resource = RESOURCES[rng.pick(RESOURCES.len())];
         let requester = REQUESTERS[rng.pick(REQUESTERS.len())];
@@ -170,5 +194,94 @@ async fn redis_and_embedded_stores_agree_step_by_step() {
                 "seed {seed} step {step}: {op}"
             );
         }
+    }
+}
+
+/// Operations of a tenant that was deleted while its credential was in flight:
+/// both stores answer "tenant gone" (a 401 at the HTTP layer) for every write,
+/// rather than one of them answering NOT_HELD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
+    use cooplocker::domain::{ReleaseToken, Requester, Resource, TenantName, Tier, Ttl};
+    use cooplocker::store::{
+        embedded::EmbeddedStore, redis::RedisOptions, redis::RedisStore, Caller, ExtendItem,
+        ReleaseItem, ReserveItem, ReserveOutcome, Store, StoreError,
+    };
+    let redis = crate::helpers::RedisServer::start();
+    let on_redis = RedisStore::connect(RedisOptions {
+        url: redis.url(),
+        op_timeout: std::time::Duration::from_millis(500),
+        events_retain: 100,
+    })
+    .await
+    .expect("redis store");
+    let stores: Vec<(&str, Box<dyn Store>)> = vec![
+        ("redis", Box::new(on_redis)),
+        ("embedded", Box::new(EmbeddedStore::new())),
+    ];
+    for (name, store) in stores {
+        let (tenant, _) = store
+            .create_tenant(&TenantName::parse("gone").expect("name"), Tier::Pro, None)
+            .await
+            .expect("tenant");
+        let caller = Caller {
+            tenant: tenant.id.clone(),
+            label: "default".into(),
+            quota: None,
+        };
+        let resource = Resource::parse("r").expect("resource");
+        let requester = Requester::parse("q").expect("requester");
+        let got = store
+            .reserve(
+                &caller,
+                &[ReserveItem {
+                    resource: resource.clone(),
+                    requester: requester.clone(),
+                    ttl: None,
+                }],
+            )
+            .await
+            .expect("reserve");
+        let ReserveOutcome::Reserved { release_token, .. } = got.value[0].clone() else {
+            panic!("{name}: not reserved");
+        };
+        assert!(store.delete_tenant(&tenant.id).await.expect("delete"));
+        let release = [ReleaseItem {
+            resource: resource.clone(),
+            requester: requester.clone(),
+            release_token: release_token.clone(),
+        }];
+        let extend = [ExtendItem {
+            resource: resource.clone(),
+            requester: requester.clone(),
+            release_token: ReleaseToken::parse(release_token.as_str()).expect("token"),
+            ttl: Ttl::from_seconds(60).expect("ttl"),
+        }];
+        let reserve = [ReserveItem {
+            resource,
+            requester,
+            ttl: None,
+        }];
+        assert!(
+            matches!(
+                store.unreserve(&caller, &release).await,
+                Err(StoreError::TenantGone)
+            ),
+            "{name}: unreserve"
+        );
+        assert!(
+            matches!(
+                store.extend(&caller, &extend).await,
+                Err(StoreError::TenantGone)
+            ),
+            "{name}: extend"
+        );
+        assert!(
+            matches!(
+                store.reserve(&caller, &reserve).await,
+                Err(StoreError::TenantGone)
+            ),
+            "{name}: reserve"
+        );
     }
 }
