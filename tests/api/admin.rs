@@ -1,11 +1,11 @@
 //! Tenants, keys and the admin API (contract sections 2 and 6).
 
-use crate::both_stores;
+use crate::every_topology;
 use crate::helpers::{TestApp, ADMIN_TOKEN};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-both_stores!(
+every_topology!(
     key_lifecycle,
     key_limits_follow_the_tier,
     credentials_are_checked,

@@ -1,7 +1,7 @@
 //! The locklock-compatible API (contract section 5), first with the seed's own
 //! examples, then its interplay with reservations, tiers, limits and the fleet.
 
-use crate::both_stores;
+use crate::every_topology;
 use crate::events::Stream;
 use crate::helpers::{
     create_tenant, settings, spawn_app_with, start_instance, Kind, RedisServer, Reply, TestApp,
@@ -39,7 +39,7 @@ fn seconds_from_now(at: &Value) -> i64 {
     (t.timestamp_millis() - chrono::Utc::now().timestamp_millis()) / 1000
 }
 
-both_stores!(
+every_topology!(
     the_seed_examples_work_as_written,
     a_secret_guards_the_release,
     a_lock_and_a_reservation_of_one_name_are_the_same_lock,
