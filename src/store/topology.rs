@@ -318,6 +318,19 @@ impl Conn {
         }
     }
 
+    /// Whether this topology can serve now beyond answering a ping: a Redis
+    /// Cluster whose state is `fail` (a master down with its slots uncovered)
+    /// refuses every command on every node, while a node still answers `PING`.
+    pub async fn serving(&mut self) -> RedisResult<bool> {
+        match self {
+            Conn::Cluster(_) => {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(self).await?;
+                Ok(info.lines().any(|l| l.trim() == "cluster_state:ok"))
+            }
+            _ => Ok(true),
+        }
+    }
+
     /// Follows a Sentinel failover promptly even when no command fails: the
     /// master is looked up every second.
     pub fn watch_master(&self) {

@@ -122,3 +122,41 @@ async fn the_service_follows_a_sentinel_failover_during_traffic() {
         "{statuses:?}"
     );
 }
+
+/// Readiness tells when this instance cannot serve: a cluster that lost a
+/// master (no replicas to take over) reports `cluster_state:fail` and refuses
+/// every command on every node, though the other nodes still answer `PING`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_a_failed_cluster() {
+    let cluster = crate::topologies::RedisCluster::start();
+    let mut s = crate::helpers::settings(Some(cluster.url()));
+    s.store_timeout_ms = 500;
+    let (base, _) = crate::helpers::start_instance(s).await;
+    let client = crate::helpers::client();
+    let ready = |client: reqwest::Client, base: String| async move {
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+    };
+    assert_eq!(ready(client.clone(), base.clone()).await, StatusCode::OK);
+    let mut cluster = cluster;
+    cluster.nodes[2].kill();
+    // cluster-node-timeout is 2 s: the others mark it failed soon after.
+    let unready = crate::helpers::eventually(Duration::from_secs(10), || {
+        let (c, b) = (client.clone(), base.clone());
+        async move { ready(c, b).await == StatusCode::SERVICE_UNAVAILABLE }
+    })
+    .await;
+    assert!(unready.is_some(), "/readyz still 200 on a failed cluster");
+    // And it stays so: not only when a ping happens to meet the dead node.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            ready(client.clone(), base.clone()).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

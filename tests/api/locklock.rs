@@ -1,8 +1,8 @@
 //! The locklock-compatible API (contract section 5), first with the seed's own
 //! examples, then its interplay with reservations, tiers, limits and the fleet.
 
-use crate::every_topology;
 use crate::events::Stream;
+use crate::every_topology;
 use crate::helpers::{
     create_tenant, settings, spawn_app_with, start_instance, Kind, RedisServer, Reply, TestApp,
 };

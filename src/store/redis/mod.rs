@@ -270,11 +270,19 @@ impl Upkeep for RedisStore {
 
     async fn ping(&self) -> StoreResult<()> {
         let mut c = self.conn();
-        self.run("ping", async {
-            redis::cmd("PING").query_async::<String>(&mut c).await
-        })
-        .await
-        .map(|_| ())
+        let serving = self
+            .run("ping", async {
+                redis::cmd("PING").query_async::<String>(&mut c).await?;
+                c.serving().await
+            })
+            .await?;
+        if serving {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "the Redis Cluster reports cluster_state:fail".into(),
+            ))
+        }
     }
 
     async fn sweep(&self) -> StoreResult<usize> {
