@@ -206,6 +206,15 @@ impl SentinelMaster {
     async fn client(&self) -> RedisResult<redis::Client> {
         self.sentinel.lock().await.async_get_client().await
     }
+
+    /// The address of the master the command connection follows, if known.
+    fn current_addr(&self) -> Option<String> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(a, _)| a.clone())
+    }
 }
 
 /// Whether an error may mean the Sentinel master moved.
@@ -297,6 +306,17 @@ impl Conn {
                 redis::ErrorKind::Client,
                 "sentinel topology without a sentinel connection",
             ))),
+        }
+    }
+
+    /// Whether a pub/sub connection to `addr` is still on the master the
+    /// Sentinels name (the command connection re-resolves it every second). A
+    /// demoted master still answers pings, so a subscriber left on it would
+    /// silently miss every message published on the new one.
+    pub fn still_master(&self, addr: &str) -> bool {
+        match self {
+            Conn::Sentinel(s) => s.current_addr().is_none_or(|a| a == addr),
+            _ => true,
         }
     }
 

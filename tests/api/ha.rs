@@ -160,3 +160,64 @@ async fn readiness_follows_a_failed_cluster() {
         );
     }
 }
+
+/// The pub/sub connection follows a Sentinel failover even when the old master
+/// stays up and answers pings (a graceful `SENTINEL FAILOVER` demotes it to a
+/// replica): the subscriber moves to the master the Sentinels name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriber_follows_the_master_when_the_old_one_stays_up() {
+    use crate::topologies::{cli, MASTER_NAME};
+    let mut app = spawn_app(Kind::Sentinel).await;
+    let set = app
+        .topology
+        .take()
+        .expect("topology")
+        .downcast::<SentinelSet>()
+        .expect("a Sentinel set");
+    set.wait_for_replica();
+    let pubsub_clients = |port: u16| {
+        cli(port, &["CLIENT", "LIST", "TYPE", "pubsub"])
+            .lines()
+            // The Sentinels hold pub/sub connections of their own.
+            .filter(|l| l.contains("sub=") && !l.contains("name=sentinel"))
+            .count()
+    };
+    let old = set.master.port;
+    let new = set.replica.port;
+    assert_eq!(
+        pubsub_clients(old),
+        1,
+        "the subscriber starts on the master"
+    );
+    let out = cli(
+        set.sentinels[0].port,
+        &["SENTINEL", "FAILOVER", MASTER_NAME],
+    );
+    assert!(out.contains("OK"), "failover: {out}");
+    let promoted = crate::helpers::eventually(Duration::from_secs(15), || async {
+        set.current_master_port() == Some(new)
+    })
+    .await;
+    assert!(promoted.is_some(), "the Sentinels promote the replica");
+    // Within a few seconds of the promotion — not only once the Sentinels get
+    // round to disconnecting the old master's clients.
+    let moved = crate::helpers::eventually(Duration::from_secs(3), || async {
+        pubsub_clients(new) == 1
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "the subscriber is on the new master (old: {}, new: {})",
+        pubsub_clients(old),
+        pubsub_clients(new)
+    );
+    assert_eq!(pubsub_clients(old), 0, "and has left the old one");
+    // Live events still flow.
+    let mut events = Stream::open(&app.address, &app.api_key, "", None).await;
+    let r = app
+        .reserve(json!([{"resource":"after-failover","requester":"q"}]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let got = events.take(1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].event, "RESERVED");
+}

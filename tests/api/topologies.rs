@@ -35,7 +35,7 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
+pub fn cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string()])
         .args(args)

@@ -85,15 +85,16 @@ pub async fn run(
             .collect();
         let attempt = async {
             let client = conn.pubsub_client(&topology, n).await?;
+            let addr = client.get_connection_info().addr().to_string();
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(keys::AUTH_CHANNEL).await?;
             if !channels.is_empty() {
                 pubsub.subscribe(&channels).await?;
             }
-            redis::RedisResult::Ok(pubsub)
+            redis::RedisResult::Ok((pubsub, addr))
         };
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            Ok(Ok(pubsub)) => {
+            Ok(Ok((pubsub, addr))) => {
                 backoff = Duration::from_millis(50);
                 let (mut sink, mut stream) = pubsub.split();
                 let _ = feeds.invalidations.send(Invalidation::All);
@@ -150,6 +151,10 @@ pub async fn run(
                                 sink.ping::<Value>(),
                             ).await;
                             if !matches!(alive, Ok(Ok(_))) {
+                                break;
+                            }
+                            if !conn.still_master(&addr) {
+                                tracing::info!(old = %addr, "the master moved; moving the pub/sub feed");
                                 break;
                             }
                             feeds.last_pong.store(monotonic_ms(), Ordering::SeqCst);
