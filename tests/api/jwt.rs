@@ -839,3 +839,83 @@ async fn a_token_costs_no_store_read_per_request() {
     let sweeps = calls("zrangebyscore");
     assert_eq!(calls("evalsha"), 10 + sweeps, "{info}");
 }
+
+/// A JWKS host that accepts connections, reads the request and never answers
+/// (until the verifier's own timeout gives up on it).
+async fn stalling_jwks() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind stalling jwks");
+    let url = format!(
+        "http://127.0.0.1:{}/.well-known/jwks.json",
+        listener.local_addr().expect("addr").port()
+    );
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            // Bounded: the test makes one or two requests.
+            if held.len() < 16 {
+                held.push(sock);
+            }
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_jwks_host_does_not_delay_other_tenants() {
+    // Arrange: tenant A's JWKS host stalls; tenant B's answers at once.
+    let good = serve_jwks(vec![jwk(Algorithm::RS256, RSA_PRIVATE, "rsa-1")]).await;
+    let stall = stalling_jwks().await;
+    let app = spawn_app(Kind::Embedded).await;
+    let (slow_tenant, _) = create_tenant(&app.client, &app.address, "slow-jwks", "pro").await;
+    configure(
+        &app,
+        &slow_tenant,
+        json!({"issuer": ISSUER, "audience": AUDIENCE, "jwksUrl": stall}),
+    )
+    .await;
+    configure(
+        &app,
+        &app.tenant_id,
+        json!({"issuer": ISSUER, "audience": AUDIENCE, "jwksUrl": good.url}),
+    )
+    .await;
+    let jwt = sign(
+        Algorithm::RS256,
+        RSA_PRIVATE,
+        Some("rsa-1"),
+        &claims("alice"),
+    );
+
+    // Act: A's first exchange waits on its host; B's starts meanwhile.
+    let slow = {
+        let (client, url, jwt) = (
+            app.client.clone(),
+            app.url("/api/v1/auth/token"),
+            jwt.clone(),
+        );
+        let tenant = slow_tenant.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"jwt": jwt, "tenant": tenant}))
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let r = exchange(&app, json!({"jwt": jwt, "tenant": app.tenant_id})).await;
+    let took = started.elapsed();
+
+    // Assert: B is served at once, while A is still waiting.
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "tenant B's exchange waited {took:?} behind tenant A's stalled JWKS host"
+    );
+    assert!(!slow.is_finished(), "tenant A's exchange is still waiting");
+    slow.abort();
+}
