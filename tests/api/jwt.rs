@@ -919,3 +919,62 @@ async fn a_slow_jwks_host_does_not_delay_other_tenants() {
     assert!(!slow.is_finished(), "tenant A's exchange is still waiting");
     slow.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_key_lost_by_redis_is_reread_and_both_instances_agree_again() {
+    // Arrange: A starts, mints with the generated key; Redis then loses it and
+    // B, started later, generates another.
+    let redis = RedisServer::start();
+    let (a, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = crate::helpers::client();
+    let (tenant, _) = create_tenant(&client, &a, "lost-key", "starter").await;
+    let app_a = TestApp {
+        address: a.clone(),
+        api_key: String::new(),
+        tenant_id: tenant.clone(),
+        client: client.clone(),
+        redis: None,
+        topology: None,
+    };
+    configure(&app_a, &tenant, hs256_settings()).await;
+    let jwt = sign(Algorithm::HS256, HS_SECRET, None, &claims("alice"));
+    let first_a = token_for(&app_a, &jwt).await;
+    let old = redis.cli(&["GET", "cl:token-secret"]).trim().to_string();
+    assert_eq!(old.len(), 64, "a generated key is kept in Redis");
+    redis.cli(&["DEL", "cl:token-secret"]);
+    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    let app_b = TestApp {
+        address: b.clone(),
+        ..app_a
+    };
+    let from_b = token_for(&app_b, &jwt).await;
+    let new = redis.cli(&["GET", "cl:token-secret"]).trim().to_string();
+    assert_ne!(new, old, "B generated another key");
+    let use_on = |base: String, token: String| {
+        let client = client.clone();
+        async move {
+            send(
+                &client,
+                Method::POST,
+                format!("{base}/api/v1/Reservation/check"),
+                Some(&token),
+                Some(json!([{"resource": "x"}])),
+            )
+            .await
+            .status
+        }
+    };
+
+    // Act + Assert: A accepts B's token after one re-read of the key...
+    assert_eq!(use_on(a.clone(), from_b.clone()).await, StatusCode::OK);
+    // ...keeps accepting its own earlier tokens...
+    assert_eq!(use_on(a.clone(), first_a).await, StatusCode::OK);
+    // ...and from then on mints with the fleet's key, which B accepts.
+    let app_a = TestApp {
+        address: a.clone(),
+        ..app_b
+    };
+    let later_a = token_for(&app_a, &jwt).await;
+    assert_eq!(use_on(b.clone(), later_a).await, StatusCode::OK);
+    assert_eq!(use_on(b, from_b).await, StatusCode::OK);
+}
