@@ -978,3 +978,37 @@ async fn a_token_key_lost_by_redis_is_reread_and_both_instances_agree_again() {
     assert_eq!(use_on(b.clone(), later_a).await, StatusCode::OK);
     assert_eq!(use_on(b, from_b).await, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_with_a_token_ends_when_the_token_expires() {
+    // Arrange: a token that lives three seconds (it never outlives its JWT).
+    let app = spawn_app(Kind::Embedded).await;
+    configure(&app, &app.tenant_id, hs256_settings()).await;
+    let mut short = claims("alice");
+    short["exp"] = json!(now() + 3);
+    let jwt = sign(Algorithm::HS256, HS_SECRET, None, &short);
+    let r = exchange(&app, json!({"jwt": jwt, "tenant": app.tenant_id})).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let token = r.body["token"].as_str().expect("token").to_string();
+    let expires = chrono::DateTime::parse_from_rfc3339(r.body["expiresAt"].as_str().expect("at"))
+        .expect("RFC 3339")
+        .timestamp_millis();
+
+    // Act: follow the stream until it ends.
+    let mut s = Stream::open(&app.address, &token, "", None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while !s.ended && std::time::Instant::now() < deadline {
+        s.next(Duration::from_millis(100)).await;
+    }
+    let ended_at = chrono::Utc::now().timestamp_millis();
+
+    // Assert: it ended within 1 s of the expiry, not before it.
+    assert!(s.ended, "the stream outlived its token");
+    assert!(
+        ended_at >= expires - 200 && ended_at <= expires + 1000,
+        "ended {} ms after the token's expiry",
+        ended_at - expires
+    );
+    let res = Stream::request(&app.address, &token, "", None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
