@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod body;
 pub mod client_addr;
+pub mod connection;
 pub mod error;
 pub mod events;
 pub mod extract;
