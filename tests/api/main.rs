@@ -8,6 +8,7 @@ mod admin;
 mod bad_input;
 mod cli;
 mod dashboard;
+mod drain;
 mod equivalence;
 mod events;
 mod fleet;
