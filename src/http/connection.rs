@@ -17,8 +17,9 @@
 //!   (nginx answers that `502` and never retries a POST). Instead the server
 //!   is built without that signal: idle connections stay open, the next
 //!   request on each is answered with `Connection: close` (see the front-door
-//!   middleware), and a connection still idle [`DRAIN_IDLE_CLOSE`] after its
-//!   last answer is closed (or at the shutdown bound).
+//!   middleware), and a connection that stays quiet for [`DRAIN_IDLE_CLOSE`]
+//!   (from its last answer or the start of the drain, whichever is later) is
+//!   closed (or at the shutdown bound).
 
 use super::middleware::MAX_URI_BYTES;
 use actix_web::rt::net::TcpStream;
@@ -57,6 +58,8 @@ pub struct Conn {
     draining: watch::Receiver<bool>,
     /// Resolves when draining starts (so an idle connection wakes up).
     drain_started: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// When this connection first saw the drain.
+    drain_seen: Option<Instant>,
     idle_close: Option<Pin<Box<Sleep>>>,
 }
 
@@ -74,6 +77,7 @@ impl Conn {
             drain_started: Some(Box::pin(async move {
                 let _ = rx.wait_for(|d| *d).await;
             })),
+            drain_seen: None,
             idle_close: None,
         }
     }
@@ -105,8 +109,9 @@ impl Conn {
         }
     }
 
-    /// Whether the connection should end now: draining, idle since its last
-    /// answer for [`DRAIN_IDLE_CLOSE`]. Registers the wake-ups that matter.
+    /// Whether the connection should end now: draining, and quiet for
+    /// [`DRAIN_IDLE_CLOSE`] since its last answer and since the drain began.
+    /// Registers the wake-ups that matter.
     fn poll_idle_close(&mut self, cx: &mut Context<'_>) -> bool {
         if !*self.draining.borrow() {
             let started = self
@@ -118,10 +123,14 @@ impl Conn {
             }
             self.drain_started = None;
         }
+        let drain_seen = *self.drain_seen.get_or_insert_with(Instant::now);
         if !self.answered {
             return false;
         }
-        let at = self.last_write + DRAIN_IDLE_CLOSE;
+        // Quiet for the whole period, counted from the later of the last
+        // answer and the start of the drain: a connection that was idle long
+        // before SIGTERM is not closed at once (a proxy may be about to use it).
+        let at = self.last_write.max(drain_seen) + DRAIN_IDLE_CLOSE;
         let timer = self
             .idle_close
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));

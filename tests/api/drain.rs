@@ -295,3 +295,102 @@ async fn sigterm_behind_nginx_loses_no_write() {
         confirmed.len()
     );
 }
+
+/// Reads one HTTP response head (and a `Content-Length` body) from `s`.
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => out.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&out).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    let _ = s.read_exact(&mut body);
+    head
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_draining_idle_connections_get_one_more_answer_with_connection_close() {
+    use std::io::{Read, Write};
+    // Arrange: an instance (a real process) and two keep-alive connections
+    // that have each had one answer.
+    let redis = RedisServer::start();
+    let mut instance = Instance::start(&redis.url());
+    let client = crate::helpers::client();
+    instance.wait_ready(&client).await;
+    let port = instance.port;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let open = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(request).expect("send");
+        let head = read_response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        s
+    };
+    let (mut busy, mut idle) = (open(), open());
+
+    // Act: SIGTERM; a moment later the next request arrives on one of them.
+    let pid = instance.child.as_ref().map(Child::id).expect("running");
+    assert!(signal(pid, "TERM"), "SIGTERM");
+    let sent = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (head, busy_closed, idle_closed_after) = tokio::task::spawn_blocking(move || {
+        let answered = busy.write_all(request).is_ok();
+        let head = if answered {
+            read_response(&mut busy)
+        } else {
+            String::new()
+        };
+        let mut rest = Vec::new();
+        let busy_closed = busy.read_to_end(&mut rest).is_ok();
+        let _ = idle.read_to_end(&mut rest);
+        (head, busy_closed, sent.elapsed())
+    })
+    .await
+    .expect("raw connections");
+
+    // Assert: the request is answered, with Connection: close, then that
+    // connection ends; the idle one is closed after a quiet second, not at
+    // once and not at the shutdown bound.
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "answered while draining: {head:?}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "with Connection: close: {head}"
+    );
+    assert!(busy_closed, "the answered connection is closed after it");
+    assert!(
+        idle_closed_after >= Duration::from_millis(900)
+            && idle_closed_after < Duration::from_secs(5),
+        "the idle connection closed {idle_closed_after:?} after SIGTERM"
+    );
+    let exited = crate::helpers::eventually(Duration::from_secs(5), || {
+        let done = instance
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .is_some();
+        async move { done }
+    })
+    .await;
+    assert!(
+        exited.is_some(),
+        "the instance exits once its connections are closed"
+    );
+}
