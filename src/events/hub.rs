@@ -324,9 +324,12 @@ impl Hub {
                         v
                     }
                     Err(e) => {
+                        // The store cannot answer now: stop here rather than
+                        // wait a store timeout per stream; the round is tried
+                        // again in a second.
                         tracing::debug!(error = %e, "stream credential re-check failed; will retry");
                         complete = false;
-                        continue;
+                        break;
                     }
                 },
             };
