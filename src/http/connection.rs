@@ -38,6 +38,9 @@ use tokio::time::{Instant, Sleep};
 /// the connection is gone from its pool rather than closing under it.
 pub const DRAIN_IDLE_CLOSE: Duration = Duration::from_secs(1);
 
+/// Longest bare error head of the HTTP library looked for.
+const MAX_BARE_HEAD: usize = 512;
+
 /// Written bytes held at most before they must reach the socket.
 const MAX_PENDING: usize = 64 * 1024;
 
@@ -202,8 +205,14 @@ fn bare_error_start(buf: &[u8]) -> Option<usize> {
         return None;
     }
     let body_end = buf.len() - 4;
-    // The last status line, with nothing but header lines after it.
-    let start = buf[..body_end].windows(7).rposition(|w| w == b"HTTP/1.")?;
+    // The last status line, with nothing but header lines after it. The
+    // library's error heads are short: look only at the tail (so the end of a
+    // large chunked response costs no scan of all of it).
+    let from = body_end.saturating_sub(MAX_BARE_HEAD);
+    let start = from
+        + buf[from..body_end]
+            .windows(7)
+            .rposition(|w| w == b"HTTP/1.")?;
     if buf[start..body_end].windows(4).any(|w| w == b"\r\n\r\n") {
         return None;
     }
@@ -232,10 +241,9 @@ impl AsyncRead for Conn {
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let filled = buf.filled();
-        if filled.len() > before {
-            let new = filled[before..].to_vec();
-            this.on_read(&new);
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            this.on_read(new);
         }
         Poll::Ready(Ok(()))
     }
