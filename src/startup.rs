@@ -16,7 +16,7 @@ use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::from_fn;
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, App, HttpRequest};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +38,11 @@ pub struct Application {
     sweeper: tokio::task::JoinHandle<()>,
     hub: Arc<Hub>,
     shutting_down: Arc<AtomicBool>,
-    /// Turns true on SIGTERM: connections start draining.
+    closing_connections: Arc<AtomicBool>,
+    /// Turns true on SIGTERM once the listener is closed: connections drain.
     draining: watch::Sender<bool>,
+    /// Where this instance listens (to see when the listener has closed).
+    listen: std::net::SocketAddr,
     /// Dropped last, once every request has finished.
     store: Arc<dyn Store>,
 }
@@ -49,6 +52,8 @@ pub struct Application {
 /// `keepalive_timeout`), so the proxy closes first and never sends a request
 /// on a connection this side is closing.
 const KEEP_ALIVE: Duration = Duration::from_secs(75);
+/// Longest wait on SIGTERM for the listener to close before draining starts.
+const LISTENER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// A request head must arrive within this long of the connection opening.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -119,6 +124,7 @@ impl Application {
             },
         );
         let shutting_down = Arc::new(AtomicBool::new(false));
+        let closing_connections = Arc::new(AtomicBool::new(false));
         let oidc = match (
             &settings.oidc_issuer,
             &settings.oidc_client_id,
@@ -158,6 +164,7 @@ impl Application {
             },
             rates: settings.rate_limits,
             shutting_down: shutting_down.clone(),
+            closing_connections: closing_connections.clone(),
             hub: hub.clone(),
             sse_keepalive: Duration::from_millis(settings.sse_keepalive_ms),
             public_tenant_ready: AtomicBool::new(false),
@@ -230,7 +237,9 @@ impl Application {
             sweeper,
             hub,
             shutting_down,
+            closing_connections,
             draining,
+            listen: SocketAddr::new(settings.listen.ip(), port),
             store: store_handle,
         })
     }
@@ -252,14 +261,23 @@ impl Application {
         let handle = self.server.handle();
         let hub = self.hub.clone();
         let shutting_down = self.shutting_down.clone();
+        let closing_connections = self.closing_connections.clone();
         let draining = self.draining;
+        let listen = self.listen;
         let signals = tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: closing event streams, finishing requests");
             shutting_down.store(true, Ordering::SeqCst);
             hub.shut_down();
+            // Stop accepting first; only once the listener is closed do
+            // answers say `Connection: close`. Otherwise a proxy replaces each
+            // closed connection with a new one that lands in the closing
+            // listener's queue and is reset with its request unanswered.
+            let stopped = handle.stop(true);
+            wait_until_refused(listen).await;
+            closing_connections.store(true, Ordering::SeqCst);
             draining.send_replace(true);
-            handle.stop(true).await;
+            stopped.await;
         });
         let result = self.server.await;
         signals.abort();
@@ -268,6 +286,33 @@ impl Application {
         drop(self.store);
         result
     }
+}
+
+/// Resolves once nothing listens on `addr` any more (a connection attempt is
+/// refused), or after [`LISTENER_CLOSE_WAIT`] in any case.
+async fn wait_until_refused(addr: SocketAddr) {
+    let probe = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    };
+    let deadline = tokio::time::Instant::now() + LISTENER_CLOSE_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(
+            Duration::from_millis(50),
+            tokio::net::TcpStream::connect(probe),
+        )
+        .await
+        {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    tracing::debug!("the listener did not close in time; draining anyway");
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

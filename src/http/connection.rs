@@ -235,17 +235,23 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.poll_idle_close(cx) {
-            // End of stream: the library closes the connection cleanly.
-            return Poll::Ready(Ok(()));
-        }
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let new = &buf.filled()[before..];
-        if !new.is_empty() {
-            this.on_read(new);
+        // Read first: a request that has arrived is always served, never
+        // dropped by an idle close decided a moment too late.
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                result?;
+                let new = &buf.filled()[before..];
+                if !new.is_empty() {
+                    this.on_read(new);
+                }
+                Poll::Ready(Ok(()))
+            }
+            // Nothing to read: end of stream if the drain says so (the
+            // library then closes the connection cleanly).
+            Poll::Pending if this.poll_idle_close(cx) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Ready(Ok(()))
     }
 }
 

@@ -55,6 +55,10 @@ pub struct AppState {
     pub rates: crate::config::RateLimits,
     /// Set on SIGTERM: readiness turns false before the listener closes.
     pub shutting_down: Arc<AtomicBool>,
+    /// Set on SIGTERM once the listener is closed: every answer from then on
+    /// carries `Connection: close` (not before, or a proxy would open new
+    /// connections into a listener about to close, and lose their requests).
+    pub closing_connections: Arc<AtomicBool>,
     /// This instance's fan-out of live events to its SSE clients.
     pub hub: Arc<Hub>,
     /// Idle time between `: keep-alive` comments on an event stream.
