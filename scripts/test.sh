@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what it needs
-# (redis-server, redis-tools, chromium and Node.js through apt, playwright-core
+# (redis-server, redis-tools, nginx-light, chromium and Node.js through apt, playwright-core
 # through npm; Rust through rustup if missing),
 # then checks the deployment files offline (scripts/validate-deploy.sh), runs
 # format and lint checks and the one integration-test binary against real Redis
@@ -23,17 +23,20 @@ as_root() {
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+# The graceful-stop test runs deploy/nginx.conf in front of real instances.
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "error: ${missing[*]} missing and apt-get is not available; install Redis >= 6.2 and retry" >&2
+    echo "error: ${missing[*]} missing and apt-get is not available; install Redis >= 6.2 and nginx, then retry" >&2
     exit 1
   fi
   say "installing ${missing[*]} with apt-get"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Installing the package may start a system Redis on 6379; the tests never use
-# it (each test spawns its own on a free port), so it is left alone.
+# Installing the packages may start a system Redis on 6379 or nginx on 80; the
+# tests never use them (each test spawns its own on a free port), so they are
+# left alone.
 
 # The dashboard's browser test: Debian's Chromium, driven by playwright-core
 # (installed from the npm registry into e2e/node_modules).

@@ -253,11 +253,26 @@ pub struct Settings {
           default_value = "100000", global = true)]
     pub public_locks_max: usize,
 
-    /// Take the client address from the first `X-Forwarded-For` entry (only
-    /// behind a proxy that sets it; otherwise clients could pick their address).
+    /// Same as `COOPLOCKER_TRUSTED_PROXIES=1` (kept for existing set-ups): the
+    /// client address is the last `X-Forwarded-For` entry, the one the proxy
+    /// in front wrote.
     #[arg(long, env = "COOPLOCKER_TRUST_FORWARDED_FOR", default_value = "false",
           value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, global = true)]
     pub trust_forwarded_for: bool,
+
+    /// Proxies in front of the instance that each append the address they got
+    /// the request from to `X-Forwarded-For`: the client address is the N-th
+    /// entry from the right. 0: the peer address (no proxy is trusted).
+    #[arg(long, env = "COOPLOCKER_TRUSTED_PROXIES", value_parser = range(0u32, 16),
+          default_value = "0", global = true)]
+    pub trusted_proxies: u32,
+
+    /// Failed authentications (unknown, revoked or expired keys and tokens)
+    /// per second from one client address, per instance (burst the same); past
+    /// it such requests get 429 RATE_LIMITED without a store look-up.
+    #[arg(long, env = "COOPLOCKER_AUTH_FAILURES_PER_IP", value_parser = range(1u32, 100_000),
+          default_value = "10", global = true)]
+    pub auth_failures_per_ip: u32,
 
     /// Most items in one batch request.
     #[arg(long, env = "COOPLOCKER_MAX_BATCH", value_parser = range(1usize, 100_000),
@@ -349,6 +364,13 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Proxies whose `X-Forwarded-For` entries are trusted (see
+    /// `trusted_proxies`; `trust_forwarded_for` counts as one).
+    pub fn forwarded_hops(&self) -> u32 {
+        self.trusted_proxies
+            .max(u32::from(self.trust_forwarded_for))
+    }
+
     /// Settings for tests and embedding: every default, embedded mode, port 0.
     pub fn for_tests() -> Self {
         let cli = Cli::parse_from(["cooplocker", "--listen", "127.0.0.1:0"]);

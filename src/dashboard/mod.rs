@@ -50,6 +50,8 @@ pub struct Session {
     pub tenant: TenantId,
     pub who: String,
     pub csrf: String,
+    /// When the session ends (seconds since the epoch); its live feed ends then.
+    pub expires_at: u64,
 }
 
 fn now_secs() -> u64 {
@@ -103,8 +105,11 @@ fn dashboard(state: &AppState) -> &Dashboard {
 /// The session of this request, if its cookie verifies and its tenant exists.
 async fn session(req: &HttpRequest, state: &AppState) -> Option<Session> {
     let raw = req.cookie(SESSION_COOKIE)?;
-    let keys = state.auth.token_keys().await.ok()?;
-    let claims = keys.check_value(raw.value(), SESSION_AUD)?;
+    let claims = state
+        .auth
+        .check_signed(raw.value(), |k| k.check_value(raw.value(), SESSION_AUD))
+        .await
+        .ok()??;
     let tenant = TenantId::parse(claims["tid"].as_str()?).ok()?;
     // A deleted tenant's sessions end with it.
     state.store.get_tenant(&tenant).await.ok()??;
@@ -112,6 +117,7 @@ async fn session(req: &HttpRequest, state: &AppState) -> Option<Session> {
         tenant,
         who: claims["who"].as_str().unwrap_or_default().to_string(),
         csrf: claims["csrf"].as_str()?.to_string(),
+        expires_at: claims["exp"].as_u64()?,
     })
 }
 
@@ -340,13 +346,18 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     let (Some(code), Some(got_state)) = (query.get("code"), query.get("state")) else {
         return refuse("The sign-in answer has no code or state.");
     };
-    let Ok(keys) = state.auth.token_keys().await else {
-        return refuse("The store cannot be reached right now; try again shortly.");
+    let started = match req.cookie(SIGNIN_COOKIE) {
+        None => None,
+        Some(c) => match state
+            .auth
+            .check_signed(c.value(), |k| k.check_value(c.value(), SIGNIN_AUD))
+            .await
+        {
+            Ok(v) => v,
+            Err(_) => return refuse("The store cannot be reached right now; try again shortly."),
+        },
     };
-    let Some(started) = req
-        .cookie(SIGNIN_COOKIE)
-        .and_then(|c| keys.check_value(c.value(), SIGNIN_AUD))
-    else {
+    let Some(started) = started else {
         return refuse("This sign-in was not started here or took too long; start again.");
     };
     let expected = started["state"].as_str().unwrap_or_default();
@@ -407,6 +418,7 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                 tenant: tenant.clone(),
                 who: identity.display.clone(),
                 csrf: String::new(),
+                expires_at: now_secs() + d.session_ttl.as_secs(),
             };
             ok(pages::secret_shown(
                 &s,
@@ -681,7 +693,7 @@ async fn live(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             .content_type("application/json")
             .body(r#"{"error":{"code":"UNAUTHORIZED","message":"sign in to the dashboard first","details":[]}}"#);
     };
-    crate::http::events::session_stream(&req, &state, s.tenant).await
+    crate::http::events::session_stream(&req, &state, s.tenant, s.expires_at).await
 }
 
 async fn script() -> HttpResponse {

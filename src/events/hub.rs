@@ -11,10 +11,16 @@
 //! by id. If that read fails, the tenant's clients are disconnected and resume
 //! with `Last-Event-ID` themselves. A client whose buffer is full is cut off (its
 //! socket shut down, so a client that stopped reading cannot pin memory).
+//!
+//! Streams end with their credential (contract section 22): a change to a
+//! tenant's keys, tier or existence ends its streams here at once; when the
+//! invalidation feed reconnects (it may have missed such changes) every
+//! stream's credential is checked against the store again, and retried each
+//! second while the store cannot answer.
 
 use super::{Delivery, Event, EventId, Filter, History, Live};
-use crate::domain::TenantId;
-use crate::store::{Store, StoreError};
+use crate::domain::{TenantId, Tier};
+use crate::store::{Store, StoreError, StoreResult};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -29,6 +35,22 @@ pub struct HubConfig {
     pub max_per_tenant: usize,
     /// Events buffered per client before it is cut off.
     pub buffer: usize,
+}
+
+/// How often a re-check of the streams' credentials that the store could not
+/// answer is tried again.
+const RECHECK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What opened a stream, so it can be checked again against the store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Credential {
+    /// An API key, by its hash: valid while the store knows it for the tenant.
+    ApiKey(String),
+    /// A token exchanged for a JWT: valid while the tenant exists, is not on
+    /// the free tier and still has the JWT settings of this fingerprint.
+    Token { fingerprint: String },
+    /// A dashboard session: valid while the tenant exists.
+    Session,
 }
 
 #[derive(Debug)]
@@ -59,6 +81,7 @@ struct TenantFeed {
 struct Client {
     tx: mpsc::Sender<Arc<Delivery>>,
     filter: Filter,
+    credential: Credential,
     /// This client's connection, to shut down when it is cut off.
     socket: Option<std::net::TcpStream>,
     /// Dropped when the client is removed, which ends its stream at once.
@@ -131,6 +154,7 @@ impl Hub {
         tenant: &TenantId,
         filter: Filter,
         socket: Option<std::net::TcpStream>,
+        credential: Credential,
     ) -> Result<Subscription, JoinError> {
         if *self.shutdown.borrow() {
             return Err(JoinError::ShuttingDown);
@@ -153,6 +177,7 @@ impl Hub {
                 Client {
                     tx,
                     filter,
+                    credential,
                     socket,
                     _alive: alive,
                 },
@@ -273,6 +298,73 @@ impl Hub {
         }
     }
 
+    /// Checks every stream's credential against the store again and ends the
+    /// streams whose credential no longer holds. Returns false when the store
+    /// could not answer for some (they are checked again later).
+    async fn recheck(&self) -> bool {
+        let clients: Vec<(TenantId, u64, Credential)> = self
+            .lock()
+            .iter()
+            .flat_map(|(t, f)| {
+                f.clients
+                    .iter()
+                    .map(move |(id, c)| (t.clone(), *id, c.credential.clone()))
+            })
+            .collect();
+        let mut verdicts: HashMap<(TenantId, Credential), bool> = HashMap::new();
+        let mut complete = true;
+        let mut ended = 0usize;
+        for (tenant, id, credential) in clients {
+            let key = (tenant, credential);
+            let valid = match verdicts.get(&key) {
+                Some(v) => *v,
+                None => match self.still_valid(&key.0, &key.1).await {
+                    Ok(v) => {
+                        verdicts.insert(key.clone(), v);
+                        v
+                    }
+                    Err(e) => {
+                        // The store cannot answer now: stop here rather than
+                        // wait a store timeout per stream; the round is tried
+                        // again in a second.
+                        tracing::debug!(error = %e, "stream credential re-check failed; will retry");
+                        complete = false;
+                        break;
+                    }
+                },
+            };
+            if !valid {
+                ended += 1;
+                self.remove(&key.0, id, false);
+            }
+        }
+        if ended > 0 {
+            tracing::info!(
+                streams = ended,
+                "event streams ended: their credential no longer holds"
+            );
+        }
+        complete
+    }
+
+    async fn still_valid(&self, tenant: &TenantId, credential: &Credential) -> StoreResult<bool> {
+        Ok(match credential {
+            Credential::ApiKey(hash) => self
+                .store
+                .authenticate(hash)
+                .await?
+                .is_some_and(|p| &p.tenant == tenant),
+            Credential::Token { fingerprint } => {
+                self.store.get_tenant(tenant).await?.is_some_and(|t| {
+                    t.tier != Tier::Free
+                        && t.jwt.as_ref().map(|j| j.fingerprint()).as_deref()
+                            == Some(fingerprint.as_str())
+                })
+            }
+            Credential::Session => self.store.get_tenant(tenant).await?.is_some(),
+        })
+    }
+
     /// Ends every stream of a tenant on this instance (they resume elsewhere or here).
     fn drop_tenant(&self, tenant: &TenantId) {
         let removed = self.lock().remove(tenant);
@@ -287,20 +379,32 @@ impl Hub {
 /// A tenant whose keys, tier or existence changed gets its streams on this
 /// instance closed: a revoked or rotated key must not keep receiving events. The
 /// clients reconnect at once (and resume); those whose key is no longer valid get
-/// a 401.
+/// a 401. A reconnect of the feed (`All`, or missed messages) may hide such
+/// changes, so then every stream's credential is checked against the store,
+/// again each [`RECHECK_RETRY`] until the store has answered for all.
 async fn close_on_credential_change(
     hub: Weak<Hub>,
     mut changes: broadcast::Receiver<crate::store::Invalidation>,
 ) {
+    let mut recheck_due = false;
     loop {
-        let change = changes.recv().await;
+        let change = if recheck_due {
+            tokio::time::timeout(RECHECK_RETRY, changes.recv())
+                .await
+                .ok()
+        } else {
+            Some(changes.recv().await)
+        };
         let Some(hub) = hub.upgrade() else { return };
         match change {
-            Ok(crate::store::Invalidation::Tenant(tenant)) => hub.drop_tenant(&tenant),
-            // A reconnect of the feed (`All`) says nothing about any tenant; the
-            // streams stay (they are caught up through `Live::Resync`).
-            Ok(crate::store::Invalidation::All) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return,
+            Some(Ok(crate::store::Invalidation::Tenant(tenant))) => hub.drop_tenant(&tenant),
+            Some(Ok(crate::store::Invalidation::All))
+            | Some(Err(broadcast::error::RecvError::Lagged(_))) => recheck_due = true,
+            Some(Err(broadcast::error::RecvError::Closed)) => return,
+            None => {}
+        }
+        if recheck_due {
+            recheck_due = !hub.recheck().await;
         }
     }
 }

@@ -48,6 +48,9 @@ struct State {
     /// comment would only notice after up to 15 s).
     peer: Option<std::net::TcpStream>,
     peer_check: Interval,
+    /// When the stream's credential (an exchanged token, a dashboard
+    /// session) expires: the stream ends then.
+    expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     done: bool,
 }
 
@@ -69,6 +72,16 @@ fn peer_closed(peer: &std::net::TcpStream) -> bool {
     }
 }
 
+/// The client end of a stream.
+pub struct Client {
+    /// Idle time between `: keep-alive` comments.
+    pub keepalive: Duration,
+    /// Its socket, to notice when it goes away.
+    pub peer: Option<std::net::TcpStream>,
+    /// When its credential (an exchanged token, a dashboard session) expires.
+    pub ends_at: Option<std::time::SystemTime>,
+}
+
 /// The body of one event-stream response.
 pub fn stream(
     sub: Subscription,
@@ -76,9 +89,13 @@ pub fn stream(
     tenant: TenantId,
     filter: Filter,
     start: Start,
-    keepalive: Duration,
-    peer: Option<std::net::TcpStream>,
+    client: Client,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let Client {
+        keepalive,
+        peer,
+        ends_at,
+    } = client;
     let mut hello = BytesMut::new();
     hello.extend_from_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
     let (backlog, next_page, last) = match start {
@@ -110,6 +127,12 @@ pub fn stream(
         keepalive,
         peer,
         peer_check,
+        expiry: ends_at.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            Box::pin(tokio::time::sleep(left))
+        }),
         done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
@@ -133,6 +156,9 @@ impl State {
         }
         loop {
             if self.done || *self.sub.shutdown.borrow() {
+                return None;
+            }
+            if self.expiry.as_ref().is_some_and(|e| e.is_elapsed()) {
                 return None;
             }
             // History first.
@@ -178,6 +204,12 @@ impl State {
                 biased;
                 _ = self.sub.shutdown.changed() => return None,
                 _ = &mut self.sub.removed => return None,
+                _ = async {
+                    match self.expiry.as_mut() {
+                        Some(e) => e.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                } => return None,
                 delivery = self.sub.rx.recv() => {
                     let delivery = delivery?;
                     if !self.is_new(delivery.event.id) {

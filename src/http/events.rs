@@ -6,15 +6,19 @@ use super::error::ApiError;
 use super::extract::ApiCaller;
 use super::query::Query;
 use super::AppState;
+use crate::domain::hash_secret;
 use crate::domain::{Resource, TenantId};
-use crate::events::hub::{JoinError, PAGE};
+use crate::events::hub::{Credential, JoinError, PAGE};
 use crate::events::sse::{self, Start};
 use crate::events::{gap_frame, EventId, EventKind, Filter, History};
 use crate::store::Access;
+use crate::tokens::looks_like_token;
+use crate::tokens::service::now_secs;
 use actix_web::http::header;
 use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::os::fd::{BorrowedFd, RawFd};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Most `resource` filters one stream may name.
 pub const MAX_RESOURCE_FILTERS: usize = 100;
@@ -105,6 +109,31 @@ fn last_event_id(req: &HttpRequest) -> Option<(String, Option<EventId>)> {
     Some((raw.chars().take(MAX_ECHOED_ID).collect(), parsed))
 }
 
+/// What opened the stream (to check it again when the invalidation feed may
+/// have missed a change) and, for an exchanged token, when it expires: the
+/// stream ends then. An already expired token is a `401`.
+async fn credential(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(Credential, Option<SystemTime>), ApiError> {
+    let presented = super::extract::presented_key(req)?;
+    if !looks_like_token(&presented) {
+        return Ok((Credential::ApiKey(hash_secret(&presented)), None));
+    }
+    let claims = state
+        .auth
+        .check_signed(&presented, |k| k.check(&presented))
+        .await?
+        .filter(|c| c.exp > now_secs())
+        .ok_or_else(|| ApiError::Unauthorized("the token has expired".into()))?;
+    Ok((
+        Credential::Token {
+            fingerprint: claims.jfp,
+        },
+        Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+    ))
+}
+
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", summary = "Live lock events of the tenant of the caller (Server-Sent Events)", params(("resource" = Option<Vec<String>>, Query, description = "Only these resources (repeatable, up to 100)"), ("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("types" = Option<String>, Query, description = "Comma-separated event types"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")), responses((status = 200, description = "text/event-stream: the data of each event is an Event; GAP when history was lost", content_type = "text/event-stream", body = crate::http::openapi::Event), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.0.tenant))]
 pub async fn stream(
@@ -114,6 +143,7 @@ pub async fn stream(
 ) -> Result<HttpResponse, ApiError> {
     let filter = filter(&req)?;
     let tenant = caller.0.tenant.clone();
+    let (credential, ends_at) = credential(&req, &state).await?;
     let resume = last_event_id(&req);
     // Opening a stream is one read request; what it carries afterwards is not
     // counted.
@@ -125,7 +155,7 @@ pub async fn stream(
     // both ways and the stream drops the repeat by id.
     let sub = state
         .hub
-        .join(&tenant, filter.clone(), connection(&req))
+        .join(&tenant, filter.clone(), connection(&req), credential)
         .await
         .map_err(|e| match e {
             JoinError::TooMany(max) => ApiError::RateLimited {
@@ -151,8 +181,11 @@ pub async fn stream(
         tenant,
         filter,
         start,
-        state.sse_keepalive,
-        connection(&req),
+        sse::Client {
+            keepalive: state.sse_keepalive,
+            peer: connection(&req),
+            ends_at,
+        },
     );
     let mut res = HttpResponse::Ok();
     super::limits::add_headers(&mut res, Some(&rate));
@@ -166,11 +199,21 @@ pub async fn stream(
 
 /// The dashboard's live feed: every event of `tenant` (no filter, no resume),
 /// for a request authenticated by a dashboard session.
-pub async fn session_stream(req: &HttpRequest, state: &AppState, tenant: TenantId) -> HttpResponse {
+pub async fn session_stream(
+    req: &HttpRequest,
+    state: &AppState,
+    tenant: TenantId,
+    expires_at: u64,
+) -> HttpResponse {
     let filter = Filter::default();
     let sub = match state
         .hub
-        .join(&tenant, filter.clone(), connection(req))
+        .join(
+            &tenant,
+            filter.clone(),
+            connection(req),
+            Credential::Session,
+        )
         .await
     {
         Ok(sub) => sub,
@@ -190,8 +233,11 @@ pub async fn session_stream(req: &HttpRequest, state: &AppState, tenant: TenantI
         tenant,
         filter,
         Start::Live,
-        state.sse_keepalive,
-        connection(req),
+        sse::Client {
+            keepalive: state.sse_keepalive,
+            peer: connection(req),
+            ends_at: Some(UNIX_EPOCH + Duration::from_secs(expires_at)),
+        },
     );
     HttpResponse::Ok()
         .content_type("text/event-stream")

@@ -83,19 +83,49 @@ impl FromRequest for ApiCaller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let key = presented_key(req);
         let state = state(req);
+        let req = req.clone();
         Box::pin(async move {
             let key = key?;
             let state = state?;
-            match state.auth.authenticate(&key).await? {
-                Some(p) if p.subject.is_some() && p.tier == Tier::Free => {
-                    Err(tier_required_for_tokens())
-                }
-                Some(p) => Ok(ApiCaller(p)),
-                None => Err(ApiError::Unauthorized(
-                    "unknown, revoked, rotated or expired API key or token".into(),
-                )),
+            match authenticate(&req, &state, &key).await? {
+                p if p.subject.is_some() && p.tier == Tier::Free => Err(tier_required_for_tokens()),
+                p => Ok(ApiCaller(p)),
             }
         })
+    }
+}
+
+/// The principal of a presented key or token, or `401`. A credential the
+/// cache cannot answer costs a store look-up, so failures are counted per
+/// client address: past `COOPLOCKER_AUTH_FAILURES_PER_IP` an address gets
+/// `429 RATE_LIMITED` for such credentials, without a look-up.
+pub async fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+    key: &str,
+) -> Result<Principal, ApiError> {
+    if let Some(p) = state.auth.cached(key) {
+        return Ok(p);
+    }
+    let addr = super::client_addr::client_addr(req, state);
+    if let Err(wait) = state.auth_failures.check(&addr) {
+        crate::metrics::rate_limited("auth_failures");
+        return Err(ApiError::RateLimited {
+            message: format!(
+                "too many failed authentications from this address (limit {}/s); check the API key",
+                state.limits.auth_failures_per_ip
+            ),
+            retry_after_seconds: wait,
+        });
+    }
+    match state.auth.authenticate(key).await? {
+        Some(p) => Ok(p),
+        None => {
+            state.auth_failures.record(&addr);
+            Err(ApiError::Unauthorized(
+                "unknown, revoked, rotated or expired API key or token".into(),
+            ))
+        }
     }
 }
 

@@ -8,8 +8,9 @@
 //! with a key, in the key's tenant. Named locks need a `pro` or `enterprise` key.
 
 use super::body::{invalid_items, parse_object, Fields};
+use super::client_addr::{charge_address, AddressLimit};
 use super::error::ApiError;
-use super::extract::presented_key;
+use super::extract::{authenticate, presented_key};
 use super::AppState;
 use crate::domain::{format_millis, Requester, Resource, TenantId, TenantName, Tier, Ttl};
 use crate::store::{
@@ -46,33 +47,10 @@ fn has_credentials(req: &HttpRequest) -> bool {
     req.headers().contains_key("x-api-key") || req.headers().contains_key(header::AUTHORIZATION)
 }
 
-/// The client's address, for the public per-address limit.
-pub(super) fn client_address(req: &HttpRequest, state: &AppState) -> String {
-    if state.limits.trust_forwarded_for {
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
-        if let Some(ip) = forwarded {
-            return ip.to_string();
-        }
-    }
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<Holder, ApiError> {
     if has_credentials(req) {
         let key = presented_key(req)?;
-        let Some(p) = state.auth.authenticate(&key).await? else {
-            return Err(ApiError::Unauthorized(
-                "unknown, revoked, rotated or expired API key or token".into(),
-            ));
-        };
+        let p = authenticate(req, state, &key).await?;
         if p.subject.is_some() {
             return Err(ApiError::Forbidden {
                 code: "FORBIDDEN",
@@ -106,11 +84,7 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
         ));
     }
     let per_second = state.limits.public_locks_per_ip;
-    let address = client_address(req, state);
-    let decision = state
-        .store
-        .rate_limit(&format!("cl:ip:{address}"), per_second, per_second)
-        .await?;
+    let decision = charge_address(req, state, AddressLimit::PublicLocks).await?;
     let limit_headers = vec![
         ("RateLimit-Limit", per_second.to_string()),
         ("RateLimit-Remaining", decision.remaining.to_string()),
@@ -119,16 +93,6 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
             decision.reset_ms.div_ceil(1000).to_string(),
         ),
     ];
-    if !decision.allowed {
-        crate::metrics::rate_limited("address");
-        return Err(ApiError::RateLimited {
-            message: format!(
-                "too many public lock requests from this address (limit {per_second}/s); use an API key for more"
-            ),
-            retry_after_seconds: decision.retry_after_ms.div_ceil(1000).max(1),
-        }
-        .with_headers(limit_headers));
-    }
     let tenant = public_tenant(state).await?;
     Ok(Holder {
         // Counted per client address above, not per tenant.

@@ -94,7 +94,10 @@ pub async fn front_door(
     let stopping = res
         .request()
         .app_data::<actix_web::web::Data<super::AppState>>()
-        .is_some_and(|s| s.shutting_down.load(std::sync::atomic::Ordering::SeqCst));
+        .is_some_and(|s| {
+            s.closing_connections
+                .load(std::sync::atomic::Ordering::SeqCst)
+        });
     let mut res = into_json_error(res, &method, &raw_path);
     if stopping {
         // Draining: answer this request, then close the connection, so a

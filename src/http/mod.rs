@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod body;
+pub mod client_addr;
+pub mod connection;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -31,9 +33,13 @@ pub struct Limits {
     pub public_locks: bool,
     pub public_locks_per_ip: u32,
     pub public_locks_max: usize,
-    pub trust_forwarded_for: bool,
+    /// Proxies in front of the instance that append to `X-Forwarded-For`: the
+    /// client is the N-th entry from the right (0: the peer address).
+    pub trusted_proxies: u32,
     /// JWT exchanges per second per client address.
     pub token_exchange_per_ip: u32,
+    /// Failed authentications per second per client address, per instance.
+    pub auth_failures_per_ip: u32,
     /// Longest wait for a request body to arrive in full.
     pub body_timeout: std::time::Duration,
 }
@@ -49,12 +55,18 @@ pub struct AppState {
     pub rates: crate::config::RateLimits,
     /// Set on SIGTERM: readiness turns false before the listener closes.
     pub shutting_down: Arc<AtomicBool>,
+    /// Set on SIGTERM once the listener is closed: every answer from then on
+    /// carries `Connection: close` (not before, or a proxy would open new
+    /// connections into a listener about to close, and lose their requests).
+    pub closing_connections: Arc<AtomicBool>,
     /// This instance's fan-out of live events to its SSE clients.
     pub hub: Arc<Hub>,
     /// Idle time between `: keep-alive` comments on an event stream.
     pub sse_keepalive: std::time::Duration,
     /// Set once this instance has made sure the public locklock tenant exists.
     pub public_tenant_ready: AtomicBool,
+    /// Failed authentications per client address on this instance.
+    pub auth_failures: client_addr::AuthFailures,
     /// Verifies tenants' JWTs (and caches their JWKS).
     pub verifier: crate::tokens::Verifier,
     /// Lifetime of an exchanged token.

@@ -2,10 +2,10 @@
 //! for a short-lived token accepted in `X-Api-Key` (see `crate::tokens`).
 
 use super::body::{invalid_items, parse_object, require_json, Fields};
+use super::client_addr::{charge_address, AddressLimit};
 use super::error::ApiError;
 use super::extract::tier_required_for_tokens;
-use super::limits::{add_headers, headers, quota};
-use super::locklock::client_address;
+use super::limits::{add_headers, quota};
 use super::query::Query;
 use super::AppState;
 use crate::domain::{format_millis, Tenant, TenantId, Tier};
@@ -64,22 +64,7 @@ pub async fn exchange(
     require_json(&req)?;
     // Valid or not, every exchange counts against the caller's address, since
     // verifying costs more than refusing.
-    let per_second = state.limits.token_exchange_per_ip;
-    let address = client_address(&req, &state);
-    let d = state
-        .store
-        .rate_limit(&format!("cl:ip-jwt:{address}"), per_second, per_second)
-        .await?;
-    if !d.allowed {
-        crate::metrics::rate_limited("address");
-        return Err(ApiError::RateLimited {
-            message: format!(
-                "too many JWT exchanges from this address (limit {per_second}/s); reuse the token until it expires"
-            ),
-            retry_after_seconds: d.retry_after_ms.div_ceil(1000).max(1),
-        }
-        .with_headers(headers(&d)));
-    }
+    charge_address(&req, &state, AddressLimit::TokenExchange).await?;
 
     let obj = parse_object(&body, false)?;
     let mut details = Vec::new();

@@ -416,13 +416,27 @@ pub trait EventLog: Send + Sync {
     fn live_events(&self) -> broadcast::Receiver<Live>;
 }
 
+/// A fleet-wide limit counted per client address (not per tenant): the address
+/// is an IPv4 address or an IPv6 /64, as the HTTP layer derives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressLimit<'a> {
+    /// Keyless public locklock locks.
+    PublicLocks(&'a str),
+    /// JWT exchanges.
+    TokenExchange(&'a str),
+}
+
 /// Rate limits on their own, readiness, and the periodic expiry sweep.
 #[async_trait]
 pub trait Upkeep: Send + Sync {
-    /// Counts one request against the limit `key` (`per_second` with a burst of
-    /// `burst`), for the whole fleet.
-    async fn rate_limit(&self, key: &str, per_second: u32, burst: u32)
-        -> StoreResult<RateDecision>;
+    /// Counts one request of a client address against `limit` (`per_second`
+    /// with a burst of `burst`), for the whole fleet.
+    async fn rate_limit(
+        &self,
+        limit: AddressLimit<'_>,
+        per_second: u32,
+        burst: u32,
+    ) -> StoreResult<RateDecision>;
     /// Counts one request of a tenant against its quota on its own (for requests
     /// that run no metered operation, such as opening an event stream); over the
     /// limit it answers `StoreError::RateLimited`.

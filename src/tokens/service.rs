@@ -140,6 +140,15 @@ impl TokenKeys {
             .map(|d| d.claims)
     }
 
+    /// Whether `token` names (by `kid`) a key that is not among these: signed
+    /// by another key, or not by this fleet at all.
+    pub fn names_unknown_key(&self, token: &str) -> bool {
+        match jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) {
+            Some(kid) => !self.keys.iter().any(|k| k.kid == kid),
+            None => false,
+        }
+    }
+
     /// The claims of a token this fleet signed and that has not expired.
     pub fn check(&self, token: &str) -> Option<ServiceClaims> {
         let kid = jsonwebtoken::decode_header(token).ok()?.kid?;

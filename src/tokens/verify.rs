@@ -105,8 +105,9 @@ struct JwksEntry {
 pub struct Verifier {
     http: reqwest::Client,
     jwks: Mutex<HashMap<String, JwksEntry>>,
-    /// Serialises fetches, so a burst of tokens with a new `kid` costs one.
-    fetching: tokio::sync::Mutex<()>,
+    /// One lock per JWKS URL being fetched: a burst of tokens with a new `kid`
+    /// costs one fetch, and a slow host delays only the tenants that use it.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Default for Verifier {
@@ -127,7 +128,7 @@ impl Verifier {
         Self {
             http,
             jwks: Mutex::new(HashMap::new()),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: Mutex::new(HashMap::new()),
         }
     }
 
@@ -253,13 +254,18 @@ impl Verifier {
         if !fetch {
             return keys.ok_or_else(|| reject("the tenant's JWKS could not be fetched"));
         }
-        let _turn = self.fetching.lock().await;
+        let url_lock = self.url_lock(url);
+        let turn = url_lock.lock().await;
         // Someone else may have fetched while this one waited.
         let (keys, fetch) = cached(self);
         if !fetch {
+            drop(turn);
+            self.release_url_lock(url, url_lock);
             return keys.ok_or_else(|| reject("the tenant's JWKS could not be fetched"));
         }
         let fetched = self.fetch(url).await;
+        drop(turn);
+        self.release_url_lock(url, url_lock);
         let mut map = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_JWKS_URLS && !map.contains_key(url) {
             map.clear();
@@ -287,6 +293,22 @@ impl Verifier {
                     )))
                 }
             }
+        }
+    }
+
+    /// The lock that serialises fetches of `url` (created on first need).
+    fn url_lock(&self, url: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(url.to_string()).or_default().clone()
+    }
+
+    /// Forgets the lock of `url` once nobody holds or waits for it, so the map
+    /// stays as small as the number of fetches under way.
+    fn release_url_lock(&self, url: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        // Two references: the map's and `lock`; any more is a waiter.
+        if Arc::strong_count(&lock) <= 2 {
+            locks.remove(url);
         }
     }
 

@@ -413,3 +413,88 @@ async fn oversized_requests_are_refused(app: TestApp) {
     assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_eq!(r.error_code(), "HEADERS_TOO_LARGE");
 }
+
+/// Sends `head` on a fresh connection (ignoring a write cut short by the
+/// server closing) and returns everything answered until it closes.
+fn raw_exchange(port: u16, head: &[u8]) -> (u16, String, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = s.write_all(head);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (
+        status,
+        content_type,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_past_the_framework_limits_get_json_errors() {
+    let app = crate::helpers::spawn_app(crate::helpers::Kind::Embedded).await;
+    let port: u16 = app
+        .address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let key = app.api_key.clone();
+    let long_uri = format!(
+        "GET /api/v1/Reservation?prefix={} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let huge_uri = format!(
+        "GET /api/v1/Reservation?prefix={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let big_header = format!(
+        "GET /api/v1/Reservation HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nX-Filler: {}\r\n\r\n",
+        "b".repeat(200 * 1024)
+    );
+    let mut many = format!("GET /api/v1/Reservation HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\n");
+    for i in 0..10_000 {
+        many.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let cases = [
+        ("70 KiB URI", long_uri, 414, "URI_TOO_LONG"),
+        ("200 KiB URI", huge_uri, 414, "URI_TOO_LONG"),
+        ("200 KiB header", big_header, 431, "HEADERS_TOO_LARGE"),
+        ("10,000 headers", many, 431, "HEADERS_TOO_LARGE"),
+    ];
+    for (case, head, status, code) in cases {
+        let (got, content_type, body) =
+            tokio::task::spawn_blocking(move || raw_exchange(port, head.as_bytes()))
+                .await
+                .expect("raw exchange");
+        assert_eq!(got, status, "{case}: {body}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{case}: content type {content_type:?}"
+        );
+        assert_eq!(body["error"]["code"], code, "{case}: {body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        assert!(body["error"]["details"].is_array(), "{case}: {body}");
+    }
+    // The instance still answers normally afterwards.
+    assert_eq!(app.get("/api/v1/Reservation").await.status, StatusCode::OK);
+}

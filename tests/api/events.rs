@@ -874,3 +874,67 @@ async fn a_revoked_key_stops_receiving_events() {
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_while_the_pubsub_link_is_down_ends_its_stream() {
+    use crate::harness::proxy::{Link, Proxy};
+    // Arrange: instance A reaches Redis through a proxy that can cut its link
+    // alone; B reaches it directly. A stream on A with a key of its own.
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port).await;
+    let (a, _) = start_instance(settings(Some(format!("redis://127.0.0.1:{}", proxy.port)))).await;
+    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = crate::helpers::client();
+    let (tenant, _) = create_tenant(&client, &b, "pubsub-down", "pro").await;
+    let r = client
+        .post(format!("{b}/api/v1/admin/tenants/{tenant}/keys"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&json!({"label":"soon-gone"}))
+        .send()
+        .await
+        .expect("create key");
+    let created: Value = r.json().await.expect("key json");
+    let key_id = created["id"].as_str().expect("id").to_string();
+    let key = created["key"].as_str().expect("key").to_string();
+    // One event, so the stream has a cursor to resume from after a reconnect
+    // (and is kept, not dropped, by the catch-up).
+    let r = send(
+        &client,
+        Method::POST,
+        format!("{b}/api/v1/Reservation/reserve"),
+        Some(&key),
+        Some(json!([{"resource":"before","requester":"w"}])),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut s = Stream::open(&a, &key, "", None).await;
+    assert!(s.next(Duration::from_millis(300)).await.is_none());
+    assert!(!s.ended);
+
+    // Act: A's link goes dark long enough for its pub/sub to be lost; the key
+    // is revoked through B meanwhile (A's feed never hears of it); the link
+    // comes back.
+    proxy.set_link(Link::Blackhole);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = client
+        .delete(format!("{b}/api/v1/admin/tenants/{tenant}/keys/{key_id}"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    proxy.heal();
+    let healed = Instant::now();
+
+    // Assert: the stream ends soon after A is back, and the key is refused.
+    while !s.ended && healed.elapsed() < Duration::from_secs(6) {
+        s.next(Duration::from_millis(100)).await;
+    }
+    assert!(
+        s.ended,
+        "the stream of a key revoked while pub/sub was down still runs {:?} after the link healed",
+        healed.elapsed()
+    );
+    let res = Stream::request(&a, &key, "", None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}

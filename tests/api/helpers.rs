@@ -228,6 +228,7 @@ pub fn settings(redis_url: Option<String>) -> Settings {
         enterprise: 1_000_000,
     };
     s.token_exchange_per_ip = 100_000;
+    s.auth_failures_per_ip = 100_000;
     s
 }
 

@@ -842,3 +842,182 @@ async fn a_token_costs_no_store_read_per_request() {
     let sweeps = calls("zrangebyscore");
     assert_eq!(calls("evalsha"), 10 + sweeps, "{info}");
 }
+
+/// A JWKS host that accepts connections, reads the request and never answers
+/// (until the verifier's own timeout gives up on it).
+async fn stalling_jwks() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind stalling jwks");
+    let url = format!(
+        "http://127.0.0.1:{}/.well-known/jwks.json",
+        listener.local_addr().expect("addr").port()
+    );
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            // Bounded: the test makes one or two requests.
+            if held.len() < 16 {
+                held.push(sock);
+            }
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_jwks_host_does_not_delay_other_tenants() {
+    // Arrange: tenant A's JWKS host stalls; tenant B's answers at once.
+    let good = serve_jwks(vec![jwk(Algorithm::RS256, RSA_PRIVATE, "rsa-1")]).await;
+    let stall = stalling_jwks().await;
+    let app = spawn_app(Kind::Embedded).await;
+    let (slow_tenant, _) = create_tenant(&app.client, &app.address, "slow-jwks", "pro").await;
+    configure(
+        &app,
+        &slow_tenant,
+        json!({"issuer": ISSUER, "audience": AUDIENCE, "jwksUrl": stall}),
+    )
+    .await;
+    configure(
+        &app,
+        &app.tenant_id,
+        json!({"issuer": ISSUER, "audience": AUDIENCE, "jwksUrl": good.url}),
+    )
+    .await;
+    let jwt = sign(
+        Algorithm::RS256,
+        RSA_PRIVATE,
+        Some("rsa-1"),
+        &claims("alice"),
+    );
+
+    // Act: A's first exchange waits on its host; B's starts meanwhile.
+    let slow = {
+        let (client, url, jwt) = (
+            app.client.clone(),
+            app.url("/api/v1/auth/token"),
+            jwt.clone(),
+        );
+        let tenant = slow_tenant.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"jwt": jwt, "tenant": tenant}))
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let r = exchange(&app, json!({"jwt": jwt, "tenant": app.tenant_id})).await;
+    let took = started.elapsed();
+
+    // Assert: B is served at once, while A is still waiting.
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "tenant B's exchange waited {took:?} behind tenant A's stalled JWKS host"
+    );
+    assert!(!slow.is_finished(), "tenant A's exchange is still waiting");
+    slow.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_key_lost_by_redis_is_reread_and_both_instances_agree_again() {
+    // Arrange: A starts, mints with the generated key; Redis then loses it and
+    // B, started later, generates another.
+    let redis = RedisServer::start();
+    let (a, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = crate::helpers::client();
+    let (tenant, _) = create_tenant(&client, &a, "lost-key", "starter").await;
+    let app_a = TestApp {
+        address: a.clone(),
+        api_key: String::new(),
+        tenant_id: tenant.clone(),
+        client: client.clone(),
+        redis: None,
+        topology: None,
+    };
+    configure(&app_a, &tenant, hs256_settings()).await;
+    let jwt = sign(Algorithm::HS256, HS_SECRET, None, &claims("alice"));
+    let first_a = token_for(&app_a, &jwt).await;
+    let old = redis
+        .cli(&["GET", cooplocker::store::redis::keys::TOKEN_SECRET])
+        .trim()
+        .to_string();
+    assert_eq!(old.len(), 64, "a generated key is kept in Redis");
+    redis.cli(&["DEL", cooplocker::store::redis::keys::TOKEN_SECRET]);
+    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    let app_b = TestApp {
+        address: b.clone(),
+        ..app_a
+    };
+    let from_b = token_for(&app_b, &jwt).await;
+    let new = redis
+        .cli(&["GET", cooplocker::store::redis::keys::TOKEN_SECRET])
+        .trim()
+        .to_string();
+    assert_ne!(new, old, "B generated another key");
+    let use_on = |base: String, token: String| {
+        let client = client.clone();
+        async move {
+            send(
+                &client,
+                Method::POST,
+                format!("{base}/api/v1/Reservation/check"),
+                Some(&token),
+                Some(json!([{"resource": "x"}])),
+            )
+            .await
+            .status
+        }
+    };
+
+    // Act + Assert: A accepts B's token after one re-read of the key...
+    assert_eq!(use_on(a.clone(), from_b.clone()).await, StatusCode::OK);
+    // ...keeps accepting its own earlier tokens...
+    assert_eq!(use_on(a.clone(), first_a).await, StatusCode::OK);
+    // ...and from then on mints with the fleet's key, which B accepts.
+    let app_a = TestApp {
+        address: a.clone(),
+        ..app_b
+    };
+    let later_a = token_for(&app_a, &jwt).await;
+    assert_eq!(use_on(b.clone(), later_a).await, StatusCode::OK);
+    assert_eq!(use_on(b, from_b).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_with_a_token_ends_when_the_token_expires() {
+    // Arrange: a token that lives three seconds (it never outlives its JWT).
+    let app = spawn_app(Kind::Embedded).await;
+    configure(&app, &app.tenant_id, hs256_settings()).await;
+    let mut short = claims("alice");
+    short["exp"] = json!(now() + 3);
+    let jwt = sign(Algorithm::HS256, HS_SECRET, None, &short);
+    let r = exchange(&app, json!({"jwt": jwt, "tenant": app.tenant_id})).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let token = r.body["token"].as_str().expect("token").to_string();
+    let expires = chrono::DateTime::parse_from_rfc3339(r.body["expiresAt"].as_str().expect("at"))
+        .expect("RFC 3339")
+        .timestamp_millis();
+
+    // Act: follow the stream until it ends.
+    let mut s = Stream::open(&app.address, &token, "", None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while !s.ended && std::time::Instant::now() < deadline {
+        s.next(Duration::from_millis(100)).await;
+    }
+    let ended_at = chrono::Utc::now().timestamp_millis();
+
+    // Assert: it ended within 1 s of the expiry, not before it.
+    assert!(s.ended, "the stream outlived its token");
+    assert!(
+        ended_at >= expires - 200 && ended_at <= expires + 1000,
+        "ended {} ms after the token's expiry",
+        ended_at - expires
+    );
+    let res = Stream::request(&app.address, &token, "", None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}

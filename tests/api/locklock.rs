@@ -518,3 +518,81 @@ async fn of_64_concurrent_acquirers_on_two_instances_exactly_one_wins() {
         }
     }
 }
+
+/// A keyless acquire of a fresh UUID lock as sent through proxies that wrote
+/// `forwarded_for`; returns the status.
+async fn public_acquire_from(app: &TestApp, i: usize, forwarded_for: &str) -> u16 {
+    let uuid = format!("00000000-0000-4000-8000-{i:012}");
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/api/lock/uuid/{uuid}")))
+        .header("X-Forwarded-For", forwarded_for)
+        .send()
+        .await
+        .expect("locklock request");
+    res.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_client_is_counted_by_its_64() {
+    let app = spawn_app_with(Kind::Redis, |s| {
+        s.public_locks_per_ip = 3;
+        s.trusted_proxies = 1;
+    })
+    .await;
+    // Four addresses of one /64: one bucket of three.
+    let mut statuses = Vec::new();
+    for (i, addr) in [
+        "2001:db8:7:1::1",
+        "2001:db8:7:1::2",
+        "2001:db8:7:1:ffff::3",
+        "2001:db8:7:1::4",
+    ]
+    .iter()
+    .enumerate()
+    {
+        statuses.push(public_acquire_from(&app, i, addr).await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "one /64, one bucket");
+    // Another /64 has its own.
+    assert_eq!(public_acquire_from(&app, 10, "2001:db8:7:2::1").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_is_the_nth_forwarded_address_from_the_right() {
+    // Two proxies: the client is the second entry from the right; entries left
+    // of it are the client's own writing and the rightmost is the first proxy.
+    let app = spawn_app_with(Kind::Redis, |s| {
+        s.public_locks_per_ip = 3;
+        s.trusted_proxies = 2;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let xff = format!("198.51.100.{i}, 203.0.113.7, 10.0.0.{i}");
+        statuses.push(public_acquire_from(&app, i, &xff).await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "counted as 203.0.113.7");
+    assert_eq!(
+        public_acquire_from(&app, 10, "198.51.100.1, 203.0.113.8, 10.0.0.1").await,
+        200,
+        "another client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_written_forwarded_entry_is_ignored() {
+    // COOPLOCKER_TRUST_FORWARDED_FOR=true is one proxy: only the entry it
+    // appended counts, whatever the client put before it.
+    let app = spawn_app_with(Kind::Embedded, |s| {
+        s.public_locks_per_ip = 3;
+        s.trust_forwarded_for = true;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let xff = format!("192.0.2.{i}, 203.0.113.9");
+        statuses.push(public_acquire_from(&app, i, &xff).await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "counted as 203.0.113.9");
+}

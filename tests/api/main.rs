@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod dashboard;
 mod data_model;
+mod drain;
 mod equivalence;
 mod events;
 mod fleet;

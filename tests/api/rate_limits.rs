@@ -291,3 +291,48 @@ async fn jwt_exchanges_are_limited_per_client_address() {
     // Invalid or not, each exchange counts: burst 3, then refused.
     assert_eq!(statuses, vec![401, 401, 401, 429, 429]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_keys_are_limited_per_client_address() {
+    let app = spawn_app_with(Kind::Redis, |s| s.auth_failures_per_ip = 5).await;
+    // A key that works is cached by its first use...
+    assert_eq!(app.get("/api/v1/Reservation").await.status, StatusCode::OK);
+    // ...then a flood of unknown keys from the same address: five 401s (each
+    // a store look-up), then 429 without one.
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for i in 0..12 {
+        let r = app
+            .get_as(&format!("ck_{i:040x}"), "/api/v1/Reservation")
+            .await;
+        statuses.push(r.status.as_u16());
+        if r.status == StatusCode::TOO_MANY_REQUESTS && refused.is_none() {
+            refused = Some(r);
+        }
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    let r = refused.expect("refused");
+    assert_eq!(r.error_code(), "RATE_LIMITED");
+    assert!(header(&r, "retry-after").is_some_and(|s| s >= 1), "{r:?}");
+    // The cached key keeps working; the locklock API is bounded the same way.
+    assert_eq!(app.get("/api/v1/Reservation").await.status, StatusCode::OK);
+    let r = send(
+        &app.client,
+        Method::POST,
+        app.url("/v1/api/lock/key/some-lock"),
+        Some("ck_0000000000000000000000000000000000000bad"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{r:?}");
+    // After the wait, the address may try again.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let r = app
+        .get_as(
+            "ck_00000000000000000000000000000000000000ff",
+            "/api/v1/Reservation",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}

@@ -10,10 +10,10 @@ mod events;
 mod reservations;
 
 use super::{
-    Accounts, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome, Invalidation,
-    KeyCreateError, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Principal, Quota,
-    RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser, Reservations, ReserveItem,
-    ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
+    Accounts, AddressLimit, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
+    Invalidation, KeyCreateError, ListPage, ListQuery, LockOutcome, LockRequest, Metered,
+    Principal, Quota, RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
+    Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
@@ -454,11 +454,15 @@ impl EmbeddedStore {
 impl Upkeep for EmbeddedStore {
     async fn rate_limit(
         &self,
-        key: &str,
+        limit: AddressLimit<'_>,
         per_second: u32,
         burst: u32,
     ) -> StoreResult<RateDecision> {
-        Ok(self.gcra(key, per_second, burst))
+        let key = match limit {
+            AddressLimit::PublicLocks(addr) => format!("ip:{addr}"),
+            AddressLimit::TokenExchange(addr) => format!("ip-jwt:{addr}"),
+        };
+        Ok(self.gcra(&key, per_second, burst))
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -6,7 +6,7 @@
 //! is described in `lua/holds.lua`, `lua/pages.lua` and `docs/architecture.md`.
 
 use crate::domain::TenantId;
-use crate::store::Quota;
+use crate::store::{AddressLimit, Quota};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -82,6 +82,14 @@ pub fn all_of(p: &str) -> String {
 /// in one step.
 pub fn quota(p: &str, q: &Quota) -> String {
     format!("{p}rl:{}:{}", q.tier.as_str(), q.access.as_str())
+}
+
+/// A per-address limit's GCRA state.
+pub fn address_limit(limit: AddressLimit<'_>) -> String {
+    match limit {
+        AddressLimit::PublicLocks(addr) => format!("c:ip:{addr}"),
+        AddressLimit::TokenExchange(addr) => format!("c:ip-jwt:{addr}"),
+    }
 }
 
 /// The API key lookup: SHA-256 of the secret -> `<tenant id> <key id>`.

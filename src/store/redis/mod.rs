@@ -19,7 +19,7 @@ mod sweeper;
 mod tenants;
 
 use super::topology::Conn;
-use super::{Invalidation, Quota, RateDecision, StoreError, StoreResult, Upkeep};
+use super::{AddressLimit, Invalidation, Quota, RateDecision, StoreError, StoreResult, Upkeep};
 use crate::domain::{Millis, TenantId};
 use crate::events::Live;
 use async_trait::async_trait;
@@ -235,14 +235,9 @@ impl RedisStore {
     }
 }
 
-#[async_trait]
-impl Upkeep for RedisStore {
-    async fn rate_limit(
-        &self,
-        key: &str,
-        per_second: u32,
-        burst: u32,
-    ) -> StoreResult<RateDecision> {
+impl RedisStore {
+    /// One request against the GCRA limit at `key` (lua/meter.lua).
+    async fn gcra(&self, key: &str, per_second: u32, burst: u32) -> StoreResult<RateDecision> {
         let interval_us = super::interval_us(per_second);
         let mut c = self.conn();
         let reply: redis::Value = self
@@ -257,9 +252,22 @@ impl Upkeep for RedisStore {
             .await?;
         Ok(replies::decision(reply, per_second)?.1)
     }
+}
+
+#[async_trait]
+impl Upkeep for RedisStore {
+    async fn rate_limit(
+        &self,
+        limit: AddressLimit<'_>,
+        per_second: u32,
+        burst: u32,
+    ) -> StoreResult<RateDecision> {
+        self.gcra(&keys::address_limit(limit), per_second, burst)
+            .await
+    }
 
     async fn charge(&self, tenant: &TenantId, quota: &Quota) -> StoreResult<RateDecision> {
-        self.rate_limit(
+        self.gcra(
             &keys::quota(&keys::prefix(tenant), quota),
             quota.per_second,
             quota.burst,

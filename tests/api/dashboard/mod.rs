@@ -481,3 +481,63 @@ async fn embedded_mode_signs_in_locally_with_the_admin_token() {
         assert!(p.body.len() > 100);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_ends_when_its_session_expires() {
+    // Arrange: sessions that last two seconds; sign in.
+    let app = spawn_app_with(Kind::Embedded, |s| {
+        s.cookie_secure = false;
+        s.session_ttl = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let mut b = Browser::new();
+    let r = b
+        .post(
+            &app.url("/dashboard/login/local"),
+            &[("token", crate::helpers::ADMIN_TOKEN)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let signed_in = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+
+    // Act: follow the live feed until it ends.
+    let mut res = reqwest::Client::new()
+        .get(app.url("/dashboard/live"))
+        .header("Cookie", b.cookie_header())
+        .send()
+        .await
+        .expect("live feed");
+    assert_eq!(res.status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    let mut ended = false;
+    while std::time::Instant::now() < deadline {
+        match tokio::time::timeout(std::time::Duration::from_millis(200), res.chunk()).await {
+            Ok(Ok(Some(_))) | Err(_) => {}
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    let ended_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+
+    // Assert: it ended within 1 s of the session's end (its exp is in whole
+    // seconds, at most signed_in + 2), and not before it could have.
+    assert!(ended, "the live feed outlived its session");
+    assert!(
+        ended_at <= (signed_in + 2) * 1000 + 1000,
+        "ended {} ms after the session's latest possible end",
+        ended_at as i64 - ((signed_in + 2) * 1000) as i64
+    );
+    assert!(
+        ended_at >= (signed_in + 1) * 1000,
+        "ended before the session did"
+    );
+}

@@ -36,6 +36,7 @@ impl Process {
             .env("COOPLOCKER_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("COOPLOCKER_RATE_LIMITS", "pro=1000000,enterprise=1000000")
             .env("COOPLOCKER_TOKEN_EXCHANGE_PER_IP", "100000")
+            .env("COOPLOCKER_AUTH_FAILURES_PER_IP", "100000")
             .env("COOPLOCKER_WORKERS", "2")
             .env("COOPLOCKER_BODY_TIMEOUT_MS", "2000")
             .env("COOPLOCKER_SSE_MAX_PER_TENANT", "100000")

@@ -7,7 +7,7 @@ mod history;
 mod hostile;
 mod isolation;
 mod properties;
-mod proxy;
+pub(crate) mod proxy;
 
 use faults::{run, FaultKind, RunConfig};
 
