@@ -9,12 +9,14 @@
 -- ARGV[3]  events retained per tenant
 -- ARGV[4]  most holds the tenant may have ("0": no limit; the public locklock
 --          tenant has one)
--- then per item five values starting at ARGV[5*i]: resource, requester, ttl in
+-- ARGV[5]  most holds the first item's requester may have ("0": no limit; a
+--          public lock's requester is the client's address)
+-- then per item five values starting at ARGV[5*i+1]: resource, requester, ttl in
 --   ms ("0" for none), the release token to hand out (16 bytes), and '' for a
 --   Reservation API hold or 'L' + the hash of its secret for a locklock lock
 --
 -- Returns -1 when the tenant does not exist, -2 when it holds its most
--- already, else {rows, earliest}: one row per item, in order,
+-- already, -3 when the requester does, else {rows, earliest}: one row per item, in order,
 --   {1, reservedAtMs, expiresAtMs or -1, fencingToken}   RESERVED
 --   {0, heldBy, expiresAtMs or -1}                       ALREADY_HELD
 -- and `earliest`, a second to move the tenant to in the fleet's due index (0:
@@ -40,13 +42,22 @@ local held = tonumber(tenant[3] or '0')
 if cap > 0 and held + n > cap then
   return -2
 end
+local per_rq = tonumber(ARGV[5])
+if per_rq > 0 then
+  -- Counted from the requester index (holds past their time are retired
+  -- within a second or two): O(log N + the limit).
+  local rq = ARGV[7]
+  if #pg_range(p .. 'q', '[' .. rq .. '\0', '(' .. rq .. '\1', per_rq) >= per_rq then
+    return -3
+  end
+end
 ev_open(KEYS[2], ARGV[3])
 
 local out = {}
 for i = 1, n do
   local key = KEYS[2 + i]
   pg_more = n - i
-  local a = 5 * i
+  local a = 5 * i + 1
   local res, rq, ttl, tok, ll = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local ea = 0
   if ttl > 0 then

@@ -253,6 +253,18 @@ pub struct Settings {
           default_value = "100000", global = true)]
     pub public_locks_max: usize,
 
+    /// Most public locklock locks one client address (an IPv6 client: its /64)
+    /// may hold at once.
+    #[arg(long, env = "COOPLOCKER_PUBLIC_LOCKS_PER_ADDRESS", value_parser = range(1usize, 1_000_000),
+          default_value = "100", global = true)]
+    pub public_locks_per_address: usize,
+
+    /// Longest `expires_in` of a public locklock lock, and its default, in
+    /// seconds (a keyed lock's default stays 30 days).
+    #[arg(long, env = "COOPLOCKER_PUBLIC_MAX_EXPIRES_IN", value_parser = range(1u64, 2_592_000),
+          default_value = "86400", global = true)]
+    pub public_max_expires_in: u64,
+
     /// Same as `COOPLOCKER_TRUSTED_PROXIES=1` (kept for existing set-ups): the
     /// client address is the last `X-Forwarded-For` entry, the one the proxy
     /// in front wrote.

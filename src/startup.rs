@@ -157,6 +157,8 @@ impl Application {
                 public_locks: settings.public_locks,
                 public_locks_per_ip: settings.public_locks_per_ip,
                 public_locks_max: settings.public_locks_max,
+                public_locks_per_address: settings.public_locks_per_address,
+                public_max_expires_in: settings.public_max_expires_in,
                 trusted_proxies: settings.forwarded_hops(),
                 token_exchange_per_ip: settings.token_exchange_per_ip,
                 auth_failures_per_ip: settings.auth_failures_per_ip,

@@ -40,6 +40,11 @@ enum Naming {
 struct Holder {
     caller: Caller,
     max_held: Option<usize>,
+    /// Public locks: the most one client address may hold, and the longest
+    /// (and default) `expires_in`.
+    per_address: Option<(usize, u64)>,
+    /// Public locks: the client's address as requester.
+    requester: Option<Requester>,
     limit_headers: Vec<(&'static str, String)>,
 }
 
@@ -70,6 +75,8 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
         return Ok(Holder {
             caller: who.caller(state, crate::store::Access::Write),
             max_held: None,
+            per_address: None,
+            requester: None,
             limit_headers: Vec::new(),
         });
     }
@@ -94,6 +101,11 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
         ),
     ];
     let tenant = public_tenant(state).await?;
+    // A public lock's requester is the client's address (its /64 for IPv6),
+    // so what one address holds can be counted, and capped.
+    let address = super::client_addr::client_addr(req, state);
+    let requester = Requester::parse(format!("public:{}", address.as_str()))
+        .map_err(|e| ApiError::Internal(format!("public requester: {}", e.0)))?;
     Ok(Holder {
         // Counted per client address above, not per tenant.
         caller: Caller {
@@ -102,6 +114,11 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
             quota: None,
         },
         max_held: Some(state.limits.public_locks_max),
+        per_address: Some((
+            state.limits.public_locks_per_address,
+            state.limits.public_max_expires_in,
+        )),
+        requester: Some(requester),
         limit_headers,
     })
 }
@@ -195,16 +212,27 @@ async fn acquire(
     let (secret, expires_in) = options(&body, &["secret", "expires_in"])?;
     let mut holder = holder(&req, &state, naming).await?;
     let expires_in = expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
-    if holder.max_held.is_some() && expires_in > DEFAULT_EXPIRES_IN {
+    if holder.per_address.is_some() && expires_in > DEFAULT_EXPIRES_IN {
         return Err(ApiError::invalid_field(
             "expires_in",
             format!("must be at most {DEFAULT_EXPIRES_IN} seconds (30 days) for public locks"),
         ));
     }
+    // A public lock lives at most COOPLOCKER_PUBLIC_MAX_EXPIRES_IN (a day by
+    // default), so one client cannot hold pool slots for a month: longer
+    // requests are clamped (the answer's expiresAt says so), which keeps
+    // clients written against the seeds' 30-day default working.
+    let expires_in = match holder.per_address {
+        Some((_, longest)) => expires_in.min(longest),
+        None => expires_in,
+    };
     let ttl =
         Ttl::from_seconds(expires_in).map_err(|e| ApiError::invalid_field("expires_in", e.0))?;
-    let requester = Requester::parse(REQUESTER)
-        .map_err(|e| ApiError::Internal(format!("locklock requester: {}", e.0)))?;
+    let requester = match holder.requester.take() {
+        Some(r) => r,
+        None => Requester::parse(REQUESTER)
+            .map_err(|e| ApiError::Internal(format!("locklock requester: {}", e.0)))?,
+    };
     let request = LockRequest {
         secret_hash: secret
             .as_deref()
@@ -213,6 +241,7 @@ async fn acquire(
         requester,
         ttl,
         max_held: holder.max_held,
+        max_per_requester: holder.per_address.map(|(n, _)| n),
     };
     let outcome = state
         .store
@@ -228,6 +257,7 @@ async fn acquire(
             LockOutcome::Acquired { .. } => "ACQUIRED",
             LockOutcome::Locked => "LOCKED",
             LockOutcome::Full => "FULL",
+            LockOutcome::TooMany => "TOO_MANY",
         },
         1,
     );
@@ -245,6 +275,14 @@ async fn acquire(
             "the lock {:?} is held; try again later",
             resource.as_str()
         ))
+        .with_headers(holder.limit_headers)),
+        LockOutcome::TooMany => Err(ApiError::RateLimited {
+            message: format!(
+                "this address holds as many public locks as it may ({}); release some, wait for them to expire, or use an API key",
+                holder.per_address.map_or(0, |(n, _)| n)
+            ),
+            retry_after_seconds: 5,
+        }
         .with_headers(holder.limit_headers)),
         LockOutcome::Full => Err(ApiError::RateLimited {
             message: "the public lock service holds as many locks as it may; retry later or use an API key".into(),

@@ -33,6 +33,8 @@ pub struct Limits {
     pub public_locks: bool,
     pub public_locks_per_ip: u32,
     pub public_locks_max: usize,
+    pub public_locks_per_address: usize,
+    pub public_max_expires_in: u64,
     /// Proxies in front of the instance that append to `X-Forwarded-For`: the
     /// client is the N-th entry from the right (0: the peer address).
     pub trusted_proxies: u32,

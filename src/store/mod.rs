@@ -176,6 +176,9 @@ pub struct LockRequest {
     pub secret_hash: Option<String>,
     /// Most reservations the tenant may hold (the public tenant's cap).
     pub max_held: Option<usize>,
+    /// Most reservations the requester may hold (a public lock's client
+    /// address).
+    pub max_per_requester: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +190,8 @@ pub enum LockOutcome {
     Locked,
     /// The tenant holds `max_held` reservations already.
     Full,
+    /// The requester holds `max_per_requester` reservations already.
+    TooMany,
 }
 
 /// Who may release a reservation by name (without its release token).

@@ -938,3 +938,73 @@ async fn a_key_revoked_while_the_pubsub_link_is_down_ends_its_stream() {
     let res = Stream::request(&a, &key, "", None).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A pub/sub connection that dies silently (no FIN; commands still flow) must
+/// not let a revoked key through for longer than the contract's 1 s: cached
+/// credentials are trusted only while the feed answered a ping within 500 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_feed_does_not_stretch_revocation_past_a_second() {
+    use crate::harness::proxy::Proxy;
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port).await;
+    let (a, _) = start_instance(settings(Some(format!("redis://127.0.0.1:{}", proxy.port)))).await;
+    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = crate::helpers::client();
+    let (tenant, _) = create_tenant(&client, &b, "silent-feed", "pro").await;
+    let mut slowest = Duration::ZERO;
+    for round in 0..3 {
+        let r = client
+            .post(format!("{b}/api/v1/admin/tenants/{tenant}/keys"))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .json(&json!({"label": format!("k{round}")}))
+            .send()
+            .await
+            .expect("create key");
+        let created: Value = r.json().await.expect("key json");
+        let key_id = created["id"].as_str().expect("id").to_string();
+        let key = created["key"].as_str().expect("key").to_string();
+        let check = |key: String| {
+            let (client, a) = (client.clone(), a.clone());
+            async move {
+                send(
+                    &client,
+                    Method::POST,
+                    format!("{a}/api/v1/Reservation/check"),
+                    Some(&key),
+                    Some(json!([{"resource":"x"}])),
+                )
+                .await
+                .status
+            }
+        };
+        // The key is cached on A, and A's feed is live.
+        assert_eq!(check(key.clone()).await, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A's pub/sub connection goes dark; the key is revoked through B.
+        proxy.darken_subscribers(true);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = client
+            .delete(format!("{b}/api/v1/admin/tenants/{tenant}/keys/{key_id}"))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let revoked = Instant::now();
+        while check(key.clone()).await == StatusCode::OK
+            && revoked.elapsed() < Duration::from_secs(4)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        slowest = slowest.max(revoked.elapsed());
+        assert_eq!(check(key.clone()).await, StatusCode::UNAUTHORIZED);
+        proxy.darken_subscribers(false);
+        // Let the feed come back before the next round.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    eprintln!("slowest refusal after a revocation with a dark feed: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "revocation took {slowest:?}"
+    );
+}

@@ -63,9 +63,11 @@ async fn the_seed_examples_work_as_written(app: TestApp) {
     assert_eq!(r.body["acquired"], true);
     assert!(r.body["fencingToken"].as_u64().is_some());
     let left = seconds_from_now(&r.body["expiresAt"]);
+    // A public lock lives at most a day (COOPLOCKER_PUBLIC_MAX_EXPIRES_IN),
+    // so the seeds' 30-day default is clamped to it; keyed locks keep 30 days.
     assert!(
-        (2_591_990..=2_592_000).contains(&left),
-        "30 days by default: {left}"
+        (86_390..=86_400).contains(&left),
+        "a day by default for a public lock: {left}"
     );
     for h in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
         assert!(r.headers.contains_key(h), "public locks carry {h}");
@@ -595,4 +597,74 @@ async fn a_client_written_forwarded_entry_is_ignored() {
         statuses.push(public_acquire_from(&app, i, &xff).await);
     }
     assert_eq!(statuses, [200, 200, 200, 429], "counted as 203.0.113.9");
+}
+
+/// One client address cannot fill the public lock pool: it may hold at most
+/// `COOPLOCKER_PUBLIC_LOCKS_PER_ADDRESS` public locks, and a public lock lives
+/// at most `COOPLOCKER_PUBLIC_MAX_EXPIRES_IN` (1 day by default, which is also
+/// its default); keyed locks keep the 30-day default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_fill_the_public_pool() {
+    for kind in [crate::helpers::Kind::Redis, crate::helpers::Kind::Embedded] {
+        let app = crate::helpers::spawn_app_with(kind, |s| {
+            s.public_locks_per_address = 3;
+            s.public_locks_per_ip = 1000;
+        })
+        .await;
+        let uuid = |i: u32| format!("/lock/uuid/00000000-0000-4000-8000-{i:012}");
+        for i in 0..3 {
+            let r = call(&app, Method::POST, &uuid(i), None, None).await;
+            assert_eq!(r.status, StatusCode::OK, "{kind:?} lock {i}: {r:?}");
+        }
+        let r = call(&app, Method::POST, &uuid(3), None, None).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{kind:?}: {r:?}");
+        assert_eq!(r.error_code(), "RATE_LIMITED");
+        assert!(r.headers.get("retry-after").is_some());
+        // A release makes room again.
+        let r = call(&app, Method::DELETE, &uuid(0), None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{kind:?}: {r:?}");
+        let r = call(&app, Method::POST, &uuid(3), None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{kind:?}: {r:?}");
+
+        // Public: 1 day by default, and no longer.
+        let day_ms = 86_400_000i64;
+        let expires_in_ms = |r: &crate::helpers::Reply| {
+            let at =
+                chrono::DateTime::parse_from_rfc3339(r.body["expiresAt"].as_str().unwrap_or(""))
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or(0);
+            at - chrono::Utc::now().timestamp_millis()
+        };
+        let r = call(&app, Method::DELETE, &uuid(1), None, None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let r = call(&app, Method::POST, &uuid(1), None, None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let left = expires_in_ms(&r);
+        assert!(
+            (day_ms - 5_000..=day_ms).contains(&left),
+            "{kind:?}: {left}"
+        );
+        let r = call(&app, Method::DELETE, &uuid(2), None, None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let r = call(
+            &app,
+            Method::POST,
+            &uuid(9),
+            Some(r#"{"expires_in":2592000}"#),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{kind:?}: {r:?}");
+        let left = expires_in_ms(&r);
+        assert!(
+            left <= day_ms,
+            "{kind:?}: a longer request is clamped: {left}"
+        );
+        let r = call(&app, Method::DELETE, &uuid(9), None, None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        // Keyed: 30 days.
+        let r = call(&app, Method::POST, &uuid(9), None, Some(&app.api_key)).await;
+        assert_eq!(r.status, StatusCode::OK, "{kind:?}: {r:?}");
+        assert!(expires_in_ms(&r) > 29 * day_ms, "{kind:?}");
+    }
 }

@@ -256,15 +256,17 @@ impl EmbeddedStore {
         }
     }
 
-    /// The reserve step (also locklock's acquire, with a secret and a cap on the
-    /// tenant's reservations); `None` when the cap is reached.
+    /// The reserve step (also locklock's acquire, with a secret and caps on
+    /// the tenant's and the requester's reservations); `Err(Full)` or
+    /// `Err(TooMany)` when a cap is reached.
     fn reserve_sync(
         &self,
         caller: &Caller,
         items: &[ReserveItem],
         locklock: Option<Option<String>>,
-        max_held: Option<usize>,
-    ) -> StoreResult<Option<Vec<ReserveOutcome>>> {
+        caps: (Option<usize>, Option<usize>),
+    ) -> StoreResult<Result<Vec<ReserveOutcome>, LockOutcome>> {
+        let (max_held, max_per_requester) = caps;
         let mut st = self.state();
         let now_us = st.now_us();
         let now_ms = now_us / 1000;
@@ -273,7 +275,19 @@ impl EmbeddedStore {
             return Err(StoreError::TenantGone);
         };
         if max_held.is_some_and(|max| ts.locks.len() + items.len() > max) {
-            return Ok(None);
+            return Ok(Err(LockOutcome::Full));
+        }
+        if let (Some(max), Some(first)) = (max_per_requester, items.first()) {
+            let rq = first.requester.as_str();
+            let held = ts
+                .by_requester
+                .range((rq.to_string(), String::new())..)
+                .take_while(|(q, _)| q == rq)
+                .take(max)
+                .count();
+            if held >= max {
+                return Ok(Err(LockOutcome::TooMany));
+            }
         }
         let mut out = Vec::with_capacity(items.len());
         for it in items {
@@ -326,7 +340,7 @@ impl EmbeddedStore {
             });
         }
         self.publish(&caller.tenant, ts);
-        Ok(Some(out))
+        Ok(Ok(out))
     }
 
     /// Publishes the events a tenant's operation produced. Called with the state

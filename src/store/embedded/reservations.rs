@@ -11,8 +11,8 @@ impl EmbeddedStore {
         caller: &Caller,
         items: &[ReserveItem],
     ) -> StoreResult<Vec<ReserveOutcome>> {
-        self.reserve_sync(caller, items, None, None)?
-            .ok_or_else(|| StoreError::Internal("reserve refused without a cap".into()))
+        self.reserve_sync(caller, items, None, (None, None))?
+            .map_err(|_| StoreError::Internal("reserve refused without a cap".into()))
     }
 
     fn unreserve_now(
@@ -213,11 +213,14 @@ impl EmbeddedStore {
             requester: req.requester.clone(),
             ttl: Some(req.ttl),
         };
-        let Some(outcome) = self
-            .reserve_sync(caller, &[item], Some(req.secret_hash.clone()), req.max_held)?
-            .and_then(|mut v| v.pop())
-        else {
-            return Ok(LockOutcome::Full);
+        let caps = (req.max_held, req.max_per_requester);
+        let outcome =
+            match self.reserve_sync(caller, &[item], Some(req.secret_hash.clone()), caps)? {
+                Ok(mut v) => v.pop(),
+                Err(refused) => return Ok(refused),
+            };
+        let Some(outcome) = outcome else {
+            return Err(StoreError::Internal("lock: no outcome".into()));
         };
         Ok(match outcome {
             ReserveOutcome::Reserved {

@@ -51,6 +51,7 @@ impl RedisStore {
         caller: &Caller,
         items_in: &[ReserveArgs<'_>],
         cap: usize,
+        per_requester: usize,
     ) -> StoreResult<Metered<Value>> {
         let p = keys::prefix(&caller.tenant);
         let mut inv = scripts::RESERVE.prepare_invoke();
@@ -58,7 +59,8 @@ impl RedisStore {
         inv.arg(caller.label.as_str())
             .arg(items_in.len())
             .arg(self.inner.retain)
-            .arg(cap);
+            .arg(cap)
+            .arg(per_requester);
         for it in items_in {
             inv.key(keys::hold(&p, it.resource));
             inv.arg(it.resource)
@@ -114,10 +116,10 @@ impl Reservations for RedisStore {
                 locklock: String::new(),
             })
             .collect();
-        let Metered { value: reply, rate } = self.run_reserve(caller, &args, 0).await?;
+        let Metered { value: reply, rate } = self.run_reserve(caller, &args, 0, 0).await?;
         let rows = match reply {
             Value::Int(-1) => return Err(StoreError::TenantGone),
-            Value::Int(-2) => return Err(bad_reply("reserve (no cap was set)")),
+            Value::Int(-2) | Value::Int(-3) => return Err(bad_reply("reserve (no cap was set)")),
             reply => items(reply)?,
         };
         if rows.len() != items_in.len() {
@@ -395,12 +397,18 @@ impl Reservations for RedisStore {
             locklock: format!("L{}", req.secret_hash.as_deref().unwrap_or("")),
         }];
         let Metered { value: reply, rate } = self
-            .run_reserve(caller, &args, req.max_held.unwrap_or(0))
+            .run_reserve(
+                caller,
+                &args,
+                req.max_held.unwrap_or(0),
+                req.max_per_requester.unwrap_or(0),
+            )
             .await?;
         let done = |value| Ok(Metered { value, rate });
         let row = match reply {
             Value::Int(-1) => return Err(StoreError::TenantGone),
             Value::Int(-2) => return done(LockOutcome::Full),
+            Value::Int(-3) => return done(LockOutcome::TooMany),
             reply => items(reply)?
                 .into_iter()
                 .next()

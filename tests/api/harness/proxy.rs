@@ -9,8 +9,12 @@
 //!   retransmit after a partition ends).
 //! - `Link::Reset`: every open connection is closed and new ones are closed at
 //!   once, as when the peer's host is unreachable.
+//!
+//! Apart from the link, [`Proxy::darken_subscribers`] blackholes only the
+//! connections that sent a `SUBSCRIBE`: a pub/sub connection that dies
+//! silently while commands still flow.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +34,8 @@ struct State {
     upstream: u16,
     link: AtomicU8,
     latency_ms: AtomicU64,
+    /// Whether connections that subscribed are blackholed.
+    subscribers_dark: AtomicBool,
     /// Bumped to close every open connection.
     resets: watch::Sender<u64>,
 }
@@ -60,6 +66,7 @@ impl Proxy {
             upstream,
             link: AtomicU8::new(Link::Open as u8),
             latency_ms: AtomicU64::new(0),
+            subscribers_dark: AtomicBool::new(false),
             resets,
         });
         let st = state.clone();
@@ -95,9 +102,15 @@ impl Proxy {
             .store(latency.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Blackholes (or no longer) the connections that sent a `SUBSCRIBE`.
+    pub fn darken_subscribers(&self, dark: bool) {
+        self.state.subscribers_dark.store(dark, Ordering::SeqCst);
+    }
+
     /// Back to an open link with no added latency.
     pub fn heal(&self) {
         self.set_latency(Duration::ZERO);
+        self.darken_subscribers(false);
         self.set_link(Link::Open);
     }
 }
@@ -118,23 +131,41 @@ async fn connection(client: TcpStream, st: Arc<State>) {
     let _ = server.set_nodelay(true);
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
+    let subscriber = Arc::new(AtomicBool::new(false));
     tokio::select! {
-        _ = async { tokio::join!(direction(cr, sw, st.clone()), direction(sr, cw, st.clone())) } => {}
+        _ = async { tokio::join!(
+            direction(cr, sw, st.clone(), subscriber.clone(), true),
+            direction(sr, cw, st.clone(), subscriber.clone(), false),
+        ) } => {}
         _ = resets.changed() => {}
     }
 }
 
 /// Copies one direction: a reader time-stamps chunks, a writer releases each
 /// when due and while the link is not blackholed.
-async fn direction(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, st: Arc<State>) {
+async fn direction(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    st: Arc<State>,
+    subscriber: Arc<AtomicBool>,
+    from_client: bool,
+) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
     let st2 = st.clone();
+    let marked = subscriber.clone();
     let reader = async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if from_client
+                        && buf[..n]
+                            .windows(9)
+                            .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+                    {
+                        marked.store(true, Ordering::SeqCst);
+                    }
                     let due = Instant::now()
                         + Duration::from_millis(st2.latency_ms.load(Ordering::SeqCst));
                     if tx.send((due, buf[..n].to_vec())).await.is_err() {
@@ -147,7 +178,9 @@ async fn direction(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, st: Arc<Stat
     let writer = async move {
         while let Some((due, bytes)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
-            while st.link() == Link::Blackhole {
+            while st.link() == Link::Blackhole
+                || (st.subscribers_dark.load(Ordering::SeqCst) && subscriber.load(Ordering::SeqCst))
+            {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             if to.write_all(&bytes).await.is_err() {
