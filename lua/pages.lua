@@ -36,8 +36,14 @@ end
 -- script remember the bounds of the page it last used in a set and skip the
 -- directory for names that fall inside them — most names of a batch, when
 -- they are alike.
-local PG_BYTEWISE = ('B' < 'a') and ('Z' < '_') and ('a\0' < 'a\1') and ('\127' < '\128')
-  and ('\128' < '\255') and ('ab' < 'b')
+local pg_bytewise = nil
+local function pg_collation_is_bytewise()
+  if pg_bytewise == nil then
+    pg_bytewise = ('B' < 'a') and ('Z' < '_') and ('a\0' < 'a\1') and ('\127' < '\128')
+      and ('\128' < '\255') and ('ab' < 'b')
+  end
+  return pg_bytewise
+end
 local pg_bounds = {}
 -- How many more names the calling script will add or remove after this one:
 -- bounds are worth asking for (one more call) only when some will.
@@ -51,7 +57,7 @@ local function pg_page(b, m)
   end
   local low = pg_low(b, m)
   local page = b .. ':' .. low
-  if PG_BYTEWISE and pg_more > 0 then
+  if pg_more > 0 and pg_collation_is_bytewise() then
     local high = redis.call('ZRANGEBYLEX', b .. '!', '(' .. low, '+', 'LIMIT', 0, 1)[1]
     pg_bounds[b] = {low = low, high = high or false, page = page}
   end
