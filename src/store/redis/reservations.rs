@@ -81,6 +81,53 @@ impl RedisStore {
         })
     }
 
+    /// Runs unreserve.lua or extend.lua: both take the tenant, its event
+    /// stream and one hold key per item, then `n`, the label and the
+    /// retention, then per item resource, requester, token (and what `extra`
+    /// adds). The body's reply, or `TenantGone`.
+    async fn run_token_batch<I>(
+        &self,
+        what: &'static str,
+        script: &redis::Script,
+        caller: &Caller,
+        items_in: &[I],
+        item: impl Fn(
+            &I,
+        ) -> (
+            &Resource,
+            &crate::domain::Requester,
+            &ReleaseToken,
+            Option<u64>,
+        ),
+    ) -> StoreResult<Metered<Value>> {
+        let p = keys::prefix(&caller.tenant);
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::tenant(&p)).key(keys::events(&p));
+        inv.arg(items_in.len())
+            .arg(caller.label.as_str())
+            .arg(self.inner.retain);
+        for it in items_in {
+            let (resource, requester, token, extra) = item(it);
+            inv.key(keys::hold(&p, resource.as_str()));
+            inv.arg(resource.as_str())
+                .arg(requester.as_str())
+                .arg(token_bytes(token));
+            if let Some(x) = extra {
+                inv.arg(x);
+            }
+        }
+        meter(&mut inv, &p, caller.quota.as_ref());
+        let mut c = self.conn();
+        let reply: Value = self
+            .run(what, async { inv.invoke_async(&mut c).await })
+            .await?;
+        let metered = replies::metered(reply, caller.quota.as_ref())?;
+        if metered.value == Value::Int(-1) {
+            return Err(StoreError::TenantGone);
+        }
+        Ok(metered)
+    }
+
     /// Takes the "earliest new second" off a `{rows, earliest}` reply and moves
     /// the tenant up in the fleet's due index when there is one; other replies
     /// (-1, -2) pass through.
@@ -154,27 +201,11 @@ impl Reservations for RedisStore {
         caller: &Caller,
         items_in: &[ReleaseItem],
     ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
-        let p = keys::prefix(&caller.tenant);
-        let mut inv = scripts::UNRESERVE.prepare_invoke();
-        inv.key(keys::tenant(&p)).key(keys::events(&p));
-        inv.arg(items_in.len())
-            .arg(caller.label.as_str())
-            .arg(self.inner.retain);
-        for it in items_in {
-            inv.key(keys::hold(&p, it.resource.as_str()));
-            inv.arg(it.resource.as_str())
-                .arg(it.requester.as_str())
-                .arg(token_bytes(&it.release_token));
-        }
-        meter(&mut inv, &p, caller.quota.as_ref());
-        let mut c = self.conn();
-        let reply: Value = self
-            .run("unreserve", async { inv.invoke_async(&mut c).await })
+        let Metered { value, rate } = self
+            .run_token_batch("unreserve", &scripts::UNRESERVE, caller, items_in, |it| {
+                (&it.resource, &it.requester, &it.release_token, None)
+            })
             .await?;
-        let Metered { value, rate } = replies::metered(reply, caller.quota.as_ref())?;
-        if value == Value::Int(-1) {
-            return Err(StoreError::TenantGone);
-        }
         let codes = items(value)?;
         if codes.len() != items_in.len() {
             return Err(bad_reply("unreserve"));
@@ -197,28 +228,16 @@ impl Reservations for RedisStore {
         caller: &Caller,
         items_in: &[ExtendItem],
     ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
-        let p = keys::prefix(&caller.tenant);
-        let mut inv = scripts::EXTEND.prepare_invoke();
-        inv.key(keys::tenant(&p)).key(keys::events(&p));
-        inv.arg(items_in.len())
-            .arg(caller.label.as_str())
-            .arg(self.inner.retain);
-        for it in items_in {
-            inv.key(keys::hold(&p, it.resource.as_str()));
-            inv.arg(it.resource.as_str())
-                .arg(it.requester.as_str())
-                .arg(token_bytes(&it.release_token))
-                .arg(it.ttl.millis());
-        }
-        meter(&mut inv, &p, caller.quota.as_ref());
-        let mut c = self.conn();
-        let reply: Value = self
-            .run("extend", async { inv.invoke_async(&mut c).await })
+        let Metered { value, rate } = self
+            .run_token_batch("extend", &scripts::EXTEND, caller, items_in, |it| {
+                (
+                    &it.resource,
+                    &it.requester,
+                    &it.release_token,
+                    Some(it.ttl.millis()),
+                )
+            })
             .await?;
-        let Metered { value, rate } = replies::metered(reply, caller.quota.as_ref())?;
-        if value == Value::Int(-1) {
-            return Err(StoreError::TenantGone);
-        }
         let rows = items(self.with_due(&caller.tenant, value).await?)?;
         if rows.len() != items_in.len() {
             return Err(bad_reply("extend"));
