@@ -33,6 +33,6 @@ if rl_now < rl_allow_at then
   return {0, math.ceil((rl_allow_at - rl_now) / 1000), math.ceil((rl_tat - rl_now) / 1000)}
 end
 rl_tat = rl_tat + rl_interval
-redis.call('SET', rl_key, string.format('%.0f', rl_tat), 'PX', math.ceil((rl_tat - rl_now) / 1000) + 1)
+redis.call('SET', rl_key, string.format('%d', rl_tat), 'PX', string.format('%d', math.ceil((rl_tat - rl_now) / 1000) + 1))
 local rl_remaining = math.floor((rl_now - (rl_tat - rl_burst * rl_interval)) / rl_interval)
 return {1, rl_remaining, math.ceil((rl_tat - rl_now) / 1000), body()}

@@ -26,7 +26,7 @@ local PG_MAX, PG_MIN = 64, 8
 
 -- The <low> of the page that holds (or would hold) `m` ('' for page 0).
 local function pg_low(b, m)
-  local d = redis.call('ZREVRANGEBYLEX', b .. '!', '[' .. m, '-', 'LIMIT', 0, 1)
+  local d = redis.call('ZREVRANGEBYLEX', b .. '!', '[' .. m, '-', 'LIMIT', '0', '1')
   return d[1] or ''
 end
 
@@ -58,7 +58,7 @@ local function pg_page(b, m)
   local low = pg_low(b, m)
   local page = b .. ':' .. low
   if pg_more > 0 and pg_collation_is_bytewise() then
-    local high = redis.call('ZRANGEBYLEX', b .. '!', '(' .. low, '+', 'LIMIT', 0, 1)[1]
+    local high = redis.call('ZRANGEBYLEX', b .. '!', '(' .. low, '+', 'LIMIT', '0', '1')[1]
     pg_bounds[b] = {low = low, high = high or false, page = page}
   end
   return page, low
@@ -70,7 +70,7 @@ local pg_count = {}
 
 local function pg_add(b, m)
   local page = pg_page(b, m)
-  if redis.call('ZADD', page, 0, m) == 0 then
+  if redis.call('ZADD', page, '0', m) == 0 then
     return
   end
   local n = pg_count[page]
@@ -84,18 +84,18 @@ local function pg_add(b, m)
     -- name is the page's last (names arriving in order), only the new name,
     -- so pages filled in order stay full instead of half empty.
     local half = math.floor(n / 2)
-    if redis.call('ZRANGE', page, -1, -1)[1] == m then
+    if redis.call('ZRANGE', page, '-1', '-1')[1] == m then
       half = n - 1
     end
     local upper = redis.call('ZRANGE', page, half, -1)
     local args = {}
     for i = 1, #upper do
-      args[2 * i - 1] = 0
+      args[2 * i - 1] = '0'
       args[2 * i] = upper[i]
     end
     redis.call('ZADD', b .. ':' .. upper[1], unpack(args))
     redis.call('ZREMRANGEBYRANK', page, half, -1)
-    redis.call('ZADD', b .. '!', 0, upper[1])
+    redis.call('ZADD', b .. '!', '0', upper[1])
     pg_count[b .. ':' .. upper[1]] = #upper
     pg_bounds[b] = nil
     n = half
@@ -124,14 +124,14 @@ local function pg_rem(b, m)
     return
   end
   -- Merge a small page into the one before it when both fit in one.
-  local prev = redis.call('ZREVRANGEBYLEX', b .. '!', '(' .. low, '-', 'LIMIT', 0, 1)[1] or ''
+  local prev = redis.call('ZREVRANGEBYLEX', b .. '!', '(' .. low, '-', 'LIMIT', '0', '1')[1] or ''
   local ppage = b .. ':' .. prev
   local pn = redis.call('ZCARD', ppage)
   if pn + n <= PG_MAX / 2 then
     local members = redis.call('ZRANGE', page, 0, -1)
     local args = {}
     for i = 1, #members do
-      args[2 * i - 1] = 0
+      args[2 * i - 1] = '0'
       args[2 * i] = members[i]
     end
     redis.call('ZADD', ppage, unpack(args))
@@ -152,14 +152,14 @@ local function pg_range(b, min, max, count)
   end
   local out = {}
   while true do
-    local got = redis.call('ZRANGEBYLEX', b .. ':' .. low, min, max, 'LIMIT', 0, count - #out)
+    local got = redis.call('ZRANGEBYLEX', b .. ':' .. low, min, max, 'LIMIT', '0', count - #out)
     for i = 1, #got do
       out[#out + 1] = got[i]
     end
     if #out >= count then
       return out
     end
-    local nxt = redis.call('ZRANGEBYLEX', b .. '!', '(' .. low, max, 'LIMIT', 0, 1)[1]
+    local nxt = redis.call('ZRANGEBYLEX', b .. '!', '(' .. low, max, 'LIMIT', '0', '1')[1]
     if not nxt then
       return out
     end

@@ -102,7 +102,7 @@ for i = 1, n do
     out[i] = {1, now_ms, ttl > 0 and ea or -1, ft}
   end
 end
-redis.call('HSET', KEYS[1], 'hw', num(hw), 'n', held)
+redis.call('HSET', KEYS[1], 'hw', num(hw), 'n', num(held))
 local earliest = due_close(p)
 ev_close()
 return {out, earliest}

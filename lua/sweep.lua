@@ -63,5 +63,5 @@ if retired > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'n', -retired)
 end
 ev_close()
-local first = redis.call('ZRANGE', p .. 'xd', 0, 0, 'WITHSCORES')[2]
+local first = redis.call('ZRANGE', p .. 'xd', '0', '0', 'WITHSCORES')[2]
 return {retired, more, first and tonumber(first) or -1}
