@@ -1,8 +1,10 @@
-//! The fault-injection run: three instances (real processes of the release
-//! binary under test) on one durable Redis, each behind its own TCP proxy; a
-//! dozen naive clients taking ~10 resources with a 2 s TTL and writing to a
-//! fenced test resource; one fault every few seconds; then heal, final
-//! operations, the history checker and the availability figures.
+//! The fault-injection run: three instances (real processes of the binary
+//! under test: the test profile's build, debug by default) on one durable
+//! Redis, each behind its own TCP proxy; 120 naive clients taking 320
+//! resources with a 2 s TTL, 30% of their reserves a batch of several, and
+//! writing to a fenced test resource, well over 1,000 calls/s; one fault every
+//! few seconds; then heal, final operations, the history checker and the load
+//! and availability figures.
 //!
 //! Duration: `COOPLOCKER_HARNESS_SECS` (default 60); seed:
 //! `COOPLOCKER_HARNESS_SEED` (default random, printed). `bash scripts/harness.sh
@@ -23,10 +25,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const INSTANCES: usize = 3;
-const CLIENTS: usize = 12;
-const RESOURCES: usize = 10;
+/// Clients, each bound to one instance (`id % INSTANCES`), each with one
+/// keep-alive connection at a time: the sockets are bounded by this.
+const CLIENTS: usize = 120;
+const RESOURCES: usize = 320;
 const TTL_SECONDS: u64 = 2;
-/// Longest critical section.
+/// Share of reserve calls that ask for several resources in one batch, and
+/// the largest such batch (each item is its own grant, with its own fencing
+/// token and expiry).
+const BATCH_SHARE: f64 = 0.3;
+const MAX_BATCH: usize = 4;
+/// Critical sections: most are short (up to `SHORT_CRITICAL_MS`), so the
+/// clients offer well over 1,000 calls/s; one in `LONG_ONE_IN` runs up to
+/// `CRITICAL_MS`, as long as the TTL, so leases also run out under holders
+/// that did not heartbeat.
+const SHORT_CRITICAL_MS: u64 = 300;
+const LONG_ONE_IN: u32 = 10;
 const CRITICAL_MS: u64 = 2000;
 /// How long a paused process (instance or Redis) stays stopped: longer than the TTL.
 const PAUSE: Duration = Duration::from_secs(3);
@@ -88,9 +102,29 @@ struct FaultWindow {
     end_ms: i64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Reserve,
+    Extend,
+    Unreserve,
+}
+
+impl Call {
+    fn path(self) -> &'static str {
+        match self {
+            Call::Reserve => "/api/v1/Reservation/reserve",
+            Call::Extend => "/api/v1/Reservation/extend",
+            Call::Unreserve => "/api/v1/Reservation/unreserve",
+        }
+    }
+}
+
 /// One HTTP call a client made.
 #[derive(Debug, Clone)]
 struct Op {
+    call: Call,
+    /// Items in the call's batch.
+    items: usize,
     instance: usize,
     sent_ms: i64,
     elapsed_ms: i64,
@@ -242,15 +276,16 @@ struct Shared {
 }
 
 impl Shared {
-    /// One POST; records it; returns (status, body) when an answer came.
-    async fn call(&self, instance: usize, path: &str, body: Value) -> Option<(u16, Value)> {
+    /// One POST of a batch; records it; returns (status, body) when an answer came.
+    async fn call(&self, instance: usize, call: Call, items: Vec<Value>) -> Option<(u16, Value)> {
+        let n = items.len();
         let sent_ms = now_ms();
         let started = Instant::now();
         let res = self
             .http
-            .post(format!("{}{path}", self.bases[instance]))
+            .post(format!("{}{}", self.bases[instance], call.path()))
             .header("X-Api-Key", &self.key)
-            .json(&body)
+            .json(&Value::Array(items))
             .send()
             .await;
         let answer = match res {
@@ -264,6 +299,8 @@ impl Shared {
             Err(_) => None,
         };
         self.ops.lock().expect("ops").push(Op {
+            call,
+            items: n,
             instance,
             sent_ms,
             elapsed_ms: started.elapsed().as_millis() as i64,
@@ -273,73 +310,131 @@ impl Shared {
     }
 }
 
+/// The result for item `i` of a 200 answer to a batch, checked to be about
+/// `resource`: the harness must never credit one item's answer to another.
+fn item<'a>(answer: &'a Value, i: usize, n: usize, resource: &str) -> &'a Value {
+    let results = answer["results"].as_array();
+    assert!(
+        results.is_some_and(|r| r.len() == n),
+        "a 200 answer without one result per item ({n}): {answer}"
+    );
+    let r = &answer["results"][i];
+    assert!(
+        r["resource"] == resource,
+        "result {i} is not about {resource:?}: {answer}"
+    );
+    r
+}
+
+/// One resource a client was granted: its grant in the history, and what it
+/// needs to extend, write and release.
+struct Held {
+    grant: usize,
+    resource: String,
+    release: String,
+    token: u64,
+}
+
+/// Records every RESERVED item of a 200 reserve answer as its own grant (the
+/// fencing token, `reservedAt` and `expiresAt` the client was told); items
+/// ALREADY_HELD are not grants; anything else fails the client (and the run).
+fn granted(shared: &Shared, client: usize, resources: &[String], answer: &Value) -> Vec<Held> {
+    let mut held = Vec::new();
+    for (i, resource) in resources.iter().enumerate() {
+        let r = item(answer, i, resources.len(), resource);
+        if r["status"] == "ALREADY_HELD" {
+            continue;
+        }
+        let parsed = (r["status"] == "RESERVED").then(|| {
+            Some((
+                r["releaseToken"].as_str()?.to_string(),
+                r["fencingToken"].as_u64()?,
+                rfc3339_ms(&r["reservedAt"])?,
+                rfc3339_ms(&r["expiresAt"])?,
+            ))
+        });
+        let Some(Some((release, token, start_ms, expires_ms))) = parsed else {
+            panic!("a reserve answer the harness does not understand: {answer}");
+        };
+        let mut g = shared.grants.lock().expect("grants");
+        g.push(Grant {
+            resource: resource.clone(),
+            client,
+            token,
+            start_ms,
+            expires_ms,
+            release_sent_ms: None,
+        });
+        held.push(Held {
+            grant: g.len() - 1,
+            resource: resource.clone(),
+            release,
+            token,
+        });
+    }
+    held
+}
+
 /// A naive client: it never checks its lease before writing (whatever the
 /// extend said, however long it was stopped), so the fence alone stands
-/// between a stale holder and the data.
+/// between a stale holder and the data. Each round it asks for one resource
+/// or (`BATCH_SHARE`) a batch of 2..=`MAX_BATCH` distinct ones in one call,
+/// holds whatever items were granted, writes to each, heartbeats them in one
+/// extend call, writes again and releases them in one unreserve call.
 async fn client_loop(shared: Arc<Shared>, id: usize, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(id as u64 * 7919));
     let instance = id % INSTANCES;
     let requester = format!("client-{id}");
     while !shared.stop.load(Ordering::SeqCst) {
-        let resource = format!("res-{}", rng.random_range(0..RESOURCES));
-        let answer = shared
-            .call(
-                instance,
-                "/api/v1/Reservation/reserve",
-                json!([{"requester": requester, "resource": resource, "ttlSeconds": TTL_SECONDS}]),
-            )
-            .await;
-        let granted = answer.as_ref().and_then(|(status, body)| {
-            let r = &body["results"][0];
-            (*status == 200 && r["status"] == "RESERVED").then(|| {
-                Some((
-                    r["releaseToken"].as_str()?.to_string(),
-                    r["fencingToken"].as_u64()?,
-                    rfc3339_ms(&r["reservedAt"])?,
-                    rfc3339_ms(&r["expiresAt"])?,
-                ))
-            })?
-        });
-        let Some((release, token, start_ms, expires_ms)) = granted else {
-            if answer
-                .as_ref()
-                .is_some_and(|(s, b)| *s == 200 && b["results"][0]["status"] != "ALREADY_HELD")
-            {
-                panic!("a reserve answer the harness does not understand: {answer:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(rng.random_range(20..100))).await;
+        let n = if rng.random_bool(BATCH_SHARE) {
+            rng.random_range(2..=MAX_BATCH)
+        } else {
+            1
+        };
+        let resources: Vec<String> = rand::seq::index::sample(&mut rng, RESOURCES, n)
+            .into_iter()
+            .map(|i| format!("res-{i}"))
+            .collect();
+        let items = resources
+            .iter()
+            .map(|r| json!({"requester": requester, "resource": r, "ttlSeconds": TTL_SECONDS}))
+            .collect();
+        let answer = shared.call(instance, Call::Reserve, items).await;
+        let held = match &answer {
+            Some((200, body)) => granted(&shared, id, &resources, body),
+            _ => Vec::new(),
+        };
+        if held.is_empty() {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(10..50))).await;
             continue;
+        }
+        for h in &held {
+            shared.fence.write(&h.resource, h.grant, h.token);
+        }
+        let critical = if rng.random_ratio(1, LONG_ONE_IN) {
+            rng.random_range(0..CRITICAL_MS)
+        } else {
+            rng.random_range(0..SHORT_CRITICAL_MS)
         };
-        let gi = {
-            let mut g = shared.grants.lock().expect("grants");
-            g.push(Grant {
-                resource: resource.clone(),
-                client: id,
-                token,
-                start_ms,
-                expires_ms,
-                release_sent_ms: None,
-            });
-            g.len() - 1
-        };
-        shared.fence.write(&resource, gi, token);
-        let critical = rng.random_range(0..CRITICAL_MS);
         if rng.random_bool(0.8) {
-            // A heartbeat half-way (most clients send one).
+            // A heartbeat half-way (most clients send one), one call for all.
             tokio::time::sleep(Duration::from_millis(critical / 2)).await;
-            let answer = shared
-                .call(
-                    instance,
-                    "/api/v1/Reservation/extend",
-                    json!([{"requester": requester, "resource": resource,
-                            "releaseToken": release, "ttlSeconds": TTL_SECONDS}]),
-                )
-                .await;
+            let items = held
+                .iter()
+                .map(|h| {
+                    json!({"requester": requester, "resource": h.resource,
+                           "releaseToken": h.release, "ttlSeconds": TTL_SECONDS})
+                })
+                .collect();
+            let answer = shared.call(instance, Call::Extend, items).await;
             if let Some((200, body)) = &answer {
-                let r = &body["results"][0];
-                if r["status"] == "EXTENDED" {
-                    if let Some(e) = rfc3339_ms(&r["expiresAt"]) {
-                        shared.grants.lock().expect("grants")[gi].expires_ms = e;
+                for (i, h) in held.iter().enumerate() {
+                    let r = item(body, i, held.len(), &h.resource);
+                    if r["status"] == "EXTENDED" {
+                        let Some(e) = rfc3339_ms(&r["expiresAt"]) else {
+                            panic!("an extend answer the harness does not understand: {body}");
+                        };
+                        shared.grants.lock().expect("grants")[h.grant].expires_ms = e;
                     }
                 }
             }
@@ -347,15 +442,21 @@ async fn client_loop(shared: Arc<Shared>, id: usize, seed: u64) {
         } else {
             tokio::time::sleep(Duration::from_millis(critical)).await;
         }
-        shared.fence.write(&resource, gi, token);
-        shared.grants.lock().expect("grants")[gi].release_sent_ms = Some(now_ms());
-        shared
-            .call(
-                instance,
-                "/api/v1/Reservation/unreserve",
-                json!([{"requester": requester, "resource": resource, "releaseToken": release}]),
-            )
-            .await;
+        for h in &held {
+            shared.fence.write(&h.resource, h.grant, h.token);
+        }
+        let sent = now_ms();
+        {
+            let mut g = shared.grants.lock().expect("grants");
+            for h in &held {
+                g[h.grant].release_sent_ms = Some(sent);
+            }
+        }
+        let items = held
+            .iter()
+            .map(|h| json!({"requester": requester, "resource": h.resource, "releaseToken": h.release}))
+            .collect();
+        shared.call(instance, Call::Unreserve, items).await;
     }
 }
 
@@ -366,6 +467,8 @@ pub struct Outcome {
     pub kinds_seen: Vec<FaultKind>,
     pub final_ok: bool,
     pub panics: Vec<String>,
+    /// Clients that failed (an answer the harness does not understand).
+    pub client_failures: Vec<String>,
 }
 
 /// Runs one fault-injection run and returns what the checker found and the figures.
@@ -387,10 +490,18 @@ pub async fn run(cfg: RunConfig) -> Outcome {
         );
     }
     let (_, key) = create_tenant(&http, &instances[0].base(), "harness", "enterprise").await;
+    // The clients' own connection pool: one connection in use per client at a
+    // time, and no more idle ones per instance than it has clients, so the
+    // sockets stay bounded however often instances are killed.
+    let load_http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(CLIENTS.div_ceil(INSTANCES))
+        .build()
+        .expect("http client");
     let shared = Arc::new(Shared {
         bases: instances.iter().map(Instance::base).collect(),
         key,
-        http: http.clone(),
+        http: load_http,
         fence: FencedResource::new(cfg.fenced),
         grants: Mutex::new(Vec::new()),
         ops: Mutex::new(Vec::new()),
@@ -505,8 +616,14 @@ pub async fn run(cfg: RunConfig) -> Outcome {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     shared.stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        let _ = tokio::time::timeout(Duration::from_secs(30), c).await;
+    let stop_ms = now_ms();
+    let mut client_failures = Vec::new();
+    for (id, c) in clients.into_iter().enumerate() {
+        match tokio::time::timeout(Duration::from_secs(30), c).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => client_failures.push(format!("client {id}: {e}")),
+            Err(_) => client_failures.push(format!("client {id} did not stop within 30 s")),
+        }
     }
 
     // Final operations on every instance must succeed.
@@ -517,8 +634,10 @@ pub async fn run(cfg: RunConfig) -> Outcome {
         let answer = shared
             .call(
                 n,
-                "/api/v1/Reservation/reserve",
-                json!([{"requester": "final", "resource": resource, "ttlSeconds": TTL_SECONDS}]),
+                Call::Reserve,
+                vec![
+                    json!({"requester": "final", "resource": resource, "ttlSeconds": TTL_SECONDS}),
+                ],
             )
             .await;
         let release = answer.as_ref().and_then(|(s, b)| {
@@ -529,8 +648,10 @@ pub async fn run(cfg: RunConfig) -> Outcome {
             Some(token) => shared
                 .call(
                     n,
-                    "/api/v1/Reservation/unreserve",
-                    json!([{"requester": "final", "resource": resource, "releaseToken": token}]),
+                    Call::Unreserve,
+                    vec![
+                        json!({"requester": "final", "resource": resource, "releaseToken": token}),
+                    ],
                 )
                 .await
                 .is_some_and(|(s, b)| s == 200 && b["results"][0]["status"] == "UNRESERVED"),
@@ -565,9 +686,32 @@ pub async fn run(cfg: RunConfig) -> Outcome {
     // Figures.
     let ok = |o: &Op| o.status.is_some_and(|s| (200..300).contains(&s));
     let warm_end = t0 + cfg.warmup.as_millis() as i64;
-    let before = ops.iter().filter(|o| o.sent_ms < warm_end && ok(o)).count() as f64
-        / cfg.warmup.as_secs_f64();
     let faulted: i64 = windows.iter().map(|w| w.end_ms - w.start_ms).sum();
+    // The clients' load between two instants (calls sent, grants made): the
+    // final operations come after `stop_ms` and are not part of it.
+    let load = |from: i64, to: i64| {
+        let secs = (to - from) as f64 / 1000.0;
+        let sent: Vec<&Op> = ops
+            .iter()
+            .filter(|o| o.sent_ms >= from && o.sent_ms < to)
+            .collect();
+        let ok_calls = sent.iter().filter(|o| ok(o)).count();
+        let items: usize = sent.iter().map(|o| o.items).sum();
+        let made = grants
+            .iter()
+            .filter(|g| g.start_ms >= from && g.start_ms < to)
+            .count();
+        format!(
+            "{:.1} ({:.1} answered 2xx; {:.1} items/s; {:.1} grants/s; {} calls, {} grants in {:.1} s)",
+            sent.len() as f64 / secs,
+            ok_calls as f64 / secs,
+            items as f64 / secs,
+            made as f64 / secs,
+            sent.len(),
+            made,
+            secs
+        )
+    };
     let other_5xx = ops
         .iter()
         .filter(|o| o.status.is_some_and(|s| s >= 500 && s != 503))
@@ -610,10 +754,32 @@ pub async fn run(cfg: RunConfig) -> Outcome {
     }
     let _ = writeln!(
         r,
-        "throughput: {:.1} ok calls/s before faults; {:.1} ok calls/s over the whole run ({:.0}% of it under a fault)",
-        before,
-        ops.iter().filter(|o| ok(o)).count() as f64 / ((end_ms - t0) as f64 / 1000.0),
-        100.0 * faulted as f64 / (end_ms - t0) as f64
+        "load: {CLIENTS} clients ({} per instance) on {RESOURCES} resources, TTL {TTL_SECONDS} s; \
+         {:.0}% of reserves a batch of 2-{MAX_BATCH} items (each item its own grant)",
+        CLIENTS / INSTANCES,
+        100.0 * BATCH_SHARE
+    );
+    let _ = writeln!(
+        r,
+        "calls/s before faults: {}",
+        load(t0, warm_end.min(stop_ms))
+    );
+    let _ = writeln!(
+        r,
+        "calls/s over the whole run: {} ({:.0}% of it under a fault)",
+        load(t0, stop_ms),
+        100.0 * faulted as f64 / (stop_ms - t0) as f64
+    );
+    let count = |call: Call| ops.iter().filter(|o| o.call == call).count();
+    let _ = writeln!(
+        r,
+        "calls by kind: {} reserve ({} of them batches), {} extend, {} unreserve",
+        count(Call::Reserve),
+        ops.iter()
+            .filter(|o| o.call == Call::Reserve && o.items > 1)
+            .count(),
+        count(Call::Extend),
+        count(Call::Unreserve)
     );
     // While Redis was down: how quickly the instances said so.
     let mut down_sent = 0usize;
@@ -713,6 +879,9 @@ pub async fn run(cfg: RunConfig) -> Outcome {
     if !panics.is_empty() {
         let _ = writeln!(r, "PANICS in instance logs: {panics:?}");
     }
+    if !client_failures.is_empty() {
+        let _ = writeln!(r, "CLIENTS FAILED: {client_failures:?}");
+    }
     let _ = std::fs::write(report_dir().join(format!("{}.txt", cfg.name)), &r);
     println!("{r}");
     let mut kinds_seen: Vec<FaultKind> = Vec::new();
@@ -728,5 +897,6 @@ pub async fn run(cfg: RunConfig) -> Outcome {
         kinds_seen,
         final_ok,
         panics,
+        client_failures,
     }
 }

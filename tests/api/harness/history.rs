@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// One grant a client was told about (a RESERVED answer).
+/// One grant a client was told about: one RESERVED item of a reserve answer
+/// (a batch of k items is one call and up to k grants, each with its own
+/// fencing token and expiry).
 #[derive(Debug, Clone)]
 pub struct Grant {
     pub resource: String,
@@ -262,6 +264,54 @@ mod checker_catches {
         assert!(check(&grants, &[], true).violations[0].starts_with("fencing token"));
         let grants = [grant("r", 1, 10, 1000, 2000), grant("r", 2, 9, 2000, 3000)];
         assert!(check(&grants, &[], true).violations[0].starts_with("fencing token"));
+    }
+
+    /// A batch reserve is one call but one grant per item: each item has its
+    /// own fencing token and its own expiry (an extend may confirm some
+    /// items and not others), and is judged on its own resource.
+    #[test]
+    fn batches_are_judged_item_by_item() {
+        // Client 1 reserves r, s and t in one call at 1000 (tokens rise within
+        // the batch); its heartbeat confirms only s, until 5000.
+        let mut batch = [
+            grant("r", 1, 10, 1000, 3000),
+            grant("s", 1, 11, 1000, 5000),
+            grant("t", 1, 12, 1000, 3000),
+        ];
+        // Client 2's batch at 3000 gets r and s (s is still held by client 1);
+        // t is granted to client 3 alone at 3000 with a token lower than
+        // client 2's (tokens rise per resource, not across resources).
+        let later = [
+            grant("r", 2, 20, 3000, 5000),
+            grant("s", 2, 21, 3000, 5000),
+            grant("t", 3, 13, 3000, 5000),
+        ];
+        let history: Vec<Grant> = batch.iter().chain(&later).cloned().collect();
+        let v = check(&history, &[], true);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(
+            v.violations[0].starts_with("overlap on \"s\""),
+            "{:?}",
+            v.violations
+        );
+        // The batch's release, sent before client 2's reserve, ends all three.
+        for g in &mut batch {
+            g.release_sent_ms = Some(2900);
+        }
+        let history: Vec<Grant> = batch.iter().chain(&later).cloned().collect();
+        assert!(check(&history, &[], true).violations.is_empty());
+        // Each item writes with its own token: client 1's late write to s is
+        // stale once client 2's grant of s has written, and only that one.
+        let fence = FencedResource::new(false);
+        for (i, g) in history.iter().enumerate() {
+            assert!(fence.write(&g.resource, i, g.token));
+        }
+        assert!(fence.write("s", 1, 11), "unfenced, the stale write lands");
+        assert!(fence.write("t", 5, 13));
+        let v = check(&history, &fence.writes(), false);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(v.violations[0].starts_with("stale write accepted on \"s\""));
+        assert_eq!(v.stale_writes, 1);
     }
 
     #[test]

@@ -34,6 +34,11 @@ async fn fault_injection_run_keeps_mutual_exclusion_and_fencing() {
         "an instance panicked:\n{}",
         out.report
     );
+    assert!(
+        out.client_failures.is_empty(),
+        "a client failed:\n{}",
+        out.report
+    );
     for kind in FaultKind::ALL {
         assert!(
             out.kinds_seen.contains(&kind),
@@ -53,6 +58,11 @@ async fn an_unfenced_run_under_pauses_is_flagged() {
     cfg.fenced = false;
     cfg.faults = vec![FaultKind::PauseInstance];
     let out = run(cfg).await;
+    assert!(
+        out.client_failures.is_empty(),
+        "a client failed:\n{}",
+        out.report
+    );
     assert!(
         !out.verdict.violations.is_empty(),
         "an unfenced run under pauses was not flagged:\n{}",
