@@ -42,11 +42,12 @@ cargo build --release --quiet --bin cooplocker --example loadgen --example ssebe
 LOADGEN=target/release/examples/loadgen
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TOKEN=bench-admin-token-0123456789
-RPID="" APID="" EPID="" ETCD_DIR=""
+RPID="" APID="" EPID=""
+TMPD=$(mktemp -d /tmp/cooplocker-bench.XXXXXX) # etcd's data, the durable Redis's AOF
 cleanup() {
   for p in $APID $EPID $RPID; do kill "$p" 2>/dev/null || true; done
   for p in $APID $EPID $RPID; do wait "$p" 2>/dev/null || true; done
-  [ -z "$ETCD_DIR" ] || rm -rf "$ETCD_DIR"
+  rm -rf "$TMPD"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -57,12 +58,15 @@ wait_for() { # $1 = what, then a command; at most 20 s
   echo "$what did not come up" >&2
   exit 1
 }
-# Starts a fresh Redis (no persistence) and one instance on it: sets RPORT,
-# HPORT, RPID, APID.
+# Starts a fresh Redis and one instance on it: sets RPORT, HPORT, RPID, APID.
+# Arguments: Redis persistence settings (default: none at all).
 start_stack() {
   RPORT=$(free_port)
   HPORT=$(free_port)
-  redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+  local persistence=(--save "" --appendonly no)
+  [ $# -eq 0 ] || persistence=("$@")
+  mkdir -p "$TMPD/redis-$RPORT"
+  redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMPD/redis-$RPORT" "${persistence[@]}" >/dev/null &
   RPID=$!
   wait_for redis redis-cli -p "$RPORT" ping
   # Rate limits far above what this machine can offer: every request still runs
@@ -255,28 +259,6 @@ if [ "${SSE:-1}" = 1 ]; then
   done
 fi
 
-# The peer: a throwaway single-member etcd (its default durability: WAL fsync
-# per write), lock → unlock through its v3 JSON gateway at the same concurrency
-# as the HTTP 1-item reserve+unreserve run above.
-if [ "${ETCD:-1}" = 1 ]; then
-  echo "== etcd $(etcd --version | awk '/etcd Version/ { print $3 }') lock+unlock, $CONC connections"
-  ETCD_DIR=$(mktemp -d /tmp/bench-etcd.XXXXXX)
-  EC=$(free_port) EP=$(free_port)
-  etcd --name default --data-dir "$ETCD_DIR/data" \
-    --listen-client-urls "http://127.0.0.1:$EC" --advertise-client-urls "http://127.0.0.1:$EC" \
-    --listen-peer-urls "http://127.0.0.1:$EP" --initial-advertise-peer-urls "http://127.0.0.1:$EP" \
-    --initial-cluster "default=http://127.0.0.1:$EP" >"$ETCD_DIR/etcd.log" 2>&1 &
-  EPID=$!
-  wait_for etcd curl -sf "http://127.0.0.1:$EC/health"
-  etcd_out=$("$LOADGEN" --etcd --addr "127.0.0.1:$EC" --concurrency "$CONC" --seconds "$SECS")
-  check etcd "$etcd_out"
-  kill "$EPID"; wait "$EPID" 2>/dev/null || true; EPID=""
-  echo "etcd lock+unlock: $etcd_out"
-  echo "cooplocker 1-item reserve+unreserve: pairs_per_s=$(field "$http_single" pairs_per_s) p99_ms=$(field "$http_single" p99_ms) pair_p99_ms=$(field "$http_single" pair_p99_ms)"
-  echo "etcd lock+unlock                   : pairs_per_s=$(field "$etcd_out" pairs_per_s) p99_ms=$(field "$etcd_out" p99_ms) pair_p99_ms=$(field "$etcd_out" pair_p99_ms)"
-  echo "ratio cooplocker/etcd pairs/s: $(ratio "$(field "$http_single" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)")"
-fi
-
 echo "== reserve p99 with $BIG live reservations in the tenant vs with $SMALL ($P99_CONC connections, 1-item reserve+unreserve of new names)"
 small=$(new_tenant) big=$(new_tenant)
 lg small-fill --key "${small#* }" --fill "$SMALL" --prefix held --batch 1000 --concurrency 4
@@ -295,8 +277,37 @@ echo "tenant with $SMALL: $p_small"
 echo "tenant with $BIG: $p_big"
 echo "p99_ms with $BIG=$(field "$p_big" p99_ms) with $SMALL=$(field "$p_small" p99_ms) ratio=$(ratio "$(field "$p_big" p99_ms)" "$(field "$p_small" p99_ms)") (pair p99 ratio $(ratio "$(field "$p_big" pair_p99_ms)" "$(field "$p_small" pair_p99_ms)"))"
 
-echo "== idle Redis calls with $TENANTS tenants and no reservations (fresh Redis and instance, no client traffic)"
 stop_stack
+
+# The peer: a throwaway single-member etcd (its default durability: WAL fsync
+# per write), lock → unlock through its v3 JSON gateway at the same concurrency
+# as the HTTP 1-item reserve+unreserve run above; then that cooplocker run again
+# on a Redis with appendfsync always (durable like etcd: README, Reliability).
+if [ "${ETCD:-1}" = 1 ]; then
+  echo "== etcd $(etcd --version | awk '/etcd Version/ { print $3 }') lock+unlock, $CONC connections (the cooplocker stack stopped meanwhile)"
+  EC=$(free_port) EP=$(free_port)
+  etcd --name default --data-dir "$TMPD/etcd" \
+    --listen-client-urls "http://127.0.0.1:$EC" --advertise-client-urls "http://127.0.0.1:$EC" \
+    --listen-peer-urls "http://127.0.0.1:$EP" --initial-advertise-peer-urls "http://127.0.0.1:$EP" \
+    --initial-cluster "default=http://127.0.0.1:$EP" >"$TMPD/etcd.log" 2>&1 &
+  EPID=$!
+  wait_for etcd curl -sf "http://127.0.0.1:$EC/health"
+  etcd_out=$("$LOADGEN" --etcd --addr "127.0.0.1:$EC" --concurrency "$CONC" --seconds "$SECS")
+  check etcd "$etcd_out"
+  kill "$EPID"; wait "$EPID" 2>/dev/null || true; EPID=""
+  echo "etcd lock+unlock: $etcd_out"
+  start_stack --appendonly yes --appendfsync always --save ""
+  lg durable-1-item-pairs --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1
+  durable=$LG
+  stop_stack
+  echo "cooplocker on Redis appendfsync always, 1-item reserve+unreserve: $durable"
+  echo "cooplocker 1-item reserve+unreserve (Redis without persistence): pairs_per_s=$(field "$http_single" pairs_per_s) p99_ms=$(field "$http_single" p99_ms) pair_p99_ms=$(field "$http_single" pair_p99_ms)"
+  echo "cooplocker 1-item reserve+unreserve (Redis appendfsync always) : pairs_per_s=$(field "$durable" pairs_per_s) p99_ms=$(field "$durable" p99_ms) pair_p99_ms=$(field "$durable" pair_p99_ms)"
+  echo "etcd lock+unlock (WAL fsync per write)                         : pairs_per_s=$(field "$etcd_out" pairs_per_s) p99_ms=$(field "$etcd_out" p99_ms) pair_p99_ms=$(field "$etcd_out" pair_p99_ms)"
+  echo "ratio cooplocker/etcd pairs/s: $(ratio "$(field "$http_single" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)") (durable Redis: $(ratio "$(field "$durable" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)")); p99 per request cooplocker $(field "$http_single" p99_ms) ms (durable $(field "$durable" p99_ms) ms) vs etcd $(field "$etcd_out" p99_ms) ms"
+fi
+
+echo "== idle Redis calls with $TENANTS tenants and no reservations (fresh Redis and instance, no client traffic)"
 start_stack
 lg create-tenants --create-tenants "$TENANTS" --admin-token "$TOKEN" --concurrency 8
 out=$LG
