@@ -97,6 +97,7 @@ field() { # $1 = a loadgen line, $2 = a field name: prints its value
   tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'
 }
 ERRORS=()
+SUMMARY=() # one line per figure of the table in docs/benchmarks.md, printed last
 # Runs loadgen against the instance (not in a subshell, so ERRORS keeps every
 # run that saw errors): its line is left in LG. $1 = label.
 lg() {
@@ -149,6 +150,7 @@ out=$LG
 sleep 3 # background cleanup, if any
 k1=$(dbsize) m1=$(used_memory)
 echo "leftover after $LEFT_N reserve+unreserve (no TTL): keys_delta=$((k1 - k0)) used_memory_delta_B=$((m1 - m0)) [fill: $out]"
+SUMMARY+=("left after $LEFT_N names reserved and unreserved (no TTL): keys=$((k1 - k0)) used_memory_B=$((m1 - m0))")
 key_kinds "${tid%% *}"
 # MEM_N TTL'd reservations orders/NNN/NNNN in batches of 1000.
 tid=$(new_tenant)
@@ -158,6 +160,7 @@ out=$LG
 sleep 1
 k1=$(dbsize) m1=$(used_memory)
 echo "memory per live TTL reservation ($MEM_N, TTL 1 h): bytes_per_reservation=$(((m1 - m0) / MEM_N)) keys_per_reservation=$(python3 -c "print(round(($k1 - $k0) / $MEM_N, 3))") (used_memory_delta_B=$((m1 - m0)) keys_delta=$((k1 - k0))) [fill: $out]"
+SUMMARY+=("Redis per live TTL reservation ($MEM_N, TTL 1 h, batches of 1000): used_memory_B=$(((m1 - m0) / MEM_N)) keys=$(python3 -c "print(round(($k1 - $k0) / $MEM_N, 3))")")
 key_kinds "${tid%% *}"
 
 echo "== HTTP throughput ($CONC connections unless said)"
@@ -172,6 +175,7 @@ set_line=$(redis-benchmark -p "$RPORT" -t set -c 50 -n $((SECS * 40000)) --csv |
 set_rps=$(cut -d, -f2 <<<"$set_line")
 echo "redis-benchmark -t set -c 50 -n $((SECS * 40000)): requests_per_s=$set_rps p50_ms=$(cut -d, -f5 <<<"$set_line") p99_ms=$(cut -d, -f7 <<<"$set_line")"
 echo "ratio HTTP 1-item reserve items/s ($CONC conns) / redis-benchmark SET/s (50 conns): $(ratio "$(field "$http_reserve" items_ok_per_s)" "$set_rps") ($(field "$http_reserve" items_ok_per_s) / $set_rps)"
+SUMMARY+=("1-item reserve (no TTL), $CONC connections: items_per_s=$(field "$http_reserve" items_ok_per_s); redis-benchmark -t set -c 50: $set_rps/s; ratio=$(ratio "$(field "$http_reserve" items_ok_per_s)" "$set_rps")")
 lg 100-item-pairs --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 100
 http_batch=$LG
 echo "HTTP 100-item reserve+unreserve: $http_batch"
@@ -180,6 +184,7 @@ ttl_args=()
 lg 100-item-reserve --key "$(key_of)" --concurrency "$BATCH_CONC" --seconds "$SECS" --batch 100 --reserve-only "${ttl_args[@]}"
 batch_reserve=$LG
 echo "HTTP 100-item reserve only, $BATCH_CONC connections, unique names, TTL ${BATCH_TTL}s (0 = none): items_per_s=$(field "$batch_reserve" items_ok_per_s) [$batch_reserve]"
+SUMMARY+=("100-item reserve only, $BATCH_CONC connections, TTL ${BATCH_TTL}s (0 = none): items_per_s=$(field "$batch_reserve" items_ok_per_s)")
 
 # The same with a token exchanged for a JWT (HS256, minted here) instead of an
 # API key: the token is checked by signature, with no store read.
@@ -265,17 +270,26 @@ lg small-fill --key "${small#* }" --fill "$SMALL" --prefix held --batch 1000 --c
 out=$LG
 echo "fill $SMALL (no TTL): $out"
 lg big-fill --key "${big#* }" --fill "$BIG" --prefix held --batch 1000 --concurrency 4 --seconds 900
-out=$LG
-echo "fill $BIG (no TTL): $out"
+fill_big=$LG
+echo "fill $BIG (no TTL): $fill_big"
 echo "redis used_memory after the fills: $(used_memory) B, dbsize $(dbsize)"
 sleep 2
-lg p99-small --key "${small#* }" --concurrency "$P99_CONC" --seconds "$SECS" --batch 1
-p_small=$LG
-lg p99-big --key "${big#* }" --concurrency "$P99_CONC" --seconds "$SECS" --batch 1
-p_big=$LG
-echo "tenant with $SMALL: $p_small"
-echo "tenant with $BIG: $p_big"
-echo "p99_ms with $BIG=$(field "$p_big" p99_ms) with $SMALL=$(field "$p_small" p99_ms) ratio=$(ratio "$(field "$p_big" p99_ms)" "$(field "$p_small" p99_ms)") (pair p99 ratio $(ratio "$(field "$p_big" pair_p99_ms)" "$(field "$p_small" pair_p99_ms)"))"
+# Small, big, big, small (half the run length each): drift in the machine's
+# load over the four runs weighs on both tenants alike. Each tenant's figure is
+# the mean of its two runs' p99s.
+half=$(((SECS + 1) / 2))
+p99s=()
+for t in small big big small; do
+  [ "$t" = small ] && key=${small#* } || key=${big#* }
+  lg "p99-$t" --key "$key" --concurrency "$P99_CONC" --seconds "$half" --batch 1
+  echo "tenant with $([ "$t" = small ] && echo "$SMALL" || echo "$BIG"): $LG"
+  p99s+=("$t $(field "$LG" p99_ms) $(field "$LG" pair_p99_ms)")
+done
+read -r p_small p_big pp_small pp_big < <(printf '%s\n' "${p99s[@]}" | awk '
+  { n[$1]++; p[$1] += $2; pp[$1] += $3 }
+  END { printf "%.2f %.2f %.2f %.2f\n", p["small"] / n["small"], p["big"] / n["big"], pp["small"] / n["small"], pp["big"] / n["big"] }')
+echo "p99_ms (mean of two runs) with $BIG=$p_big with $SMALL=$p_small ratio=$(ratio "$p_big" "$p_small") (reserve+unreserve pair p99_ms: $pp_big vs $pp_small, ratio $(ratio "$pp_big" "$pp_small"))"
+SUMMARY+=("1-item reserve+unreserve p99 per request, $P99_CONC connections: with $BIG live=$p_big ms, with $SMALL=$p_small ms, ratio=$(ratio "$p_big" "$p_small") (fill: $(field "$fill_big" items_per_s) items/s)")
 
 stop_stack
 
@@ -305,6 +319,8 @@ if [ "${ETCD:-1}" = 1 ]; then
   echo "cooplocker 1-item reserve+unreserve (Redis appendfsync always) : pairs_per_s=$(field "$durable" pairs_per_s) p99_ms=$(field "$durable" p99_ms) pair_p99_ms=$(field "$durable" pair_p99_ms)"
   echo "etcd lock+unlock (WAL fsync per write)                         : pairs_per_s=$(field "$etcd_out" pairs_per_s) p99_ms=$(field "$etcd_out" p99_ms) pair_p99_ms=$(field "$etcd_out" pair_p99_ms)"
   echo "ratio cooplocker/etcd pairs/s: $(ratio "$(field "$http_single" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)") (durable Redis: $(ratio "$(field "$durable" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)")); p99 per request cooplocker $(field "$http_single" p99_ms) ms (durable $(field "$durable" p99_ms) ms) vs etcd $(field "$etcd_out" p99_ms) ms"
+  SUMMARY+=("1-item reserve+unreserve vs etcd lock+unlock, $CONC connections: cooplocker $(field "$http_single" pairs_per_s) pairs/s p99 $(field "$http_single" p99_ms) ms; etcd $(field "$etcd_out" pairs_per_s) pairs/s p99 $(field "$etcd_out" p99_ms) ms; ratio=$(ratio "$(field "$http_single" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)")")
+  SUMMARY+=("  the same on Redis appendfsync always: cooplocker $(field "$durable" pairs_per_s) pairs/s p99 $(field "$durable" p99_ms) ms; ratio=$(ratio "$(field "$durable" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)")")
 fi
 
 echo "== idle Redis calls with $TENANTS tenants and no reservations (fresh Redis and instance, no client traffic)"
@@ -320,7 +336,7 @@ t0=$(date +%s.%N)
 sleep "$SWEEP_SECS"
 s1=$(rc INFO cpu commandstats | tr -d '\r')
 t1=$(date +%s.%N)
-python3 - "$s0" "$s1" "$t0" "$t1" "$TENANTS" <<'PY'
+idle=$(python3 - "$s0" "$s1" "$t0" "$t1" "$TENANTS" <<'PY'
 import re, sys
 def parse(s):
     calls = {m[1]: int(m[2]) for m in re.finditer(r"^cmdstat_(\S+?):calls=(\d+)", s, re.M)}
@@ -336,8 +352,13 @@ print(f"idle Redis calls per second with {sys.argv[5]} tenants: {total / secs:.0
       f"(calls={total} over {secs:.1f}s, own INFO calls subtracted={own}; Redis CPU {100 * (cpu1 - cpu0) / secs:.1f}% of a core)")
 print(f"  by command: {top or 'none'}")
 PY
+)
+echo "$idle"
+SUMMARY+=("$(head -1 <<<"$idle")")
 stop_stack
 
+echo "== summary"
+printf '%s\n' "${SUMMARY[@]}"
 if [ ${#ERRORS[@]} -gt 0 ]; then
   echo "RUNS WITH ERRORS (their figures are not clean): ${ERRORS[*]}"
 else
