@@ -139,7 +139,7 @@ PY
 }
 
 start_stack
-echo "machine: $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ); ${SECS}s per timed run; redis $(redis-server --version | grep -o 'v=[0-9.]*')"
+echo "machine: $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg) at the start, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); ${SECS}s per timed run; redis $(redis-server --version | grep -o 'v=[0-9.]*')"
 
 echo "== Redis memory per reservation (fresh Redis, one fresh tenant per figure)"
 # Reserve then unreserve LEFT_N distinct names (no TTL), batches of 1000; what stays?
@@ -357,7 +357,7 @@ echo "$idle"
 SUMMARY+=("$(head -1 <<<"$idle")")
 stop_stack
 
-echo "== summary"
+echo "== summary (load average at the end: $(cut -d" " -f1-3 /proc/loadavg))"
 printf '%s\n' "${SUMMARY[@]}"
 if [ ${#ERRORS[@]} -gt 0 ]; then
   echo "RUNS WITH ERRORS (their figures are not clean): ${ERRORS[*]}"
