@@ -43,7 +43,7 @@ LOADGEN=target/release/examples/loadgen
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TOKEN=bench-admin-token-0123456789
 RPID="" APID="" EPID=""
-TMPD=$(mktemp -d /tmp/cooplocker-bench.XXXXXX) # etcd's data, the durable Redis's AOF
+TMPD=$(mktemp -d /tmp/bench-run.XXXXXX) # etcd's data, Redis dirs, logs
 cleanup() {
   for p in $APID $EPID $RPID; do kill "$p" 2>/dev/null || true; done
   for p in $APID $EPID $RPID; do wait "$p" 2>/dev/null || true; done
@@ -51,6 +51,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# The instance runs from a copy: a rebuild (or a broad kill by name of another
+# checkout's target/release/cooplocker) during the run does not touch it.
+cp target/release/cooplocker "$TMPD/bench-instance"
 wait_for() { # $1 = what, then a command; at most 20 s
   local what=$1 i
   shift
@@ -74,9 +77,23 @@ start_stack() {
   RUST_LOG=warn REDIS_URL="redis://127.0.0.1:$RPORT" COOPLOCKER_ADMIN_TOKEN=$TOKEN \
     COOPLOCKER_LISTEN="127.0.0.1:$HPORT" COOPLOCKER_SSE_MAX_PER_TENANT=20000 \
     COOPLOCKER_RATE_LIMITS=free=1000000,starter=1000000,pro=1000000,enterprise=1000000 \
-    target/release/cooplocker >/dev/null &
+    "$TMPD/bench-instance" >"$TMPD/cooplocker-$HPORT.log" 2>&1 &
   APID=$!
   wait_for cooplocker curl -sf "http://127.0.0.1:$HPORT/readyz"
+}
+# Stops the run with a clear message when the instance (or its Redis) is gone
+# (an exited child stays a zombie until waited for: kill -0 still succeeds).
+alive() {
+  local p st
+  for p in $APID $RPID; do
+    [[ "$(ps -o stat= -p "$p" 2>/dev/null)" == [^Z]* ]] && continue
+    st=0
+    wait "$p" 2>/dev/null || st=$?
+    echo "ABORTED: $([ "$p" = "$APID" ] && echo "the cooplocker instance" || echo "Redis") (pid $p) is gone (exit status $st); the instance's last log lines:" >&2
+    tail -5 "$TMPD/cooplocker-$HPORT.log" >&2
+    [ "$p" = "$APID" ] && APID="" || RPID=""
+    exit 1
+  done
 }
 stop_stack() {
   kill "$APID" "$RPID" 2>/dev/null || true
@@ -88,9 +105,11 @@ used_memory() { rc INFO memory | tr -d '\r' | awk -F: '$1 == "used_memory" { pri
 dbsize() { rc DBSIZE; }
 # Every figure gets a fresh tenant, so no run inserts into indexes an earlier run grew.
 new_tenant() { # prints "<tenant id> <api key>"
-  curl -sf -X POST "http://127.0.0.1:$HPORT/api/v1/admin/tenants" -H "Authorization: Bearer $TOKEN" \
-    -H 'Content-Type: application/json' -d '{"name":"bench","tier":"enterprise"}' |
-    python3 -c 'import json,sys; b=json.load(sys.stdin); print(b["tenant"]["id"], b["apiKey"]["key"])'
+  local b
+  b=$(curl -sf -X POST "http://127.0.0.1:$HPORT/api/v1/admin/tenants" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"name":"bench","tier":"enterprise"}') ||
+    { echo "new_tenant: the admin API did not answer" >&2; return 1; }
+  python3 -c 'import json,sys; b=json.load(sys.stdin); print(b["tenant"]["id"], b["apiKey"]["key"])' <<<"$b"
 }
 key_of() { new_tenant | cut -d' ' -f2; }
 field() { # $1 = a loadgen line, $2 = a field name: prints its value
@@ -103,6 +122,7 @@ SUMMARY=() # one line per figure of the table in docs/benchmarks.md, printed las
 lg() {
   local label=$1
   shift
+  alive
   LG=$("$LOADGEN" --addr "127.0.0.1:$HPORT" "$@")
   check "$label" "$LG"
 }
@@ -218,6 +238,7 @@ echo "HTTP   1-item, exchanged token : $http_token"
 # This follows the current lua/ layout: a data-model change must update it
 # (RAW=0 skips it meanwhile).
 if [ "${RAW:-1}" = 1 ]; then
+  alive
   SHA=$(rc SCRIPT LOAD "$(cat lua/events.lua; printf 'local function body()\n'; cat lua/reserve.lua; printf '\nend\n'; cat lua/meter.lua)")
   raw_args() { # $1 = items; sets RAW (an array, so empty arguments survive)
     local n=$1 keys=() argv=()
@@ -258,6 +279,7 @@ fi
 # Event streams: N SSE clients on this instance, a steady RESERVED rate.
 if [ "${SSE:-1}" = 1 ]; then
   for n in ${SSE_CLIENTS:-1000 5000}; do
+    alive
     out=$(target/release/examples/ssebench --addr "127.0.0.1:$HPORT" --key "$(key_of)" --clients "$n" \
       --rate "${SSE_RATE:-20}" --seconds "$SECS" --pid "$APID")
     echo "SSE $n clients, ${SSE_RATE:-20} events/s: $out"
@@ -265,6 +287,7 @@ if [ "${SSE:-1}" = 1 ]; then
 fi
 
 echo "== reserve p99 with $BIG live reservations in the tenant vs with $SMALL ($P99_CONC connections, 1-item reserve+unreserve of new names)"
+alive
 small=$(new_tenant) big=$(new_tenant)
 lg small-fill --key "${small#* }" --fill "$SMALL" --prefix held --batch 1000 --concurrency 4
 out=$LG
@@ -291,6 +314,7 @@ read -r p_small p_big pp_small pp_big < <(printf '%s\n' "${p99s[@]}" | awk '
 echo "p99_ms (mean of two runs) with $BIG=$p_big with $SMALL=$p_small ratio=$(ratio "$p_big" "$p_small") (reserve+unreserve pair p99_ms: $pp_big vs $pp_small, ratio $(ratio "$pp_big" "$pp_small"))"
 SUMMARY+=("1-item reserve+unreserve p99 per request, $P99_CONC connections: with $BIG live=$p_big ms, with $SMALL=$p_small ms, ratio=$(ratio "$p_big" "$p_small") (fill: $(field "$fill_big" items_per_s) items/s)")
 
+alive
 stop_stack
 
 # The peer: a throwaway single-member etcd (its default durability: WAL fsync
