@@ -10,7 +10,10 @@
 //! - `--fill N --prefix P`: reserves exactly N deterministic names
 //!   `P/BBB/IIII` (batch number, item number in the batch) in batches of
 //!   `--batch`, over `--concurrency` connections (`--unreserve`: releases each
-//!   batch right after reserving it). Stops early only at `--seconds`.
+//!   batch right after reserving it). Stops early only at `--seconds`. A batch
+//!   answered 503 or 429 is sent again (up to 8 times, 250 ms apart; counted
+//!   as `retried`); after a retry an item `ALREADY_HELD` counts as reserved
+//!   (the fill's names are its own: an earlier attempt reserved it).
 //! - `--etcd`: the same closed loop as the default, against etcd's v3 JSON
 //!   gateway: one lease per connection (granted once, reused), then
 //!   `/v3/lock/lock` → `/v3/lock/unlock` on unique names.
@@ -250,6 +253,8 @@ struct Stats {
     io_errors: u64,
     item_failures: u64,
     items_ok: u64,
+    /// Requests answered 503 or 429 and sent again (fills only).
+    retried: u64,
     /// The first unexpected answer, to show what went wrong.
     sample: Option<String>,
 }
@@ -289,9 +294,13 @@ impl Stats {
         }
     }
 
-    /// Counts the items of a 200 that have `status`, out of `n`.
-    fn items(&mut self, body: &[u8], status: &str, n: usize) -> usize {
-        let ok = count(body, format!("\"status\":\"{status}\"").as_bytes()).min(n);
+    /// Counts the items of a 200 that have one of `statuses`, out of `n`.
+    fn items(&mut self, body: &[u8], statuses: &[&str], n: usize) -> usize {
+        let ok = statuses
+            .iter()
+            .map(|s| count(body, format!("\"status\":\"{s}\"").as_bytes()))
+            .sum::<usize>()
+            .min(n);
         self.items_ok += ok as u64;
         self.item_failures += (n - ok) as u64;
         if ok < n {
@@ -315,6 +324,7 @@ impl Stats {
         self.io_errors += o.io_errors;
         self.item_failures += o.item_failures;
         self.items_ok += o.items_ok;
+        self.retried += o.retried;
         if self.sample.is_none() {
             self.sample = o.sample;
         }
@@ -330,6 +340,9 @@ impl Stats {
             self.io_errors,
             self.item_failures
         );
+        if self.retried > 0 {
+            s.push_str(&format!(" retried={}", self.retried));
+        }
         if let Some(e) = &self.sample {
             eprintln!("loadgen: first unexpected answer: {e}");
         }
@@ -371,24 +384,45 @@ async fn cooplocker_round(
     rq: &str,
     names: &[String],
     release: bool,
+    retries: u32,
 ) -> Result<(), ()> {
     let headers = format!("X-Api-Key: {}\r\n", a.key);
-    let t = Instant::now();
-    let res = conn
-        .post(
-            "/api/v1/Reservation/reserve",
-            &headers,
-            &reserve_body(rq, names, a.ttl),
-        )
-        .await;
-    let Some(body) = st.check(res, 200, t)? else {
-        return Ok(());
+    let mut attempt = 0;
+    let (t, body) = loop {
+        let t = Instant::now();
+        let res = conn
+            .post(
+                "/api/v1/Reservation/reserve",
+                &headers,
+                &reserve_body(rq, names, a.ttl),
+            )
+            .await;
+        if matches!(res, Ok((503 | 429, _))) && attempt < retries {
+            attempt += 1;
+            st.retried += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        match st.check(res, 200, t)? {
+            Some(body) => break (t, body),
+            None => return Ok(()),
+        }
     };
-    st.items(&body, "RESERVED", names.len());
+    // After a retry, an item ALREADY_HELD was granted by an earlier attempt
+    // (a fill's names are its own): live, but without a release token.
+    let statuses: &[&str] = if attempt == 0 {
+        &["RESERVED"]
+    } else {
+        &["RESERVED", "ALREADY_HELD"]
+    };
+    st.items(&body, statuses, names.len());
     if !release {
         return Ok(());
     }
     let (held, tokens) = granted(&body);
+    if attempt > 0 {
+        st.item_failures += names.len().saturating_sub(held.len()) as u64;
+    }
     let t2 = Instant::now();
     let res = conn
         .post(
@@ -398,7 +432,7 @@ async fn cooplocker_round(
         )
         .await;
     if let Some(body) = st.check(res, 200, t2)? {
-        if st.items(&body, "UNRESERVED", held.len()) == names.len() {
+        if st.items(&body, &["UNRESERVED"], held.len()) == names.len() {
             st.pairs.push(t.elapsed());
         }
     }
@@ -495,7 +529,7 @@ async fn timed(a: Args) {
                 let names: Vec<String> = (0..a.batch)
                     .map(|i| format!("bench-{worker}-{n}-{i}"))
                     .collect();
-                if cooplocker_round(&mut conn, &mut st, &a, &rq, &names, !a.reserve_only)
+                if cooplocker_round(&mut conn, &mut st, &a, &rq, &names, !a.reserve_only, 0)
                     .await
                     .is_err()
                 {
@@ -539,6 +573,10 @@ async fn timed(a: Args) {
     );
 }
 
+/// A fill batch answered 503 (store timeout) or 429 is sent again, up to this
+/// many times, 250 ms apart: a fill sets a figure up, it is not measured.
+const FILL_RETRIES: u32 = 8;
+
 fn digits(n: u64) -> usize {
     n.max(1).ilog10() as usize + 1
 }
@@ -570,9 +608,17 @@ async fn fill(a: Args, total: u64) {
                 let names: Vec<String> = (0..n)
                     .map(|i| format!("{}/{b:0bw$}/{i:0iw$}", a.prefix))
                     .collect();
-                if cooplocker_round(&mut conn, &mut st, &a, &rq, &names, a.unreserve)
-                    .await
-                    .is_err()
+                if cooplocker_round(
+                    &mut conn,
+                    &mut st,
+                    &a,
+                    &rq,
+                    &names,
+                    a.unreserve,
+                    FILL_RETRIES,
+                )
+                .await
+                .is_err()
                 {
                     break;
                 }

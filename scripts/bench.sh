@@ -16,6 +16,7 @@
 #   BATCH_TTL=3600   its ttlSeconds (0: none)
 #   TENANTS=2000     idle tenants of the sweeper figure
 #   SWEEP_SECS=10    its measuring window (seconds)
+#   FILL_CONC=2      connections of the fills (1000-item batches)
 #   ETCD=1 SSE=1 RAW=1   0 skips the etcd comparison / the SSE runs / the raw
 #                        reserve.lua runs; SSE_CLIENTS="1000 5000", SSE_RATE=20
 set -euo pipefail
@@ -31,6 +32,7 @@ BATCH_CONC=${BATCH_CONC:-16}
 BATCH_TTL=${BATCH_TTL:-3600}
 TENANTS=${TENANTS:-2000}
 SWEEP_SECS=${SWEEP_SECS:-10}
+FILL_CONC=${FILL_CONC:-2}
 command -v redis-server >/dev/null || { echo "redis-server missing: run bash scripts/test.sh first (it installs it)"; exit 1; }
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark missing: apt-get install redis-tools"; exit 1; }
 if [ "${ETCD:-1}" = 1 ] && ! command -v etcd >/dev/null; then
@@ -165,7 +167,7 @@ echo "== Redis memory per reservation (fresh Redis, one fresh tenant per figure)
 # Reserve then unreserve LEFT_N distinct names (no TTL), batches of 1000; what stays?
 tid=$(new_tenant)
 k0=$(dbsize) m0=$(used_memory)
-lg leftover --key "${tid#* }" --fill "$LEFT_N" --prefix left --batch 1000 --concurrency 4 --unreserve
+lg leftover --key "${tid#* }" --fill "$LEFT_N" --prefix left --batch 1000 --concurrency "$FILL_CONC" --unreserve
 out=$LG
 sleep 3 # background cleanup, if any
 k1=$(dbsize) m1=$(used_memory)
@@ -175,7 +177,7 @@ key_kinds "${tid%% *}"
 # MEM_N TTL'd reservations orders/NNN/NNNN in batches of 1000.
 tid=$(new_tenant)
 k0=$(dbsize) m0=$(used_memory)
-lg ttl-fill --key "${tid#* }" --fill "$MEM_N" --prefix orders --batch 1000 --concurrency 4 --ttl 3600
+lg ttl-fill --key "${tid#* }" --fill "$MEM_N" --prefix orders --batch 1000 --concurrency "$FILL_CONC" --ttl 3600
 out=$LG
 sleep 1
 k1=$(dbsize) m1=$(used_memory)
@@ -289,10 +291,10 @@ fi
 echo "== reserve p99 with $BIG live reservations in the tenant vs with $SMALL ($P99_CONC connections, 1-item reserve+unreserve of new names)"
 alive
 small=$(new_tenant) big=$(new_tenant)
-lg small-fill --key "${small#* }" --fill "$SMALL" --prefix held --batch 1000 --concurrency 4
+lg small-fill --key "${small#* }" --fill "$SMALL" --prefix held --batch 1000 --concurrency "$FILL_CONC"
 out=$LG
 echo "fill $SMALL (no TTL): $out"
-lg big-fill --key "${big#* }" --fill "$BIG" --prefix held --batch 1000 --concurrency 4 --seconds 900
+lg big-fill --key "${big#* }" --fill "$BIG" --prefix held --batch 1000 --concurrency "$FILL_CONC" --seconds 900
 fill_big=$LG
 echo "fill $BIG (no TTL): $fill_big"
 echo "redis used_memory after the fills: $(used_memory) B, dbsize $(dbsize)"
