@@ -13,7 +13,8 @@
 //!   batch right after reserving it). Stops early only at `--seconds`. A batch
 //!   answered 503 or 429 is sent again (up to 8 times, 250 ms apart; counted
 //!   as `retried`); after a retry an item `ALREADY_HELD` counts as reserved
-//!   (the fill's names are its own: an earlier attempt reserved it).
+//!   (the fill's names are its own: an earlier attempt reserved it), and so
+//!   does `NOT_HELD` after a retried unreserve.
 //! - `--etcd`: the same closed loop as the default, against etcd's v3 JSON
 //!   gateway: one lease per connection (granted once, reused), then
 //!   `/v3/lock/lock` → `/v3/lock/unlock` on unique names.
@@ -423,20 +424,35 @@ async fn cooplocker_round(
     if attempt > 0 {
         st.item_failures += names.len().saturating_sub(held.len()) as u64;
     }
-    let t2 = Instant::now();
-    let res = conn
-        .post(
-            "/api/v1/Reservation/unreserve",
-            &headers,
-            &unreserve_body(rq, &held, &tokens),
-        )
-        .await;
-    if let Some(body) = st.check(res, 200, t2)? {
-        if st.items(&body, &["UNRESERVED"], held.len()) == names.len() {
-            st.pairs.push(t.elapsed());
+    let mut attempt = 0;
+    loop {
+        let t2 = Instant::now();
+        let res = conn
+            .post(
+                "/api/v1/Reservation/unreserve",
+                &headers,
+                &unreserve_body(rq, &held, &tokens),
+            )
+            .await;
+        if matches!(res, Ok((503 | 429, _))) && attempt < retries {
+            attempt += 1;
+            st.retried += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
         }
+        // After a retry, NOT_HELD: an earlier attempt released it.
+        let statuses: &[&str] = if attempt == 0 {
+            &["UNRESERVED"]
+        } else {
+            &["UNRESERVED", "NOT_HELD"]
+        };
+        if let Some(body) = st.check(res, 200, t2)? {
+            if st.items(&body, statuses, held.len()) == names.len() {
+                st.pairs.push(t.elapsed());
+            }
+        }
+        return Ok(());
     }
-    Ok(())
 }
 
 fn b64(s: &str) -> String {
