@@ -285,6 +285,9 @@ if [ "${SSE:-1}" = 1 ]; then
     out=$(target/release/examples/ssebench --addr "127.0.0.1:$HPORT" --key "$(key_of)" --clients "$n" \
       --rate "${SSE_RATE:-20}" --seconds "$SECS" --pid "$APID")
     echo "SSE $n clients, ${SSE_RATE:-20} events/s: $out"
+    if [ "$(field "$out" missing)" != 0 ] || [ "$(field "$out" refused)" != 0 ]; then
+      ERRORS+=("sse-$n(missing=$(field "$out" missing),refused=$(field "$out" refused))")
+    fi
   done
 fi
 
@@ -388,5 +391,5 @@ printf '%s\n' "${SUMMARY[@]}"
 if [ ${#ERRORS[@]} -gt 0 ]; then
   echo "RUNS WITH ERRORS (their figures are not clean): ${ERRORS[*]}"
 else
-  echo "no run saw an error (every request answered as expected, every item granted)"
+  echo "no run saw an error (every request answered as expected, every item granted, every SSE event delivered)"
 fi
