@@ -1,48 +1,212 @@
 #!/usr/bin/env bash
-# Benchmark: HTTP reserve/unreserve through one cooplocker instance on Redis,
-# next to redis-benchmark running the same reserve script at the same
-# concurrency. Loopback only, bounded in time.
+# Benchmark: one cooplocker instance on one Redis (and, for comparison, a
+# throwaway etcd and redis-benchmark), all on 127.0.0.1, every load bounded in
+# time and count. Prints labelled figures; docs/benchmarks.md says how each one
+# is measured.
 #   bash scripts/bench.sh [seconds-per-run (default 10)]
+# Knobs (environment):
+#   SECS=10          seconds per timed run (the argument wins)
+#   CONC=64          connections of the 1-item HTTP runs (and of the etcd run)
+#   MEM_N=100000     TTL'd reservations for the bytes-per-reservation figure
+#   LEFT_N=20000     names reserved and unreserved for the leftover figure
+#   BIG=1000000      reservations in the big tenant of the p99 figure
+#   SMALL=1000       reservations in the small tenant of the p99 figure
+#   P99_CONC=16      connections of the big/small p99 runs
+#   BATCH_CONC=16    connections of the 100-item reserve-only run
+#   BATCH_TTL=3600   its ttlSeconds (0: none)
+#   TENANTS=2000     idle tenants of the sweeper figure
+#   SWEEP_SECS=10    its measuring window (seconds)
+#   FILL_CONC=2      connections of the fills (1000-item batches)
+#   ETCD=1 SSE=1 RAW=1   0 skips the etcd comparison / the SSE runs / the raw
+#                        reserve.lua runs; SSE_CLIENTS="1000 5000", SSE_RATE=20
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${1:-10}
+SECS=${1:-${SECS:-10}}
 CONC=${CONC:-64}
+MEM_N=${MEM_N:-100000}
+LEFT_N=${LEFT_N:-20000}
+BIG=${BIG:-1000000}
+SMALL=${SMALL:-1000}
+P99_CONC=${P99_CONC:-16}
+BATCH_CONC=${BATCH_CONC:-16}
+BATCH_TTL=${BATCH_TTL:-3600}
+TENANTS=${TENANTS:-2000}
+SWEEP_SECS=${SWEEP_SECS:-10}
+FILL_CONC=${FILL_CONC:-2}
 command -v redis-server >/dev/null || { echo "redis-server missing: run bash scripts/test.sh first (it installs it)"; exit 1; }
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark missing: apt-get install redis-tools"; exit 1; }
+if [ "${ETCD:-1}" = 1 ] && ! command -v etcd >/dev/null; then
+  echo "etcd missing (apt-get install etcd-server), or run with ETCD=0"; exit 1
+fi
 
-ulimit -n 65536 2>/dev/null || true  # thousands of SSE sockets
+ulimit -n 65536 2>/dev/null || true # thousands of SSE sockets
 cargo build --release --quiet --bin cooplocker --example loadgen --example ssebench
+LOADGEN=target/release/examples/loadgen
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(free_port); HPORT=$(free_port)
 TOKEN=bench-admin-token-0123456789
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
-RPID=$!
-cleanup() { kill "$APID" "$RPID" 2>/dev/null || true; }
+RPID="" APID="" EPID=""
+TMPD=$(mktemp -d /tmp/bench-run.XXXXXX) # etcd's data, Redis dirs, logs
+cleanup() {
+  for p in $APID $EPID $RPID; do kill "$p" 2>/dev/null || true; done
+  for p in $APID $EPID $RPID; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMPD"
+}
 trap cleanup EXIT
-until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
-# Rate limits far above what this machine can offer: every request still runs
-# the limiter (in the same script), none is refused.
-RUST_LOG=warn REDIS_URL="redis://127.0.0.1:$RPORT" COOPLOCKER_ADMIN_TOKEN=$TOKEN \
-  COOPLOCKER_LISTEN="127.0.0.1:$HPORT" COOPLOCKER_SSE_MAX_PER_TENANT=20000 \
-  COOPLOCKER_RATE_LIMITS=free=1000000,starter=1000000,pro=1000000,enterprise=1000000 \
-  target/release/cooplocker >/dev/null &
-APID=$!
-until curl -sf "http://127.0.0.1:$HPORT/readyz" >/dev/null; do sleep 0.05; done
-# Every run gets a fresh tenant, so no run inserts into indexes an earlier run grew.
+trap 'exit 130' INT TERM
+# The instance runs from a copy: a rebuild (or a broad kill by name of another
+# checkout's target/release/cooplocker) during the run does not touch it.
+cp target/release/cooplocker "$TMPD/bench-instance"
+wait_for() { # $1 = what, then a command; at most 20 s
+  local what=$1 i
+  shift
+  for ((i = 0; i < 400; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "$what did not come up" >&2
+  exit 1
+}
+# Starts a fresh Redis and one instance on it: sets RPORT, HPORT, RPID, APID.
+# Arguments: Redis persistence settings (default: none at all).
+start_stack() {
+  RPORT=$(free_port)
+  HPORT=$(free_port)
+  local persistence=(--save "" --appendonly no)
+  [ $# -eq 0 ] || persistence=("$@")
+  mkdir -p "$TMPD/redis-$RPORT"
+  redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMPD/redis-$RPORT" "${persistence[@]}" >/dev/null &
+  RPID=$!
+  wait_for redis redis-cli -p "$RPORT" ping
+  # Rate limits far above what this machine can offer: every request still runs
+  # the limiter (in the same script), none is refused.
+  RUST_LOG=warn REDIS_URL="redis://127.0.0.1:$RPORT" COOPLOCKER_ADMIN_TOKEN=$TOKEN \
+    COOPLOCKER_LISTEN="127.0.0.1:$HPORT" COOPLOCKER_SSE_MAX_PER_TENANT=20000 \
+    COOPLOCKER_RATE_LIMITS=free=1000000,starter=1000000,pro=1000000,enterprise=1000000 \
+    "$TMPD/bench-instance" >"$TMPD/cooplocker-$HPORT.log" 2>&1 &
+  APID=$!
+  wait_for cooplocker curl -sf "http://127.0.0.1:$HPORT/readyz"
+}
+# Stops the run with a clear message when the instance (or its Redis) is gone
+# (an exited child stays a zombie until waited for: kill -0 still succeeds).
+alive() {
+  local p st
+  for p in $APID $RPID; do
+    [[ "$(ps -o stat= -p "$p" 2>/dev/null)" == [^Z]* ]] && continue
+    st=0
+    wait "$p" 2>/dev/null || st=$?
+    echo "ABORTED: $([ "$p" = "$APID" ] && echo "the cooplocker instance" || echo "Redis") (pid $p) is gone (exit status $st); the instance's last log lines:" >&2
+    tail -5 "$TMPD/cooplocker-$HPORT.log" >&2
+    [ "$p" = "$APID" ] && APID="" || RPID=""
+    exit 1
+  done
+}
+stop_stack() {
+  kill "$APID" "$RPID" 2>/dev/null || true
+  wait "$APID" "$RPID" 2>/dev/null || true
+  APID="" RPID=""
+}
+rc() { redis-cli -p "$RPORT" "$@"; }
+used_memory() { rc INFO memory | tr -d '\r' | awk -F: '$1 == "used_memory" { print $2 }'; }
+dbsize() { rc DBSIZE; }
+# Every figure gets a fresh tenant, so no run inserts into indexes an earlier run grew.
 new_tenant() { # prints "<tenant id> <api key>"
-  curl -sf -X POST "http://127.0.0.1:$HPORT/api/v1/admin/tenants" -H "Authorization: Bearer $TOKEN" \
-    -H 'Content-Type: application/json' -d '{"name":"bench","tier":"enterprise"}' |
-    python3 -c 'import json,sys; b=json.load(sys.stdin); print(b["tenant"]["id"], b["apiKey"]["key"])'
+  local b
+  b=$(curl -sf -X POST "http://127.0.0.1:$HPORT/api/v1/admin/tenants" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"name":"bench","tier":"enterprise"}') ||
+    { echo "new_tenant: the admin API did not answer" >&2; return 1; }
+  python3 -c 'import json,sys; b=json.load(sys.stdin); print(b["tenant"]["id"], b["apiKey"]["key"])' <<<"$b"
 }
 key_of() { new_tenant | cut -d' ' -f2; }
+field() { # $1 = a loadgen line, $2 = a field name: prints its value
+  tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'
+}
+ERRORS=()
+SUMMARY=() # one line per figure of the table in docs/benchmarks.md, printed last
+# Runs loadgen against the instance (not in a subshell, so ERRORS keeps every
+# run that saw errors): its line is left in LG. $1 = label.
+lg() {
+  local label=$1
+  shift
+  alive
+  LG=$("$LOADGEN" --addr "127.0.0.1:$HPORT" "$@")
+  check "$label" "$LG"
+}
+check() { # $1 = label, $2 = a loadgen line
+  if [[ "$2" == *ERRORS_SEEN=1* || "$2" == *complete=false* ]]; then
+    ERRORS+=("$1")
+    echo "WARNING: $1 had errors: $2" >&2
+  fi
+}
+ratio() { # $1 / $2 to 3 decimals, n/a when either is missing or $2 is 0
+  python3 -c "
+import sys
+try: print(f'{float(sys.argv[1]) / float(sys.argv[2]):.3f}')
+except (ValueError, ZeroDivisionError): print('n/a')" "${1:-}" "${2:-}"
+}
+# The keys of one tenant by kind (the tenant id replaced by T, the part after
+# the kind by *), with MEMORY USAGE averaged over up to 20 keys of each kind.
+key_kinds() { # $1 = tenant id
+  python3 - "$RPORT" "$1" <<'PY'
+import collections, random, subprocess, sys
+port, tid = sys.argv[1], sys.argv[2]
+def rc(*a):
+    return subprocess.run(["redis-cli", "-p", port, *a], capture_output=True, text=True).stdout
+kinds = collections.defaultdict(list)
+for k in rc("--scan", "--pattern", f"*{tid}*").splitlines():
+    parts = k.replace(tid, "T").split(":")
+    kinds[":".join(parts[:3]) + (":*" if len(parts) > 3 else "")].append(k)
+for kind, ks in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+    sample = random.sample(ks, min(len(ks), 20))
+    use = [int(rc("MEMORY", "USAGE", k, "SAMPLES", "0").strip() or 0) for k in sample]
+    avg = sum(use) / len(use)
+    print(f"    {kind:<22} keys={len(ks):<8} memory_usage_avg_B={avg:.0f} total_MB={avg * len(ks) / 1e6:.2f}")
+PY
+}
 
-echo "machine: $(nproc) cores; $CONC connections; ${SECS}s per run"
-http_single=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1)
+start_stack
+echo "machine: $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg) at the start, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); ${SECS}s per timed run; redis $(redis-server --version | grep -o 'v=[0-9.]*')"
+
+echo "== Redis memory per reservation (fresh Redis, one fresh tenant per figure)"
+# Reserve then unreserve LEFT_N distinct names (no TTL), batches of 1000; what stays?
+tid=$(new_tenant)
+k0=$(dbsize) m0=$(used_memory)
+lg leftover --key "${tid#* }" --fill "$LEFT_N" --prefix left --batch 1000 --concurrency "$FILL_CONC" --unreserve
+out=$LG
+sleep 3 # background cleanup, if any
+k1=$(dbsize) m1=$(used_memory)
+echo "leftover after $LEFT_N reserve+unreserve (no TTL): keys_delta=$((k1 - k0)) used_memory_delta_B=$((m1 - m0)) [fill: $out]"
+SUMMARY+=("left after $LEFT_N names reserved and unreserved (no TTL): keys=$((k1 - k0)) used_memory_B=$((m1 - m0))")
+key_kinds "${tid%% *}"
+# MEM_N TTL'd reservations orders/NNN/NNNN in batches of 1000.
+tid=$(new_tenant)
+k0=$(dbsize) m0=$(used_memory)
+lg ttl-fill --key "${tid#* }" --fill "$MEM_N" --prefix orders --batch 1000 --concurrency "$FILL_CONC" --ttl 3600
+out=$LG
+sleep 1
+k1=$(dbsize) m1=$(used_memory)
+echo "memory per live TTL reservation ($MEM_N, TTL 1 h): bytes_per_reservation=$(((m1 - m0) / MEM_N)) keys_per_reservation=$(python3 -c "print(round(($k1 - $k0) / $MEM_N, 3))") (used_memory_delta_B=$((m1 - m0)) keys_delta=$((k1 - k0))) [fill: $out]"
+SUMMARY+=("Redis per live TTL reservation ($MEM_N, TTL 1 h, batches of 1000): used_memory_B=$(((m1 - m0) / MEM_N)) keys=$(python3 -c "print(round(($k1 - $k0) / $MEM_N, 3))")")
+key_kinds "${tid%% *}"
+
+echo "== HTTP throughput ($CONC connections unless said)"
+lg 1-item-pairs --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1
+http_single=$LG
 echo "HTTP   1-item reserve+unreserve: $http_single"
-http_reserve=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1 --reserve-only)
-echo "HTTP   1-item reserve only     : $http_reserve"
-http_batch=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 100)
+lg 1-item-reserve --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1 --reserve-only
+http_reserve=$LG
+echo "HTTP   1-item reserve only (no TTL): $http_reserve"
+# redis-benchmark SET on the same Redis, count-bounded (about SECS seconds here).
+set_line=$(redis-benchmark -p "$RPORT" -t set -c 50 -n $((SECS * 40000)) --csv | tail -1 | tr -d '"')
+set_rps=$(cut -d, -f2 <<<"$set_line")
+echo "redis-benchmark -t set -c 50 -n $((SECS * 40000)): requests_per_s=$set_rps p50_ms=$(cut -d, -f5 <<<"$set_line") p99_ms=$(cut -d, -f7 <<<"$set_line")"
+echo "ratio HTTP 1-item reserve items/s ($CONC conns) / redis-benchmark SET/s (50 conns): $(ratio "$(field "$http_reserve" items_ok_per_s)" "$set_rps") ($(field "$http_reserve" items_ok_per_s) / $set_rps)"
+SUMMARY+=("1-item reserve (no TTL), $CONC connections: items_per_s=$(field "$http_reserve" items_ok_per_s); redis-benchmark -t set -c 50: $set_rps/s; ratio=$(ratio "$(field "$http_reserve" items_ok_per_s)" "$set_rps")")
+lg 100-item-pairs --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 100
+http_batch=$LG
 echo "HTTP 100-item reserve+unreserve: $http_batch"
+ttl_args=()
+[ "$BATCH_TTL" = 0 ] || ttl_args=(--ttl "$BATCH_TTL")
+lg 100-item-reserve --key "$(key_of)" --concurrency "$BATCH_CONC" --seconds "$SECS" --batch 100 --reserve-only "${ttl_args[@]}"
+batch_reserve=$LG
+echo "HTTP 100-item reserve only, $BATCH_CONC connections, unique names, TTL ${BATCH_TTL}s (0 = none): items_per_s=$(field "$batch_reserve" items_ok_per_s) [$batch_reserve]"
+SUMMARY+=("100-item reserve only, $BATCH_CONC connections, TTL ${BATCH_TTL}s (0 = none): items_per_s=$(field "$batch_reserve" items_ok_per_s)")
 
 # The same with a token exchanged for a JWT (HS256, minted here) instead of an
 # API key: the token is checked by signature, with no store read.
@@ -63,8 +227,8 @@ PY
   curl -sf -X POST "http://127.0.0.1:$HPORT/api/v1/auth/token" -H 'Content-Type: application/json' \
     -d "{\"jwt\":\"$jwt\",\"tenant\":\"$tenant\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
 }
-http_token=$(target/release/examples/loadgen --addr "127.0.0.1:$HPORT" --key "$(jwt_token)" --requester bench-user \
-  --concurrency "$CONC" --seconds "$SECS" --batch 1)
+lg token --key "$(jwt_token)" --requester bench-user --concurrency "$CONC" --seconds "$SECS" --batch 1
+http_token=$LG
 echo "HTTP   1-item, exchanged token : $http_token"
 
 # The same reserve script, straight into Redis. Random resource names in a huge
@@ -73,34 +237,38 @@ echo "HTTP   1-item, exchanged token : $http_token"
 # events.lua prelude, reserve.lua wrapped in a function, then meter.lua; the
 # rate limit's key, interval (µs) and burst come last. RL_INTERVAL=1 runs the
 # limiter (at 1,000,000/s: never refusing); 0 skips it, to show its cost.
-SHA=$(redis-cli -p "$RPORT" SCRIPT LOAD "$(cat lua/events.lua; printf 'local function body()\n'; cat lua/reserve.lua; printf '\nend\n'; cat lua/meter.lua)")
-raw_args() { # $1 = items; sets RAW (an array, so empty arguments survive)
-  local n=$1 keys=() argv=()
-  for ((i = 0; i < n; i++)); do
-    keys+=("$T:r:b$i-__rand_int__" "$T:f:b$i-__rand_int__" "$T:q:rb")
-    argv+=("b$i-__rand_int__" "rb" "0" "00000000-0000-4000-8000-00000000000$((i % 10))" "")
-  done
-  RAW=(EVALSHA "$SHA" $((6 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "$T:tenant" "$T:ev" "${keys[@]}" "$T:rl:enterprise:write"
-    label "$n" 86400000 10000 0 "${argv[@]}" "$RL_INTERVAL" 1000000)
-}
-rb() { # $1 = items, $2 = requests; a fresh tenant each
-  T="cl:{$(new_tenant | cut -d' ' -f1)}"
-  raw_args "$1"
-  # CSV columns: test, rps, avg, min, p50, p95, p99, max (ms)
-  redis-benchmark -p "$RPORT" -c "$CONC" -n "$2" -r 100000000000 --csv "${RAW[@]}" | tail -1 | tr -d '"' |
-    awk -F, '{printf "%s p50_ms=%s p99_ms=%s", $2, $5, $7}'
-}
-RL_INTERVAL=0
-raw_unmetered=$(rb 1 $((SECS * 40000)))
-RL_INTERVAL=1
-raw_single=$(rb 1 $((SECS * 40000)))
-raw_batch=$(rb 100 $((SECS * 800)))
-echo "redis-benchmark reserve.lua   1 item, limiter skipped: calls/s=${raw_unmetered}"
-echo "redis-benchmark reserve.lua   1 item : calls/s=${raw_single}"
-echo "redis-benchmark reserve.lua 100 items: calls/s=${raw_batch} (resources/s=$(python3 -c "print(round(${raw_batch%% *}*100))"))"
-python3 - "$http_single" "$http_batch" "$raw_single" "$raw_batch" "$http_reserve" <<'PY'
+# This follows the current lua/ layout: a data-model change must update it
+# (RAW=0 skips it meanwhile).
+if [ "${RAW:-1}" = 1 ]; then
+  alive
+  SHA=$(rc SCRIPT LOAD "$(cat lua/events.lua; printf 'local function body()\n'; cat lua/reserve.lua; printf '\nend\n'; cat lua/meter.lua)")
+  raw_args() { # $1 = items; sets RAW (an array, so empty arguments survive)
+    local n=$1 keys=() argv=()
+    for ((i = 0; i < n; i++)); do
+      keys+=("$T:r:b$i-__rand_int__" "$T:f:b$i-__rand_int__" "$T:q:rb")
+      argv+=("b$i-__rand_int__" "rb" "0" "00000000-0000-4000-8000-00000000000$((i % 10))" "")
+    done
+    RAW=(EVALSHA "$SHA" $((6 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "$T:tenant" "$T:ev" "${keys[@]}" "$T:rl:enterprise:write"
+      label "$n" 86400000 10000 0 "${argv[@]}" "$RL_INTERVAL" 1000000)
+  }
+  rb() { # $1 = items, $2 = requests; a fresh tenant each
+    T="cl:{$(new_tenant | cut -d' ' -f1)}"
+    raw_args "$1"
+    # CSV columns: test, rps, avg, min, p50, p95, p99, max (ms)
+    redis-benchmark -p "$RPORT" -c "$CONC" -n "$2" -r 100000000000 --csv "${RAW[@]}" | tail -1 | tr -d '"' |
+      awk -F, '{printf "%s p50_ms=%s p99_ms=%s", $2, $5, $7}'
+  }
+  RL_INTERVAL=0
+  raw_unmetered=$(rb 1 $((SECS * 40000)))
+  RL_INTERVAL=1
+  raw_single=$(rb 1 $((SECS * 40000)))
+  raw_batch=$(rb 100 $((SECS * 800)))
+  echo "redis-benchmark reserve.lua   1 item, limiter skipped: calls/s=${raw_unmetered}"
+  echo "redis-benchmark reserve.lua   1 item : calls/s=${raw_single}"
+  echo "redis-benchmark reserve.lua 100 items: calls/s=${raw_batch} (resources/s=$(python3 -c "print(round(${raw_batch%% *}*100))"))"
+  python3 - "$http_single" "$http_batch" "$raw_single" "$raw_batch" "$http_reserve" <<'PY'
 import sys
-def kv(s): return dict(p.split("=") for p in s.split())
+def kv(s): return dict(p.split("=", 1) for p in s.split())
 hs, hb, hr = kv(sys.argv[1]), kv(sys.argv[2]), kv(sys.argv[5])
 rs, rb = float(sys.argv[3].split()[0]), float(sys.argv[4].split()[0])
 print(f"ratio HTTP/raw, reserve only (same work)  : {float(hr['requests_per_s'])/rs:.0%} (HTTP p50 {hr['p50_ms']} ms, p99 {hr['p99_ms']} ms)")
@@ -108,12 +276,120 @@ print(f"ratio HTTP/raw, 1-item reserve+unreserve : {float(hs['requests_per_s'])/
 print(f"ratio HTTP/raw, 100-item reserve+unreserve: {float(hb['requests_per_s'])/rb:.0%} (HTTP p50 {hb['p50_ms']} ms, p99 {hb['p99_ms']} ms)")
 print("(reserve+unreserve runs are half unreserves, a cheaper script than the raw run's reserves)")
 PY
+fi
 
 # Event streams: N SSE clients on this instance, a steady RESERVED rate.
 if [ "${SSE:-1}" = 1 ]; then
   for n in ${SSE_CLIENTS:-1000 5000}; do
+    alive
     out=$(target/release/examples/ssebench --addr "127.0.0.1:$HPORT" --key "$(key_of)" --clients "$n" \
       --rate "${SSE_RATE:-20}" --seconds "$SECS" --pid "$APID")
     echo "SSE $n clients, ${SSE_RATE:-20} events/s: $out"
+    if [ "$(field "$out" missing)" != 0 ] || [ "$(field "$out" refused)" != 0 ]; then
+      ERRORS+=("sse-$n(missing=$(field "$out" missing),refused=$(field "$out" refused))")
+    fi
   done
+fi
+
+echo "== reserve p99 with $BIG live reservations in the tenant vs with $SMALL ($P99_CONC connections, 1-item reserve+unreserve of new names)"
+alive
+small=$(new_tenant) big=$(new_tenant)
+lg small-fill --key "${small#* }" --fill "$SMALL" --prefix held --batch 1000 --concurrency "$FILL_CONC"
+out=$LG
+echo "fill $SMALL (no TTL): $out"
+lg big-fill --key "${big#* }" --fill "$BIG" --prefix held --batch 1000 --concurrency "$FILL_CONC" --seconds 900
+fill_big=$LG
+echo "fill $BIG (no TTL): $fill_big"
+echo "redis used_memory after the fills: $(used_memory) B, dbsize $(dbsize)"
+sleep 2
+# Small, big, big, small (half the run length each): drift in the machine's
+# load over the four runs weighs on both tenants alike. Each tenant's figure is
+# the mean of its two runs' p99s.
+half=$(((SECS + 1) / 2))
+p99s=()
+for t in small big big small; do
+  [ "$t" = small ] && key=${small#* } || key=${big#* }
+  lg "p99-$t" --key "$key" --concurrency "$P99_CONC" --seconds "$half" --batch 1
+  echo "tenant with $([ "$t" = small ] && echo "$SMALL" || echo "$BIG"): $LG"
+  p99s+=("$t $(field "$LG" p99_ms) $(field "$LG" pair_p99_ms)")
+done
+read -r p_small p_big pp_small pp_big < <(printf '%s\n' "${p99s[@]}" | awk '
+  { n[$1]++; p[$1] += $2; pp[$1] += $3 }
+  END { printf "%.2f %.2f %.2f %.2f\n", p["small"] / n["small"], p["big"] / n["big"], pp["small"] / n["small"], pp["big"] / n["big"] }')
+echo "p99_ms (mean of two runs) with $BIG=$p_big with $SMALL=$p_small ratio=$(ratio "$p_big" "$p_small") (reserve+unreserve pair p99_ms: $pp_big vs $pp_small, ratio $(ratio "$pp_big" "$pp_small"))"
+SUMMARY+=("1-item reserve+unreserve p99 per request, $P99_CONC connections: with $BIG live=$p_big ms, with $SMALL=$p_small ms, ratio=$(ratio "$p_big" "$p_small") (fill: $(field "$fill_big" items_per_s) items/s)")
+
+alive
+stop_stack
+
+# The peer: a throwaway single-member etcd (its default durability: WAL fsync
+# per write), lock → unlock through its v3 JSON gateway at the same concurrency
+# as the HTTP 1-item reserve+unreserve run above; then that cooplocker run again
+# on a Redis with appendfsync always (durable like etcd: README, Reliability).
+if [ "${ETCD:-1}" = 1 ]; then
+  echo "== etcd $(etcd --version | awk '/etcd Version/ { print $3 }') lock+unlock, $CONC connections (the cooplocker stack stopped meanwhile)"
+  EC=$(free_port) EP=$(free_port)
+  etcd --name default --data-dir "$TMPD/etcd" \
+    --listen-client-urls "http://127.0.0.1:$EC" --advertise-client-urls "http://127.0.0.1:$EC" \
+    --listen-peer-urls "http://127.0.0.1:$EP" --initial-advertise-peer-urls "http://127.0.0.1:$EP" \
+    --initial-cluster "default=http://127.0.0.1:$EP" >"$TMPD/etcd.log" 2>&1 &
+  EPID=$!
+  wait_for etcd curl -sf "http://127.0.0.1:$EC/health"
+  etcd_out=$("$LOADGEN" --etcd --addr "127.0.0.1:$EC" --concurrency "$CONC" --seconds "$SECS")
+  check etcd "$etcd_out"
+  kill "$EPID"; wait "$EPID" 2>/dev/null || true; EPID=""
+  echo "etcd lock+unlock: $etcd_out"
+  start_stack --appendonly yes --appendfsync always --save ""
+  lg durable-1-item-pairs --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1
+  durable=$LG
+  stop_stack
+  echo "cooplocker on Redis appendfsync always, 1-item reserve+unreserve: $durable"
+  echo "cooplocker 1-item reserve+unreserve (Redis without persistence): pairs_per_s=$(field "$http_single" pairs_per_s) p99_ms=$(field "$http_single" p99_ms) pair_p99_ms=$(field "$http_single" pair_p99_ms)"
+  echo "cooplocker 1-item reserve+unreserve (Redis appendfsync always) : pairs_per_s=$(field "$durable" pairs_per_s) p99_ms=$(field "$durable" p99_ms) pair_p99_ms=$(field "$durable" pair_p99_ms)"
+  echo "etcd lock+unlock (WAL fsync per write)                         : pairs_per_s=$(field "$etcd_out" pairs_per_s) p99_ms=$(field "$etcd_out" p99_ms) pair_p99_ms=$(field "$etcd_out" pair_p99_ms)"
+  echo "ratio cooplocker/etcd pairs/s: $(ratio "$(field "$http_single" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)") (durable Redis: $(ratio "$(field "$durable" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)")); p99 per request cooplocker $(field "$http_single" p99_ms) ms (durable $(field "$durable" p99_ms) ms) vs etcd $(field "$etcd_out" p99_ms) ms"
+  SUMMARY+=("1-item reserve+unreserve vs etcd lock+unlock, $CONC connections: cooplocker $(field "$http_single" pairs_per_s) pairs/s p99 $(field "$http_single" p99_ms) ms; etcd $(field "$etcd_out" pairs_per_s) pairs/s p99 $(field "$etcd_out" p99_ms) ms; ratio=$(ratio "$(field "$http_single" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)")")
+  SUMMARY+=("  the same on Redis appendfsync always: cooplocker $(field "$durable" pairs_per_s) pairs/s p99 $(field "$durable" p99_ms) ms; ratio=$(ratio "$(field "$durable" pairs_per_s)" "$(field "$etcd_out" pairs_per_s)")")
+fi
+
+echo "== idle Redis calls with $TENANTS tenants and no reservations (fresh Redis and instance, no client traffic)"
+start_stack
+lg create-tenants --create-tenants "$TENANTS" --admin-token "$TOKEN" --concurrency 8
+out=$LG
+echo "created: $out"
+sleep 3
+# One INFO call before and one after the window; the second is not in its own
+# output, the first is in the second's: subtract cmdstat_info's delta.
+s0=$(rc INFO cpu commandstats | tr -d '\r')
+t0=$(date +%s.%N)
+sleep "$SWEEP_SECS"
+s1=$(rc INFO cpu commandstats | tr -d '\r')
+t1=$(date +%s.%N)
+idle=$(python3 - "$s0" "$s1" "$t0" "$t1" "$TENANTS" <<'PY'
+import re, sys
+def parse(s):
+    calls = {m[1]: int(m[2]) for m in re.finditer(r"^cmdstat_(\S+?):calls=(\d+)", s, re.M)}
+    cpu = sum(float(m[1]) for m in re.finditer(r"^used_cpu_(?:sys|user):([\d.]+)", s, re.M))
+    return calls, cpu
+(c0, cpu0), (c1, cpu1) = parse(sys.argv[1]), parse(sys.argv[2])
+secs = float(sys.argv[4]) - float(sys.argv[3])
+delta = {k: v - c0.get(k, 0) for k, v in c1.items() if v - c0.get(k, 0)}
+own = delta.get("info", 0)
+total = sum(delta.values()) - own
+top = ", ".join(f"{k}={v / secs:.0f}/s" for k, v in sorted(delta.items(), key=lambda kv: -kv[1]) if k != "info")
+print(f"idle Redis calls per second with {sys.argv[5]} tenants: {total / secs:.0f} "
+      f"(calls={total} over {secs:.1f}s, own INFO calls subtracted={own}; Redis CPU {100 * (cpu1 - cpu0) / secs:.1f}% of a core)")
+print(f"  by command: {top or 'none'}")
+PY
+)
+echo "$idle"
+SUMMARY+=("$(head -1 <<<"$idle")")
+stop_stack
+
+echo "== summary (load average at the end: $(cut -d" " -f1-3 /proc/loadavg))"
+printf '%s\n' "${SUMMARY[@]}"
+if [ ${#ERRORS[@]} -gt 0 ]; then
+  echo "RUNS WITH ERRORS (their figures are not clean): ${ERRORS[*]}"
+else
+  echo "no run saw an error (every request answered as expected, every item granted, every SSE event delivered)"
 fi
