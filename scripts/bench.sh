@@ -40,7 +40,7 @@ if [ "${ETCD:-1}" = 1 ] && ! command -v etcd >/dev/null; then
 fi
 
 ulimit -n 65536 2>/dev/null || true # thousands of SSE sockets
-cargo build --release --quiet --bin cooplocker --example loadgen --example ssebench
+cargo build --release --quiet --bin cooplocker --example loadgen --example ssebench --example dump_scripts
 LOADGEN=target/release/examples/loadgen
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TOKEN=bench-admin-token-0123456789
@@ -189,9 +189,26 @@ echo "== HTTP throughput ($CONC connections unless said)"
 lg 1-item-pairs --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1
 http_single=$LG
 echo "HTTP   1-item reserve+unreserve: $http_single"
-lg 1-item-reserve --key "$(key_of)" --concurrency "$CONC" --seconds "$SECS" --batch 1 --reserve-only
+# Redis time per script call and per item (INFO commandstats), for the
+# before/after comparison of the data model.
+evalsha_cost() { # $1 = items per call: prints "calls=… usec_per_call=… usec_per_item=…"
+  rc INFO commandstats | tr -d '\r' | python3 -c '
+import sys
+n = int(sys.argv[1])
+for l in sys.stdin:
+    if l.startswith("cmdstat_evalsha:"):
+        f = dict(p.split("=") for p in l.split(":", 1)[1].split(","))
+        per = float(f["usec_per_call"])
+        print("calls=%s usec_per_call=%.1f usec_per_item=%.2f" % (f["calls"], per, per / n))' "$1"
+}
+tid=$(new_tenant)
+rc CONFIG RESETSTAT >/dev/null
+lg 1-item-reserve --key "${tid#* }" --concurrency "$CONC" --seconds "$SECS" --batch 1 --reserve-only
 http_reserve=$LG
 echo "HTTP   1-item reserve only (no TTL): $http_reserve"
+cost_single=$(evalsha_cost 1)
+echo "Redis time, 1-item reserve: $cost_single"
+SUMMARY+=("Redis time per 1-item reserve script (INFO commandstats): $cost_single")
 # redis-benchmark SET on the same Redis, count-bounded (about SECS seconds here).
 set_line=$(redis-benchmark -p "$RPORT" -t set -c 50 -n $((SECS * 40000)) --csv | tail -1 | tr -d '"')
 set_rps=$(cut -d, -f2 <<<"$set_line")
@@ -203,8 +220,13 @@ http_batch=$LG
 echo "HTTP 100-item reserve+unreserve: $http_batch"
 ttl_args=()
 [ "$BATCH_TTL" = 0 ] || ttl_args=(--ttl "$BATCH_TTL")
-lg 100-item-reserve --key "$(key_of)" --concurrency "$BATCH_CONC" --seconds "$SECS" --batch 100 --reserve-only "${ttl_args[@]}"
+tid=$(new_tenant)
+rc CONFIG RESETSTAT >/dev/null
+lg 100-item-reserve --key "${tid#* }" --concurrency "$BATCH_CONC" --seconds "$SECS" --batch 100 --reserve-only "${ttl_args[@]}"
 batch_reserve=$LG
+cost_batch=$(evalsha_cost 100)
+echo "Redis time, 100-item reserve: $cost_batch"
+SUMMARY+=("Redis time per 100-item reserve script (INFO commandstats): $cost_batch")
 echo "HTTP 100-item reserve only, $BATCH_CONC connections, unique names, TTL ${BATCH_TTL}s (0 = none): items_per_s=$(field "$batch_reserve" items_ok_per_s) [$batch_reserve]"
 SUMMARY+=("100-item reserve only, $BATCH_CONC connections, TTL ${BATCH_TTL}s (0 = none): items_per_s=$(field "$batch_reserve" items_ok_per_s)")
 
@@ -233,26 +255,31 @@ echo "HTTP   1-item, exchanged token : $http_token"
 
 # The same reserve script, straight into Redis. Random resource names in a huge
 # key space so (almost) every call takes the RESERVED path, as in the HTTP run.
-# The script is built as the service builds it (src/store/redis.rs): the
-# events.lua prelude, reserve.lua wrapped in a function, then meter.lua; the
-# rate limit's key, interval (µs) and burst come last. RL_INTERVAL=1 runs the
-# limiter (at 1,000,000/s: never refusing); 0 skips it, to show its cost.
-# This follows the current lua/ layout: a data-model change must update it
-# (RAW=0 skips it meanwhile).
+# The script is exactly the one the service sends (examples/dump_scripts writes
+# the composition of src/store/redis/scripts.rs); its KEYS and ARGV follow the
+# header of lua/reserve.lua, then the rate limit's key, interval (µs) and
+# burst. RL_INTERVAL=1 runs the limiter (at 1,000,000/s: never refusing); 0
+# skips it, to show its cost.
 if [ "${RAW:-1}" = 1 ]; then
   alive
-  SHA=$(rc SCRIPT LOAD "$(cat lua/events.lua; printf 'local function body()\n'; cat lua/reserve.lua; printf '\nend\n'; cat lua/meter.lua)")
+  LUA_DIR=$(mktemp -d)
+  target/release/examples/dump_scripts "$LUA_DIR" >/dev/null
+  SHA=$(rc SCRIPT LOAD "$(cat "$LUA_DIR/reserve.lua")")
+  rm -rf "$LUA_DIR"
+  prefix_of() { # $1 = tenant id: prints the tenant's key prefix c:{<tag>}:
+    python3 -c 'import base64,hashlib,sys; print("c:{%s}:" % base64.urlsafe_b64encode(hashlib.sha256(sys.argv[1].encode()).digest()[:8]).decode().rstrip("="))' "$1"
+  }
   raw_args() { # $1 = items; sets RAW (an array, so empty arguments survive)
     local n=$1 keys=() argv=()
     for ((i = 0; i < n; i++)); do
-      keys+=("$T:r:b$i-__rand_int__" "$T:f:b$i-__rand_int__" "$T:q:rb")
-      argv+=("b$i-__rand_int__" "rb" "0" "00000000-0000-4000-8000-00000000000$((i % 10))" "")
+      keys+=("${P}h:b$i-__rand_int__")
+      argv+=("b$i-__rand_int__" "rb" "0" "0123456789abcdef" "")
     done
-    RAW=(EVALSHA "$SHA" $((6 + 3 * n)) "$T:idx" "$T:exp" "$T:meta" "$T:tenant" "$T:ev" "${keys[@]}" "$T:rl:enterprise:write"
-      label "$n" 86400000 10000 0 "${argv[@]}" "$RL_INTERVAL" 1000000)
+    RAW=(EVALSHA "$SHA" $((3 + n)) "${P}t" "${P}ev" "${keys[@]}" "${P}rl:enterprise:write"
+      label "$n" 10000 0 0 "${argv[@]}" "$RL_INTERVAL" 1000000)
   }
   rb() { # $1 = items, $2 = requests; a fresh tenant each
-    T="cl:{$(new_tenant | cut -d' ' -f1)}"
+    P=$(prefix_of "$(new_tenant | cut -d' ' -f1)")
     raw_args "$1"
     # CSV columns: test, rps, avg, min, p50, p95, p99, max (ms)
     redis-benchmark -p "$RPORT" -c "$CONC" -n "$2" -r 100000000000 --csv "${RAW[@]}" | tail -1 | tr -d '"' |
