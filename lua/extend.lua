@@ -43,6 +43,7 @@ for i = 1, n do
     out[i] = {1, h.ea}
   end
 end
+bucket_flush()
 local earliest = due_close(p)
 ev_close()
 return {out, earliest}

@@ -77,17 +77,56 @@ local function bucket_slot(p, ea, wanted)
   return math.floor(slot / BUCKET)
 end
 
+-- Bucket entries this script files, written by bucket_flush() in one HSET per
+-- bucket (a batch's holds mostly share one): bucket key -> resource -> value.
+local bucket_pending = {}
+
+-- Files the entry of hold `h` of `res` in its bucket (slot h.k, see
+-- bucket_slot), to be written by bucket_flush().
+local function bucket_file(p, res, h)
+  local bk = bucket_key(p, h.ea, h.k)
+  local entries = bucket_pending[bk]
+  if not entries then
+    entries = {}
+    bucket_pending[bk] = entries
+  end
+  entries[res] = cmsgpack.pack({h.rq, h.lb, h.ea, h.ft})
+end
+
 -- Files a hold with a TTL in its expiry bucket; `wanted` is how many more
 -- holds this script may still file (the size of the run to ask for).
 local function bucket_add(p, res, h, wanted)
   h.k = bucket_slot(p, h.ea, wanted)
-  redis.call('HSET', bucket_key(p, h.ea, h.k), res, cmsgpack.pack({h.rq, h.lb, h.ea, h.ft}))
+  bucket_file(p, res, h)
 end
 
 local function bucket_rem(p, res, h)
   if h.ea > 0 then
-    redis.call('HDEL', bucket_key(p, h.ea, h.k), res)
+    local bk = bucket_key(p, h.ea, h.k)
+    local entries = bucket_pending[bk]
+    if entries and entries[res] then
+      -- Filed by this script and not written yet: it is in Redis no longer
+      -- (the same hold's earlier entry was removed before it was filed again).
+      entries[res] = nil
+    else
+      redis.call('HDEL', bk, res)
+    end
   end
+end
+
+-- Writes the entries bucket_add filed. Scripts that file call it before they end.
+local function bucket_flush()
+  for bk, entries in pairs(bucket_pending) do
+    local args = {}
+    for res, v in pairs(entries) do
+      args[#args + 1] = res
+      args[#args + 1] = v
+    end
+    if #args > 0 then
+      redis.call('HSET', bk, unpack(args))
+    end
+  end
+  bucket_pending = {}
 end
 
 -- Records the seconds this script filed holds in; returns the earliest of them

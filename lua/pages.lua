@@ -45,6 +45,7 @@ local function pg_collation_is_bytewise()
   return pg_bytewise
 end
 local pg_bounds = {}
+local pg_last_low = {}
 -- How many more names the calling script will add or remove after this one:
 -- bounds are worth asking for (one more call) only when some will.
 local pg_more = 0
@@ -57,10 +58,13 @@ local function pg_page(b, m)
   end
   local low = pg_low(b, m)
   local page = b .. ':' .. low
-  if pg_more > 0 and pg_collation_is_bytewise() then
+  -- Ask for the page's upper bound only once two names in a row fell in it:
+  -- names in no order would only pay for it.
+  if pg_more > 0 and pg_last_low[b] == low and pg_collation_is_bytewise() then
     local high = redis.call('ZRANGEBYLEX', b .. '!', '(' .. low, '+', 'LIMIT', '0', '1')[1]
     pg_bounds[b] = {low = low, high = high or false, page = page}
   end
+  pg_last_low[b] = low
   return page, low
 end
 

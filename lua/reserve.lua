@@ -96,13 +96,14 @@ for i = 1, n do
     end
     hw = ft
     if ttl > 0 then
-      redis.call('HSET', bucket_key(p, ea, h.k), res, cmsgpack.pack({rq, label, ea, ft}))
+      bucket_file(p, res, h)
     end
     ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and num(ea) or '', num(ft))
     out[i] = {1, now_ms, ttl > 0 and ea or -1, ft}
   end
 end
 redis.call('HSET', KEYS[1], 'hw', num(hw), 'n', num(held))
+bucket_flush()
 local earliest = due_close(p)
 ev_close()
 return {out, earliest}
