@@ -5,7 +5,9 @@
 # then checks the deployment files offline (scripts/validate-deploy.sh), runs
 # format and lint checks and the one integration-test binary against real Redis
 # servers that the tests spawn themselves (the reliability harness included, a
-# 60 s fault-injection run), then schemathesis against the OpenAPI document.
+# 60 s fault-injection run), then schemathesis against the OpenAPI document and
+# a Python client generated from it (openapi-python-client) through the seeds'
+# quick start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,3 +81,6 @@ fi
 
 say "schemathesis against the OpenAPI document"
 bash scripts/schemathesis.sh
+
+say "a Python client generated from the OpenAPI document: the seeds' quick start"
+bash scripts/generated-client.sh

@@ -6,7 +6,8 @@
 //! # Layout
 //! - [`config`]: every setting, from flags and environment, validated at start.
 //! - [`startup`]: builds one instance ([`startup::Application`]) and its routes.
-//! - [`http`]: routes, extractors, strict JSON/query parsing, the one error type.
+//! - [`http`]: routes, extractors, strict JSON/query parsing, the one error type,
+//!   the wire shapes (`http::wire`) and the OpenAPI document built from them.
 //! - [`auth`]: API-key authentication with a fleet-invalidated cache.
 //! - [`domain`]: parse-don't-validate newtypes and plain data.
 //! - [`metrics`]: Prometheus metrics.

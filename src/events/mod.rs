@@ -51,7 +51,9 @@ impl fmt::Display for EventId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The type of an event (its `event:` line and the `type` of its data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventKind {
     Reserved,
     Unreserved,
@@ -106,26 +108,35 @@ pub struct Event {
     pub fencing_token: u64,
 }
 
-#[derive(serde::Serialize)]
+/// The `data` of one Server-Sent Event (its `id:` is `id`, its `event:` is
+/// `type`): the wire shape of an [`Event`].
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct EventJson<'a> {
-    id: String,
+#[schema(as = Event)]
+pub struct EventData<'a> {
+    /// Ordered per tenant; send it back as Last-Event-ID to resume.
+    #[schema(pattern = "^[0-9]+-[0-9]+$")]
+    pub id: String,
     #[serde(rename = "type")]
-    kind: &'static str,
-    resource: &'a str,
-    requester: &'a str,
-    api_key_label: &'a str,
-    at: String,
-    expires_at: Option<String>,
-    fencing_token: u64,
+    pub kind: EventKind,
+    pub resource: &'a str,
+    pub requester: &'a str,
+    /// The key label (or `jwt:<sub>`, or `admin`) whose request caused it.
+    pub api_key_label: &'a str,
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// Null when the reservation has no TTL.
+    #[schema(format = DateTime, required = true)]
+    pub expires_at: Option<String>,
+    pub fencing_token: u64,
 }
 
 impl Event {
     /// The JSON of the `data:` line.
     pub fn json(&self) -> String {
-        serde_json::to_string(&EventJson {
+        serde_json::to_string(&EventData {
             id: self.id.to_string(),
-            kind: self.kind.as_str(),
+            kind: self.kind,
             resource: &self.resource,
             requester: &self.requester,
             api_key_label: &self.label,

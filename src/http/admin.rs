@@ -2,67 +2,18 @@
 //! release. Only the admin token opens it.
 
 use super::body::{invalid_items, parse_object, require_json, Fields, Object};
-use super::error::{ApiError, Detail};
+use super::error::ApiError;
 use super::extract::AdminCaller;
 use super::query::Query;
-use super::AppState;
-use crate::domain::{
-    format_millis, ApiKeyInfo, IssuedKey, KeyId, KeyLabel, Resource, Tenant, TenantId, TenantName,
-    Tier,
+use super::wire::Detail;
+use super::wire::{
+    AdminErrors, ErrorBody, KeyCreate, KeyList, KeyView, TenantCreate, TenantCreated, TenantList,
+    TenantListParams, TenantPatch, TenantView, DEFAULT_TENANT_LIMIT, MAX_TENANT_LIMIT,
 };
-use crate::store::{KeyCreateError, TenantPatch};
+use super::AppState;
+use crate::domain::{KeyId, KeyLabel, Resource, TenantId, TenantName, Tier};
+use crate::store::KeyCreateError;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
-use serde_json::json;
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TenantView {
-    id: String,
-    name: String,
-    tier: Tier,
-    created_at: String,
-    jwt: Option<serde_json::Value>,
-}
-
-impl From<&Tenant> for TenantView {
-    fn from(t: &Tenant) -> Self {
-        Self {
-            id: t.id.to_string(),
-            name: t.name.clone(),
-            tier: t.tier,
-            created_at: format_millis(t.created_at),
-            jwt: t.jwt.as_ref().map(|j| j.view()),
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyView {
-    id: String,
-    label: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-    created_at: String,
-}
-
-impl KeyView {
-    fn info(k: &ApiKeyInfo) -> Self {
-        Self {
-            id: k.id.to_string(),
-            label: k.label.clone(),
-            key: None,
-            created_at: format_millis(k.created_at),
-        }
-    }
-    fn issued(k: &IssuedKey) -> Self {
-        Self {
-            key: Some(k.secret.clone()),
-            ..Self::info(&k.info)
-        }
-    }
-}
 
 fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
     // An id that cannot exist is simply not found: same answer as an unknown one.
@@ -77,7 +28,7 @@ fn no_query(req: &HttpRequest) -> Result<(), ApiError> {
     Query::parse(req.query_string(), &[]).map(|_| ())
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/tenants", tag = "admin", summary = "Create a tenant and its default key (the secret is shown only here)", request_body = crate::http::openapi::TenantCreate, responses((status = 201, description = "Created", body = crate::http::openapi::TenantCreated), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/tenants", tag = "admin", summary = "Create a tenant and its default key (the secret is shown only here)", request_body = TenantCreate, responses((status = 201, description = "Created", body = TenantCreated<'static>), AdminErrors), security(("adminToken" = [])))]
 pub async fn create_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -94,39 +45,46 @@ pub async fn create_tenant(
     let (Some(name), Some(tier), true) = (name, tier, details.is_empty()) else {
         return Err(invalid_items(details));
     };
+    let request = TenantCreate { name, tier };
     let (tenant, key) = state
         .store
-        .create_tenant(&name, tier.unwrap_or(Tier::Free), None)
+        .create_tenant(&request.name, request.tier.unwrap_or(Tier::Free), None)
         .await?;
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant created");
-    Ok(HttpResponse::Created().json(json!({
-        "tenant": TenantView::from(&tenant),
-        "apiKey": KeyView::issued(&key),
-    })))
+    Ok(HttpResponse::Created().json(TenantCreated {
+        tenant: TenantView::from(&tenant),
+        api_key: KeyView::issued(&key),
+    }))
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin", summary = "List tenants (creation order)", params(("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::TenantList), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin", summary = "List tenants (creation order)", params(TenantListParams), responses((status = 200, description = "A page", body = TenantList<'static>), AdminErrors), security(("adminToken" = [])))]
 pub async fn list_tenants(
     req: HttpRequest,
     _: AdminCaller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let mut q = Query::parse(req.query_string(), &["limit", "cursor"])?;
-    let limit = q.integer("limit", 1, 1000)?.unwrap_or(100) as usize;
-    let after = match q.take("cursor") {
-        Some(c) => Some(TenantId::parse(&c).map_err(|_| {
-            ApiError::invalid_field("cursor", "is not a cursor this service issued")
-        })?),
-        None => None,
+    let params = TenantListParams {
+        limit: q.integer("limit", 1, MAX_TENANT_LIMIT)?,
+        cursor: match q.take("cursor") {
+            Some(c) => Some(TenantId::parse(&c).map_err(|_| {
+                ApiError::invalid_field("cursor", "is not a cursor this service issued")
+            })?),
+            None => None,
+        },
     };
-    let (tenants, next) = state.store.list_tenants(after.as_ref(), limit).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "tenants": tenants.iter().map(TenantView::from).collect::<Vec<_>>(),
-        "nextCursor": next.map(|n| n.to_string()),
-    })))
+    let limit = params.limit.unwrap_or(DEFAULT_TENANT_LIMIT) as usize;
+    let (tenants, next) = state
+        .store
+        .list_tenants(params.cursor.as_ref(), limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(TenantList {
+        tenants: tenants.iter().map(TenantView::from).collect(),
+        next_cursor: next.map(|n| n.to_string()),
+    }))
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Show a tenant", params(("id" = String, Path, description = "Tenant id")), responses((status = 200, description = "The tenant", body = crate::http::openapi::Tenant), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Show a tenant", params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 200, description = "The tenant", body = TenantView<'static>), AdminErrors), security(("adminToken" = [])))]
 pub async fn get_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -143,7 +101,7 @@ pub async fn get_tenant(
     Ok(HttpResponse::Ok().json(TenantView::from(&tenant)))
 }
 
-#[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Change the name, tier or JWT settings of a tenant", request_body = crate::http::openapi::TenantPatch, params(("id" = String, Path, description = "Tenant id")), responses((status = 200, description = "The tenant", body = crate::http::openapi::Tenant), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Change the name, tier or JWT settings of a tenant", request_body = TenantPatch, params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 200, description = "The tenant", body = TenantView<'static>), AdminErrors), security(("adminToken" = [])))]
 pub async fn update_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -167,7 +125,12 @@ pub async fn update_tenant(
     let (Some(name), Some(tier), Some(jwt), true) = (name, tier, jwt, details.is_empty()) else {
         return Err(invalid_items(details));
     };
-    let patch = TenantPatch { name, tier, jwt };
+    let request = TenantPatch { name, tier, jwt };
+    let patch = crate::store::TenantPatch {
+        name: request.name,
+        tier: request.tier,
+        jwt: request.jwt,
+    };
     let tenant = state
         .store
         .update_tenant(&id, &patch)
@@ -235,7 +198,7 @@ fn jwt_settings(
     }
 }
 
-#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Delete a tenant, its keys and reservations", params(("id" = String, Path, description = "Tenant id")), responses((status = 204, description = "Deleted"), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Delete a tenant, its keys and reservations", params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 204, description = "Deleted"), AdminErrors), security(("adminToken" = [])))]
 pub async fn delete_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -253,7 +216,7 @@ pub async fn delete_tenant(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "Create a key (the secret is shown only here)", request_body = crate::http::openapi::KeyCreate, params(("id" = String, Path, description = "Tenant id")), responses((status = 201, description = "Created", body = crate::http::openapi::ApiKeyView), (status = 403, description = "KEY_LIMIT_REACHED", body = crate::http::openapi::ErrorBody), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "Create a key (the secret is shown only here)", request_body = KeyCreate, params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 201, description = "Created", body = KeyView<'static>), (status = 403, description = "KEY_LIMIT_REACHED", body = ErrorBody<'static>), AdminErrors), security(("adminToken" = [])))]
 pub async fn create_key(
     req: HttpRequest,
     _: AdminCaller,
@@ -271,7 +234,8 @@ pub async fn create_key(
     let (Some(label), true) = (label, details.is_empty()) else {
         return Err(invalid_items(details));
     };
-    match state.store.create_key(&id, label.as_str()).await? {
+    let request = KeyCreate { label };
+    match state.store.create_key(&id, request.label.as_str()).await? {
         Ok(key) => {
             tracing::info!(tenant = %id, key = %key.info.id, "api key created");
             Ok(HttpResponse::Created().json(KeyView::issued(&key)))
@@ -286,7 +250,7 @@ pub async fn create_key(
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "List the keys of a tenant (never secrets)", params(("id" = String, Path, description = "Tenant id")), responses((status = 200, description = "Keys", body = crate::http::openapi::KeyList), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "List the keys of a tenant (never secrets)", params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 200, description = "Keys", body = KeyList<'static>), AdminErrors), security(("adminToken" = [])))]
 pub async fn list_keys(
     req: HttpRequest,
     _: AdminCaller,
@@ -300,9 +264,9 @@ pub async fn list_keys(
         .list_keys(&id)
         .await?
         .ok_or_else(|| not_found_tenant(&id))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "keys": keys.iter().map(KeyView::info).collect::<Vec<_>>(),
-    })))
+    Ok(HttpResponse::Ok().json(KeyList {
+        keys: keys.iter().map(KeyView::info).collect(),
+    }))
 }
 
 fn key_path(path: &(String, String)) -> Result<(TenantId, KeyId), ApiError> {
@@ -312,7 +276,7 @@ fn key_path(path: &(String, String)) -> Result<(TenantId, KeyId), ApiError> {
     Ok((tenant, key))
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys/{key}/rotate", tag = "admin", summary = "Give a key a new secret (the old one is refused fleet-wide within 1 s)", params(("id" = String, Path, description = "Tenant id"), ("key" = String, Path, description = "Key id")), responses((status = 200, description = "The new secret", body = crate::http::openapi::ApiKeyView), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys/{key}/rotate", tag = "admin", summary = "Give a key a new secret (the old one is refused fleet-wide within 1 s)", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("key" = String, Path, pattern = "^key_[0-9a-fA-F]{16}$", description = "Key id")), responses((status = 200, description = "The new secret", body = KeyView<'static>), AdminErrors), security(("adminToken" = [])))]
 pub async fn rotate_key(
     req: HttpRequest,
     _: AdminCaller,
@@ -331,7 +295,7 @@ pub async fn rotate_key(
     Ok(HttpResponse::Ok().json(KeyView::issued(&issued)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/keys/{key}", tag = "admin", summary = "Revoke a key", params(("id" = String, Path, description = "Tenant id"), ("key" = String, Path, description = "Key id")), responses((status = 204, description = "Revoked"), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/keys/{key}", tag = "admin", summary = "Revoke a key", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("key" = String, Path, pattern = "^key_[0-9a-fA-F]{16}$", description = "Key id")), responses((status = 204, description = "Revoked"), AdminErrors), security(("adminToken" = [])))]
 pub async fn delete_key(
     req: HttpRequest,
     _: AdminCaller,
@@ -351,7 +315,7 @@ pub async fn delete_key(
     }
 }
 
-#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/reservations/{resource}", tag = "admin", summary = "Force-release a reservation (event FORCE_RELEASED)", params(("id" = String, Path, description = "Tenant id"), ("resource" = String, Path, description = "Percent-decoded resource name")), responses((status = 204, description = "Released"), crate::http::openapi::AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/reservations/{resource}", tag = "admin", summary = "Force-release a reservation (event FORCE_RELEASED)", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("resource" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A resource name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 204, description = "Released"), AdminErrors), security(("adminToken" = [])))]
 /// `DELETE /api/v1/admin/tenants/{id}/reservations/{resource}`: the resource is
 /// the rest of the raw path, percent-decoded, so `a%2Fb` names `a/b`.
 pub async fn force_release(

@@ -2,7 +2,8 @@
 //! no unknown or duplicate fields, and every problem is reported with the item
 //! index and field it concerns. Nothing here panics on any input.
 
-use super::error::{ApiError, Detail};
+use super::error::ApiError;
+use super::wire::Detail;
 use actix_web::http::header;
 use actix_web::HttpRequest;
 use serde::de::{Deserializer, MapAccess, Visitor};

@@ -4,31 +4,11 @@
 //! `{"error":{"code","message","details"}}` with `Content-Type: application/json`.
 //! Internal causes are logged with their chain and never sent to the client.
 
+use super::wire::{Detail, ErrorBody, ErrorInfo};
 use crate::store::StoreError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
 use std::fmt;
-
-/// One entry of `details`: which item and field a problem is about.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Detail {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    pub problem: String,
-}
-
-impl Detail {
-    pub fn field(index: Option<usize>, field: &str, problem: impl Into<String>) -> Self {
-        Self {
-            index,
-            field: Some(field.to_string()),
-            problem: problem.into(),
-        }
-    }
-}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -186,21 +166,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
-    details: &'a [Detail],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after_seconds: Option<u64>,
-}
-
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -243,8 +208,8 @@ impl ResponseError for ApiError {
             Self::InvalidRequest { details, .. } => details.as_slice(),
             _ => &empty,
         };
-        let body = Body {
-            error: Inner {
+        let body = ErrorBody {
+            error: ErrorInfo {
                 code: self.code(),
                 message: self.message(),
                 details,

@@ -5,6 +5,7 @@
 use super::error::ApiError;
 use super::extract::ApiCaller;
 use super::query::Query;
+use super::wire::{self, EventParams};
 use super::AppState;
 use crate::domain::hash_secret;
 use crate::domain::{Resource, TenantId};
@@ -58,11 +59,11 @@ fn filter(req: &HttpRequest) -> Result<Filter, ApiError> {
     }
     let resources = resources
         .into_iter()
-        .map(|r| Resource::parse(r).map(|r| r.as_str().to_string()))
+        .map(Resource::parse)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::invalid_field("resource", e.0))?;
     let prefix = q.string("prefix", |p| Resource::parse(p).map_err(|e| e.0))?;
-    let kinds = match q.take("types") {
+    let types = match q.take("types") {
         None => None,
         Some(raw) => {
             let mut kinds = Vec::new();
@@ -84,10 +85,20 @@ fn filter(req: &HttpRequest) -> Result<Filter, ApiError> {
             Some(kinds)
         }
     };
+    let params = EventParams {
+        resource: Some(resources),
+        prefix,
+        types,
+    };
     Ok(Filter::new(
-        resources,
-        prefix.map(|p| p.as_str().to_string()),
-        kinds,
+        params
+            .resource
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.as_str().to_string())
+            .collect(),
+        params.prefix.map(|p| p.as_str().to_string()),
+        params.types,
     ))
 }
 
@@ -134,7 +145,7 @@ async fn credential(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/events", tag = "events", summary = "Live lock events of the tenant of the caller (Server-Sent Events)", params(("resource" = Option<Vec<String>>, Query, description = "Only these resources (repeatable, up to 100)"), ("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("types" = Option<String>, Query, description = "Comma-separated event types"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")), responses((status = 200, description = "text/event-stream: the data of each event is an Event; GAP when history was lost", content_type = "text/event-stream", body = crate::http::openapi::Event), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", summary = "Live lock events of the tenant of the caller (Server-Sent Events)", params(EventParams, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")), responses((status = 200, description = "text/event-stream: the data of each event is an Event (its `id:` is `id`, its `event:` is `type`); one event of type GAP, data {\"id\",\"type\":\"GAP\",\"lastEventId\"}, when history was lost", content_type = "text/event-stream", body = crate::events::EventData), wire::TenantErrors), security(("apiKey" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.0.tenant))]
 pub async fn stream(
     req: HttpRequest,

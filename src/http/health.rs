@@ -2,23 +2,23 @@
 //! store answers and the instance is not shutting down).
 
 use super::error::ApiError;
+use super::wire::{ErrorBody, Health};
 use super::AppState;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 use std::sync::atomic::Ordering;
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness: the process answers", responses((status = 200, description = "Alive", body = crate::http::openapi::Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness: the process answers", responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness: the store answers and the instance is not shutting down", responses((status = 200, description = "Ready", body = crate::http::openapi::Health), (status = 503, description = "Store unreachable or shutting down", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness: the store answers and the instance is not shutting down", responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Store unreachable or shutting down", body = ErrorBody<'static>)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.shutting_down.load(Ordering::SeqCst) {
         return Err(ApiError::StoreUnavailable);
     }
     state.store.ping().await?;
-    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    Ok(HttpResponse::Ok().json(Health { status: "ready" }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
@@ -30,12 +30,12 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-#[utoipa::path(head, path = "/healthz", tag = "operations", summary = "(HEAD) Liveness: the process answers", responses((status = 200, description = "Alive", body = crate::http::openapi::Health)))]
+#[utoipa::path(head, path = "/healthz", tag = "operations", summary = "(HEAD) Liveness: the process answers", responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz_head() -> HttpResponse {
     healthz().await
 }
 
-#[utoipa::path(head, path = "/readyz", tag = "operations", summary = "(HEAD) Readiness: the store answers and the instance is not shutting down", responses((status = 200, description = "Ready", body = crate::http::openapi::Health), (status = 503, description = "Store unreachable or shutting down", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(head, path = "/readyz", tag = "operations", summary = "(HEAD) Readiness: the store answers and the instance is not shutting down", responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Store unreachable or shutting down", body = ErrorBody<'static>)))]
 pub async fn readyz_head(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     readyz(state).await
 }

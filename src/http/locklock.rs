@@ -11,6 +11,7 @@ use super::body::{invalid_items, parse_object, Fields};
 use super::client_addr::{charge_address, AddressLimit};
 use super::error::ApiError;
 use super::extract::{authenticate, presented_key};
+use super::wire::{ErrorBody, LockAcquired, LockErrors, LockOptions, LockReleased, LockSecret};
 use super::AppState;
 use crate::domain::{format_millis, Requester, Resource, TenantId, TenantName, Tier, Ttl};
 use crate::store::{
@@ -18,7 +19,6 @@ use crate::store::{
 };
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use serde_json::json;
 use std::sync::atomic::Ordering;
 
 /// The tenant of keyless (public) locks.
@@ -157,8 +157,9 @@ fn lock_name(req: &HttpRequest, naming: Naming) -> Result<Resource, ApiError> {
     }
 }
 
-/// The optional body: absent, empty, or a JSON object with the allowed fields.
-fn options(body: &[u8], allowed: &[&str]) -> Result<(Option<String>, Option<u64>), ApiError> {
+/// The optional body: absent, empty, or a JSON object with the allowed fields
+/// (`secret` and, when acquiring, `expires_in`).
+fn options(body: &[u8], allowed: &[&str]) -> Result<LockOptions, ApiError> {
     let obj = parse_object(body, true)?;
     let mut details = Vec::new();
     let mut f = Fields::new(None, obj, allowed, &mut details);
@@ -187,9 +188,14 @@ fn options(body: &[u8], allowed: &[&str]) -> Result<(Option<String>, Option<u64>
         return Err(invalid_items(details));
     }
     match (secret, expires_in) {
-        (Some(s), Some(e)) => Ok((s, e)),
+        (Some(secret), Some(expires_in)) => Ok(LockOptions { secret, expires_in }),
         _ => Err(ApiError::invalid("the body is not valid")),
     }
+}
+
+/// The optional body of a release: only `secret`.
+fn release_options(body: &[u8]) -> Result<LockSecret, ApiError> {
+    options(body, &["secret"]).map(|o| LockSecret { secret: o.secret })
 }
 
 fn with_limit_headers(
@@ -209,7 +215,7 @@ async fn acquire(
     naming: Naming,
 ) -> Result<HttpResponse, ApiError> {
     let resource = lock_name(&req, naming)?;
-    let (secret, expires_in) = options(&body, &["secret", "expires_in"])?;
+    let LockOptions { secret, expires_in } = options(&body, &["secret", "expires_in"])?;
     let mut holder = holder(&req, &state, naming).await?;
     let expires_in = expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
     if holder.per_address.is_some() && expires_in > DEFAULT_EXPIRES_IN {
@@ -265,12 +271,14 @@ async fn acquire(
         LockOutcome::Acquired {
             expires_at,
             fencing_token,
-        } => Ok(with_limit_headers(HttpResponse::Ok(), &holder.limit_headers).json(json!({
-            "lock": resource.as_str(),
-            "acquired": true,
-            "expiresAt": format_millis(expires_at),
-            "fencingToken": fencing_token,
-        }))),
+        } => Ok(
+            with_limit_headers(HttpResponse::Ok(), &holder.limit_headers).json(LockAcquired {
+                lock: resource.as_str(),
+                acquired: true,
+                expires_at: format_millis(expires_at),
+                fencing_token,
+            }),
+        ),
         LockOutcome::Locked => Err(ApiError::Locked(format!(
             "the lock {:?} is held; try again later",
             resource.as_str()
@@ -299,7 +307,7 @@ async fn release(
     naming: Naming,
 ) -> Result<HttpResponse, ApiError> {
     let resource = lock_name(&req, naming)?;
-    let (secret, _) = options(&body, &["secret"])?;
+    let LockSecret { secret } = release_options(&body)?;
     let mut holder = holder(&req, &state, naming).await?;
     let by = Releaser::Locklock {
         label: holder.caller.label.clone(),
@@ -335,7 +343,7 @@ async fn release(
             HttpResponse::Ok(),
             &holder.limit_headers,
         )
-        .json(json!({"released": true}))),
+        .json(LockReleased { released: true })),
         ReleaseByName::NotHeld => Err(ApiError::NotFound(format!(
             "the lock {:?} is not held",
             resource.as_str()
@@ -365,7 +373,7 @@ fn tenant_gone(e: StoreError, state: &AppState) -> ApiError {
     e.into()
 }
 
-#[utoipa::path(post, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Acquire a UUID lock (keyless public locks allowed)", request_body = Option<crate::http::openapi::LockOptions>, params(("uuid" = String, Path, description = "A UUID (any case)")), responses((status = 200, description = "Acquired", body = crate::http::openapi::LockAcquired), (status = 409, description = "Held by someone else", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad name or body", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad key, or public locks disabled", body = crate::http::openapi::ErrorBody), (status = 403, description = "Wrong secret, TIER_REQUIRED, or an exchanged token", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited or the public lock pool is full", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Acquire a UUID lock (keyless public locks allowed)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(("uuid" = String, Path, format = "uuid", description = "A UUID (any case)")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors))]
 pub async fn acquire_uuid(
     req: HttpRequest,
     body: web::Bytes,
@@ -374,7 +382,7 @@ pub async fn acquire_uuid(
     acquire(req, body, state, Naming::Uuid).await
 }
 
-#[utoipa::path(delete, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Release a UUID lock", request_body = Option<crate::http::openapi::LockOptions>, params(("uuid" = String, Path, description = "A UUID (any case)")), responses((status = 200, description = "Released", body = crate::http::openapi::LockReleased), (status = 404, description = "Not held", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad name or body", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad key, or public locks disabled", body = crate::http::openapi::ErrorBody), (status = 403, description = "Wrong secret, TIER_REQUIRED, or an exchanged token", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited or the public lock pool is full", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Release a UUID lock", request_body(content = LockSecret, description = "Optional: no body, an empty one, or this object"), params(("uuid" = String, Path, format = "uuid", description = "A UUID (any case)")), responses((status = 200, description = "Released", body = LockReleased), (status = 404, description = "Not held", body = ErrorBody<'static>), LockErrors))]
 pub async fn release_uuid(
     req: HttpRequest,
     body: web::Bytes,
@@ -383,7 +391,7 @@ pub async fn release_uuid(
     release(req, body, state, Naming::Uuid).await
 }
 
-#[utoipa::path(post, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Acquire a named lock (pro and enterprise keys)", request_body = Option<crate::http::openapi::LockOptions>, params(("name" = String, Path, description = "A lock name (percent-decoded)")), responses((status = 200, description = "Acquired", body = crate::http::openapi::LockAcquired), (status = 409, description = "Held by someone else", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad name or body", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad key, or public locks disabled", body = crate::http::openapi::ErrorBody), (status = 403, description = "Wrong secret, TIER_REQUIRED, or an exchanged token", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited or the public lock pool is full", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Acquire a named lock (pro and enterprise keys)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(("name" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A lock name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors), security(("apiKey" = [])))]
 pub async fn acquire_key(
     req: HttpRequest,
     body: web::Bytes,
@@ -392,7 +400,7 @@ pub async fn acquire_key(
     acquire(req, body, state, Naming::Key).await
 }
 
-#[utoipa::path(delete, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Release a named lock", request_body = Option<crate::http::openapi::LockOptions>, params(("name" = String, Path, description = "A lock name (percent-decoded)")), responses((status = 200, description = "Released", body = crate::http::openapi::LockReleased), (status = 404, description = "Not held", body = crate::http::openapi::ErrorBody), (status = 400, description = "Bad name or body", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad key, or public locks disabled", body = crate::http::openapi::ErrorBody), (status = 403, description = "Wrong secret, TIER_REQUIRED, or an exchanged token", body = crate::http::openapi::ErrorBody), (status = 429, description = "Rate limited or the public lock pool is full", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)), security(("apiKey" = [])))]
+#[utoipa::path(delete, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Release a named lock", request_body(content = LockSecret, description = "Optional: no body, an empty one, or this object"), params(("name" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A lock name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 200, description = "Released", body = LockReleased), (status = 404, description = "Not held", body = ErrorBody<'static>), LockErrors), security(("apiKey" = [])))]
 pub async fn release_key(
     req: HttpRequest,
     body: web::Bytes,

@@ -1,4 +1,6 @@
-//! The HTTP layer: routes, extractors, strict input parsing and error mapping.
+//! The HTTP layer: routes, extractors, strict input parsing and error mapping;
+//! the JSON shapes it reads and writes live, once, in [`wire`], which the
+//! OpenAPI document ([`openapi`]) describes.
 //! It knows the [`Store`] trait and the domain types, nothing of Redis.
 
 pub mod admin;
@@ -16,6 +18,7 @@ pub mod openapi;
 pub mod query;
 pub mod reservations;
 pub mod token;
+pub mod wire;
 
 use crate::auth::Authenticator;
 use crate::events::hub::Hub;

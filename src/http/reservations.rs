@@ -5,18 +5,18 @@ use super::error::ApiError;
 use super::extract::ApiCaller;
 use super::limits::{add_headers, charge_only};
 use super::query::Query;
+use super::wire::{
+    self, ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, Results,
+    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+};
 use super::AppState;
-use crate::domain::{format_millis, Holding, ReleaseToken, Requester, Resource, Ttl};
+use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
 use crate::store::{
     Access, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, RateDecision, ReleaseItem,
     ReleaseOutcome, ReserveItem, ReserveOutcome,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
-
-/// Default and largest page of `GET /api/v1/Reservation`.
-pub const DEFAULT_LIST_LIMIT: usize = 1000;
-pub const MAX_LIST_LIMIT: usize = 10_000;
 
 /// A 200 with the `RateLimit-*` headers of the request.
 fn ok(rate: Option<&RateDecision>, body: impl Serialize) -> HttpResponse {
@@ -72,48 +72,9 @@ fn parse_ttl(f: &mut Fields, required: bool) -> Option<Option<Ttl>> {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ItemResult<'a> {
-    resource: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    requester: Option<&'a str>,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    release_token: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    held_by: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reserved_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expires_at: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fencing_token: Option<u64>,
-}
-
-impl<'a> ItemResult<'a> {
-    fn new(resource: &'a str, requester: Option<&'a str>, status: &'static str) -> Self {
-        Self {
-            resource,
-            requester,
-            status,
-            release_token: None,
-            held_by: None,
-            reserved_at: None,
-            expires_at: None,
-            fencing_token: None,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Results<'a> {
-    results: Vec<ItemResult<'a>>,
-}
-
 /// Counts a batch's per-item statuses in the metrics (one increment per status).
 fn record(op: &'static str, results: &[ItemResult]) {
-    let mut counts: Vec<(&'static str, u64)> = Vec::new();
+    let mut counts: Vec<(ItemStatus, u64)> = Vec::new();
     for r in results {
         match counts.iter_mut().find(|(s, _)| *s == r.status) {
             Some(c) => c.1 += 1,
@@ -121,11 +82,11 @@ fn record(op: &'static str, results: &[ItemResult]) {
         }
     }
     for (status, n) in counts {
-        crate::metrics::outcome(op, status, n);
+        crate::metrics::outcome(op, status.as_str(), n);
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = Vec<crate::http::openapi::ReserveItem>, responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken) or ALREADY_HELD", body = crate::http::openapi::Results), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = wire::ReserveBatch, responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken) or ALREADY_HELD", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 pub async fn reserve(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -141,13 +102,20 @@ pub async fn reserve(
             let requester = f.string("requester", Requester::parse);
             let resource = f.string("resource", Resource::parse);
             let ttl = parse_ttl(f, false);
-            Some(ReserveItem {
+            Some(wire::ReserveItem {
                 requester: requester?,
                 resource: resource?,
-                ttl: ttl?,
+                ttl_seconds: ttl?,
             })
         },
-    )?;
+    )?
+    .into_iter()
+    .map(|it| ReserveItem {
+        requester: it.requester,
+        resource: it.resource,
+        ttl: it.ttl_seconds,
+    })
+    .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
     let caller = who.caller(&state, Access::Write);
     let Metered {
@@ -162,30 +130,30 @@ pub async fn reserve(
         .iter()
         .zip(&outcomes)
         .map(|(it, out)| {
-            let mut r = ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), "");
+            let item =
+                |status| ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), status);
             match out {
                 ReserveOutcome::Reserved {
                     release_token,
                     reserved_at,
                     expires_at,
                     fencing_token,
-                } => {
-                    r.status = "RESERVED";
-                    r.release_token = Some(release_token.as_str());
-                    r.reserved_at = Some(format_millis(*reserved_at));
-                    r.expires_at = Some(expires_at.map(format_millis));
-                    r.fencing_token = Some(*fencing_token);
-                }
+                } => ItemResult {
+                    release_token: Some(release_token.as_str()),
+                    reserved_at: Some(format_millis(*reserved_at)),
+                    expires_at: Some(expires_at.map(format_millis)),
+                    fencing_token: Some(*fencing_token),
+                    ..item(ItemStatus::Reserved)
+                },
                 ReserveOutcome::AlreadyHeld {
                     held_by,
                     expires_at,
-                } => {
-                    r.status = "ALREADY_HELD";
-                    r.held_by = Some(held_by);
-                    r.expires_at = Some(expires_at.map(format_millis));
-                }
+                } => ItemResult {
+                    held_by: Some(held_by),
+                    expires_at: Some(expires_at.map(format_millis)),
+                    ..item(ItemStatus::AlreadyHeld)
+                },
             }
-            r
         })
         .collect::<Vec<_>>();
     record("reserve", &results);
@@ -206,16 +174,26 @@ fn release_items(
             let requester = f.string("requester", Requester::parse);
             let resource = f.string("resource", Resource::parse);
             let token = f.string("releaseToken", ReleaseToken::parse);
-            Some(ReleaseItem {
+            Some(wire::ReleaseItem {
                 requester: requester?,
                 resource: resource?,
                 release_token: token?,
             })
         },
     )
+    .map(|batch| {
+        batch
+            .into_iter()
+            .map(|it| ReleaseItem {
+                requester: it.requester,
+                resource: it.resource,
+                release_token: it.release_token,
+            })
+            .collect()
+    })
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/unreserve", tag = "reservations", summary = "Release reservations with their release tokens", request_body = Vec<crate::http::openapi::ReleaseItem>, responses((status = 200, description = "UNRESERVED, NOT_HELD or INVALID_TOKEN per item", body = crate::http::openapi::Results), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/unreserve", tag = "reservations", summary = "Release reservations with their release tokens", request_body = wire::ReleaseBatch, responses((status = 200, description = "UNRESERVED, NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 pub async fn unreserve(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -238,9 +216,9 @@ pub async fn unreserve(
         .zip(outcomes)
         .map(|(it, out)| {
             let status = match out {
-                ReleaseOutcome::Unreserved => "UNRESERVED",
-                ReleaseOutcome::NotHeld => "NOT_HELD",
-                ReleaseOutcome::InvalidToken => "INVALID_TOKEN",
+                ReleaseOutcome::Unreserved => ItemStatus::Unreserved,
+                ReleaseOutcome::NotHeld => ItemStatus::NotHeld,
+                ReleaseOutcome::InvalidToken => ItemStatus::InvalidToken,
             };
             ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), status)
         })
@@ -249,7 +227,7 @@ pub async fn unreserve(
     Ok(ok(rate.as_ref(), Results { results }))
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/extend", tag = "reservations", summary = "Re-arm the TTLs of reservations from now", request_body = Vec<crate::http::openapi::ExtendItem>, responses((status = 200, description = "EXTENDED (with expiresAt), NOT_HELD or INVALID_TOKEN per item", body = crate::http::openapi::Results), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/extend", tag = "reservations", summary = "Re-arm the TTLs of reservations from now", request_body = wire::ExtendBatch, responses((status = 200, description = "EXTENDED (with expiresAt), NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 pub async fn extend(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -266,14 +244,22 @@ pub async fn extend(
             let resource = f.string("resource", Resource::parse);
             let token = f.string("releaseToken", ReleaseToken::parse);
             let ttl = parse_ttl(f, true);
-            Some(ExtendItem {
+            Some(wire::ExtendItem {
                 requester: requester?,
                 resource: resource?,
                 release_token: token?,
-                ttl: ttl??,
+                ttl_seconds: ttl??,
             })
         },
-    )?;
+    )?
+    .into_iter()
+    .map(|it| ExtendItem {
+        requester: it.requester,
+        resource: it.resource,
+        release_token: it.release_token,
+        ttl: it.ttl_seconds,
+    })
+    .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
     let caller = who.caller(&state, Access::Write);
     let Metered {
@@ -288,23 +274,23 @@ pub async fn extend(
         .iter()
         .zip(outcomes)
         .map(|(it, out)| {
-            let mut r = ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), "");
+            let item =
+                |status| ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), status);
             match out {
-                ExtendOutcome::Extended { expires_at } => {
-                    r.status = "EXTENDED";
-                    r.expires_at = Some(Some(format_millis(expires_at)));
-                }
-                ExtendOutcome::NotHeld => r.status = "NOT_HELD",
-                ExtendOutcome::InvalidToken => r.status = "INVALID_TOKEN",
+                ExtendOutcome::Extended { expires_at } => ItemResult {
+                    expires_at: Some(Some(format_millis(expires_at))),
+                    ..item(ItemStatus::Extended)
+                },
+                ExtendOutcome::NotHeld => item(ItemStatus::NotHeld),
+                ExtendOutcome::InvalidToken => item(ItemStatus::InvalidToken),
             }
-            r
         })
         .collect::<Vec<_>>();
     record("extend", &results);
     Ok(ok(rate.as_ref(), Results { results }))
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/check", tag = "reservations", summary = "Read the state of resources", request_body = Vec<crate::http::openapi::CheckItem>, responses((status = 200, description = "HELD (with holder) or FREE per item", body = crate::http::openapi::Results), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/check", tag = "reservations", summary = "Read the state of resources", request_body = wire::CheckBatch, responses((status = 200, description = "HELD (with holder) or FREE per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 pub async fn check(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -313,7 +299,11 @@ pub async fn check(
 ) -> Result<HttpResponse, ApiError> {
     let batch = items(&req, &body, &state, &["resource"], |f| {
         f.string("resource", Resource::parse)
-    })?;
+            .map(|resource| wire::CheckItem { resource })
+    })?
+    .into_iter()
+    .map(|it| it.resource)
+    .collect::<Vec<_>>();
     let caller = who.caller(&state, Access::Read);
     let Metered {
         value: outcomes,
@@ -328,48 +318,18 @@ pub async fn check(
         .zip(&outcomes)
         .map(|(res, out)| match out {
             CheckOutcome::Held(h) => {
-                let mut r = ItemResult::new(res.as_str(), Some(h.requester.as_str()), "HELD");
+                let mut r =
+                    ItemResult::new(res.as_str(), Some(h.requester.as_str()), ItemStatus::Held);
                 r.reserved_at = Some(format_millis(h.reserved_at));
                 r.expires_at = Some(h.expires_at.map(format_millis));
                 r.fencing_token = Some(h.fencing_token);
                 r
             }
-            CheckOutcome::Free => ItemResult::new(res.as_str(), None, "FREE"),
+            CheckOutcome::Free => ItemResult::new(res.as_str(), None, ItemStatus::Free),
         })
         .collect::<Vec<_>>();
     record("check", &results);
     Ok(ok(rate.as_ref(), Results { results }))
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Listed<'a> {
-    resource: &'a str,
-    requester: &'a str,
-    reserved_at: String,
-    expires_at: Option<String>,
-    fencing_token: u64,
-    api_key_label: &'a str,
-}
-
-impl<'a> From<&'a Holding> for Listed<'a> {
-    fn from(h: &'a Holding) -> Self {
-        Self {
-            resource: h.resource.as_str(),
-            requester: &h.requester,
-            reserved_at: format_millis(h.reserved_at),
-            expires_at: h.expires_at.map(format_millis),
-            fencing_token: h.fencing_token,
-            api_key_label: &h.api_key_label,
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ListBody<'a> {
-    reservations: Vec<Listed<'a>>,
-    next_cursor: Option<String>,
 }
 
 /// Cursors are the last resource of a page, hex-encoded and versioned, so they
@@ -387,7 +347,7 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
-#[utoipa::path(get, path = "/api/v1/Reservation", tag = "reservations", summary = "List active reservations (sorted by resource)", params(("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("requester" = Option<String>, Query, description = "Only the reservations of this requester"), ("limit" = Option<u32>, Query, description = "1 to 10000, default 1000"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::ReservationPage), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(get, path = "/api/v1/Reservation", tag = "reservations", summary = "List active reservations (sorted by resource)", params(ListParams), responses((status = 200, description = "A page", body = ReservationPage<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -397,13 +357,14 @@ pub async fn list(
         req.query_string(),
         &["prefix", "requester", "limit", "cursor"],
     )?;
-    let prefix = q.string("prefix", Resource::parse)?;
-    let requester = q.string("requester", Requester::parse)?;
-    let limit = q
-        .integer("limit", 1, MAX_LIST_LIMIT as u64)?
-        .map_or(DEFAULT_LIST_LIMIT, |l| l as usize);
-    let after = match q.take("cursor") {
-        Some(c) => Some(decode_cursor(&c)?),
+    let params = ListParams {
+        prefix: q.string("prefix", Resource::parse)?,
+        requester: q.string("requester", Requester::parse)?,
+        limit: q.integer("limit", 1, MAX_LIST_LIMIT)?,
+        cursor: q.take("cursor"),
+    };
+    let after = match &params.cursor {
+        Some(c) => Some(decode_cursor(c)?),
         None => None,
     };
     let Metered { value: page, rate } = state
@@ -411,23 +372,23 @@ pub async fn list(
         .list(
             &who.caller(&state, Access::Read),
             &ListQuery {
-                prefix,
-                requester,
-                limit,
+                prefix: params.prefix,
+                requester: params.requester,
+                limit: params.limit.unwrap_or(DEFAULT_LIST_LIMIT) as usize,
                 after,
             },
         )
         .await?;
     Ok(ok(
         rate.as_ref(),
-        ListBody {
-            reservations: page.items.iter().map(Listed::from).collect(),
+        ReservationPage {
+            reservations: page.items.iter().map(Reservation::from).collect(),
             next_cursor: page.next_after.as_deref().map(encode_cursor),
         },
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/Reservation/activeReservations", tag = "reservations", summary = "List active reservations (the second name the seeds use)", params(("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("requester" = Option<String>, Query, description = "Only the reservations of this requester"), ("limit" = Option<u32>, Query, description = "1 to 10000, default 1000"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::ReservationPage), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(get, path = "/api/v1/Reservation/activeReservations", tag = "reservations", summary = "List active reservations (the second name the seeds use)", params(ListParams), responses((status = 200, description = "A page", body = ReservationPage<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 pub async fn list_active(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -436,7 +397,7 @@ pub async fn list_active(
     list(req, state, who).await
 }
 
-#[utoipa::path(head, path = "/api/v1/Reservation", tag = "reservations", summary = "(HEAD) List active reservations (sorted by resource)", params(("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("requester" = Option<String>, Query, description = "Only the reservations of this requester"), ("limit" = Option<u32>, Query, description = "1 to 10000, default 1000"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::ReservationPage), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(head, path = "/api/v1/Reservation", tag = "reservations", summary = "(HEAD) List active reservations (sorted by resource)", params(ListParams), responses((status = 200, description = "A page", body = ReservationPage<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 pub async fn list_head(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -445,7 +406,7 @@ pub async fn list_head(
     list(req, state, who).await
 }
 
-#[utoipa::path(head, path = "/api/v1/Reservation/activeReservations", tag = "reservations", summary = "(HEAD) List active reservations (the second name the seeds use)", params(("prefix" = Option<String>, Query, description = "Only resources starting with it"), ("requester" = Option<String>, Query, description = "Only the reservations of this requester"), ("limit" = Option<u32>, Query, description = "1 to 10000, default 1000"), ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")), responses((status = 200, description = "A page", body = crate::http::openapi::ReservationPage), crate::http::openapi::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(head, path = "/api/v1/Reservation/activeReservations", tag = "reservations", summary = "(HEAD) List active reservations (the second name the seeds use)", params(ListParams), responses((status = 200, description = "A page", body = ReservationPage<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 pub async fn list_active_head(
     req: HttpRequest,
     state: web::Data<AppState>,

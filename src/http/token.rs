@@ -7,13 +7,13 @@ use super::error::ApiError;
 use super::extract::tier_required_for_tokens;
 use super::limits::{add_headers, quota};
 use super::query::Query;
+use super::wire::{TokenErrors, TokenRequest, TokenResponse};
 use super::AppState;
 use crate::domain::{format_millis, Tenant, TenantId, Tier};
 use crate::store::Access;
 use crate::tokens::service::now_secs;
 use crate::tokens::verify::{unverified_issuer, MAX_JWT_BYTES};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 
 fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::Unauthorized(message.into())
@@ -54,7 +54,7 @@ async fn tenant_for(
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth", summary = "Exchange a JWT of the tenant for a short-lived token (starter and above)", request_body = crate::http::openapi::TokenRequest, responses((status = 200, description = "A token for X-Api-Key", body = crate::http::openapi::TokenResponse), (status = 400, description = "Malformed body, or several tenants trust the issuer", body = crate::http::openapi::ErrorBody), (status = 401, description = "Bad, expired or unverifiable JWT", body = crate::http::openapi::ErrorBody), (status = 403, description = "TIER_REQUIRED: free tier", body = crate::http::openapi::ErrorBody), (status = 429, description = "Too many exchanges from this address", body = crate::http::openapi::ErrorBody), (status = 503, description = "Store unavailable", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth", summary = "Exchange a JWT of the tenant for a short-lived token (starter and above)", request_body = TokenRequest, responses((status = 200, description = "A token for X-Api-Key", body = TokenResponse<'static>), TokenErrors))]
 pub async fn exchange(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -79,11 +79,13 @@ pub async fn exchange(
     let named = f.opt_string("tenant", |t: String| {
         TenantId::parse(&t).map_err(|_| "is not a tenant id")
     });
-    let (Some(jwt), Some(named), true) = (jwt, named, details.is_empty()) else {
+    let (Some(jwt), Some(tenant), true) = (jwt, named, details.is_empty()) else {
         return Err(invalid_items(details));
     };
+    let request = TokenRequest { jwt, tenant };
+    let jwt = request.jwt;
 
-    let tenant = tenant_for(&state, named, &jwt).await?;
+    let tenant = tenant_for(&state, request.tenant, &jwt).await?;
     let Some(settings) = &tenant.jwt else {
         return Err(unauthorized("this tenant does not accept JWTs"));
     };
@@ -121,10 +123,10 @@ pub async fn exchange(
     tracing::info!(tenant = %tenant.id, subject = %verified.subject, "JWT exchanged");
     let mut res = HttpResponse::Ok();
     add_headers(&mut res, Some(&rate));
-    Ok(res.json(json!({
-        "token": token,
-        "expiresAt": format_millis(expires_at * 1000),
-        "tenant": tenant.id.as_str(),
-        "subject": verified.subject,
-    })))
+    Ok(res.json(TokenResponse {
+        token,
+        expires_at: format_millis(expires_at * 1000),
+        tenant: tenant.id.as_str(),
+        subject: verified.subject,
+    }))
 }

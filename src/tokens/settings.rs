@@ -7,7 +7,7 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::IpAddr;
 
 /// Longest issuer or audience.
@@ -19,7 +19,7 @@ const MAX_PEM_BYTES: usize = 16 * 1024;
 const MAX_URL_BYTES: usize = 2048;
 
 /// The algorithms a tenant may pin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum JwtAlg {
     HS256,
     RS256,
@@ -51,18 +51,31 @@ impl JwtAlg {
 }
 
 /// A tenant's JWT settings. Exactly one key source is set (checked by
-/// [`JwtSettings::parse`]; stored settings were parsed on the way in).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// [`JwtSettings::parse`]; stored settings were parsed on the way in). Its
+/// schema is that of the admin API's `jwt` object (what `parse` reads); the
+/// admin API shows it back as `http::wire::JwtView`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JwtSettings {
+    #[schema(min_length = 1, max_length = 1024)]
     pub issuer: String,
+    #[schema(min_length = 1, max_length = 1024)]
     pub audience: String,
+    /// HS256, RS256, ES256 (each at most once); by default what the key allows.
+    #[schema(required = false, min_items = 1, max_items = 3)]
     pub algorithms: Vec<JwtAlg>,
+    /// Raw text, 32 to 1024 bytes. Exactly one of hs256Secret, publicKeyPem,
+    /// jwksUrl.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 32, max_length = 1024, nullable = false)]
     pub hs256_secret: Option<String>,
+    /// An RSA or EC public key in PEM (at most 16 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 16384, nullable = false)]
     pub public_key_pem: Option<String>,
+    /// An https URL (http only on loopback), at most 2048 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uri", max_length = 2048, nullable = false)]
     pub jwks_url: Option<String>,
 }
 
@@ -265,27 +278,6 @@ impl JwtSettings {
             public_key_pem: pem,
             jwks_url: jwks,
         })
-    }
-
-    /// The settings as the admin API shows them: never the secret.
-    pub fn view(&self) -> Value {
-        let mut v = json!({
-            "issuer": self.issuer,
-            "audience": self.audience,
-            "algorithms": self.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
-        });
-        if let Some(obj) = v.as_object_mut() {
-            if self.hs256_secret.is_some() {
-                obj.insert("hs256Secret".into(), json!("(set; never shown)"));
-            }
-            if let Some(p) = &self.public_key_pem {
-                obj.insert("publicKeyPem".into(), json!(p));
-            }
-            if let Some(u) = &self.jwks_url {
-                obj.insert("jwksUrl".into(), json!(u));
-            }
-        }
-        v
     }
 
     /// A short digest of the settings. Exchanged tokens carry the digest of the

@@ -1,0 +1,158 @@
+//! The admin API: tenants, their JWT settings and API keys.
+
+use crate::domain::{
+    format_millis, ApiKeyInfo, IssuedKey, KeyLabel, Tenant, TenantId, TenantName, Tier,
+};
+use crate::tokens::JwtSettings;
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+
+/// Default and largest page of `GET /api/v1/admin/tenants`.
+pub const DEFAULT_TENANT_LIMIT: u64 = 100;
+pub const MAX_TENANT_LIMIT: u64 = 1000;
+
+/// A tenant's JWT settings as the admin API shows them: never the secret.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtView<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    #[schema(value_type = Vec<crate::tokens::JwtAlg>)]
+    pub algorithms: Vec<&'static str>,
+    /// Shown as "(set; never shown)" when an HS256 secret is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub hs256_secret: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub public_key_pem: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub jwks_url: Option<&'a str>,
+}
+
+impl<'a> From<&'a JwtSettings> for JwtView<'a> {
+    fn from(j: &'a JwtSettings) -> Self {
+        Self {
+            issuer: &j.issuer,
+            audience: &j.audience,
+            algorithms: j.algorithms.iter().map(|a| a.as_str()).collect(),
+            hs256_secret: j.hs256_secret.as_ref().map(|_| "(set; never shown)"),
+            public_key_pem: j.public_key_pem.as_deref(),
+            jwks_url: j.jwks_url.as_deref(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Tenant)]
+pub struct TenantView<'a> {
+    #[schema(format = "uuid")]
+    pub id: &'a str,
+    pub name: &'a str,
+    pub tier: Tier,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Null when the tenant accepts no JWTs.
+    #[schema(required = true)]
+    pub jwt: Option<JwtView<'a>>,
+}
+
+impl<'a> From<&'a Tenant> for TenantView<'a> {
+    fn from(t: &'a Tenant) -> Self {
+        Self {
+            id: t.id.as_str(),
+            name: &t.name,
+            tier: t.tier,
+            created_at: format_millis(t.created_at),
+            jwt: t.jwt.as_ref().map(JwtView::from),
+        }
+    }
+}
+
+/// An API key; `key` (the secret) only when it is created or rotated.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ApiKeyView)]
+pub struct KeyView<'a> {
+    #[schema(pattern = "^key_[0-9a-f]{16}$")]
+    pub id: &'a str,
+    pub label: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub key: Option<&'a str>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl<'a> KeyView<'a> {
+    pub fn info(k: &'a ApiKeyInfo) -> Self {
+        Self {
+            id: k.id.as_str(),
+            label: &k.label,
+            key: None,
+            created_at: format_millis(k.created_at),
+        }
+    }
+
+    pub fn issued(k: &'a IssuedKey) -> Self {
+        Self {
+            key: Some(&k.secret),
+            ..Self::info(&k.info)
+        }
+    }
+}
+
+#[derive(ToSchema)]
+pub struct TenantCreate {
+    pub name: TenantName,
+    /// Default free.
+    pub tier: Option<Tier>,
+}
+
+/// Fields left out stay as they are; `"jwt": null` removes the JWT settings.
+#[derive(ToSchema)]
+pub struct TenantPatch {
+    pub name: Option<TenantName>,
+    pub tier: Option<Tier>,
+    #[schema(value_type = Option<JwtSettings>)]
+    pub jwt: Option<Option<JwtSettings>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantList<'a> {
+    pub tenants: Vec<TenantView<'a>>,
+    /// Null on the last page.
+    #[schema(format = "uuid", required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The query of `GET /api/v1/admin/tenants`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantListParams {
+    /// 1 to 1000, default 100
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<u64>,
+    /// nextCursor of the previous page
+    pub cursor: Option<TenantId>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantCreated<'a> {
+    pub tenant: TenantView<'a>,
+    pub api_key: KeyView<'a>,
+}
+
+#[derive(ToSchema)]
+pub struct KeyCreate {
+    pub label: KeyLabel,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList<'a> {
+    pub keys: Vec<KeyView<'a>>,
+}

@@ -1,0 +1,20 @@
+//! `GET /api/v1/events`: its query (the event data is [`crate::events::EventData`],
+//! built by the events module).
+
+use crate::domain::Resource;
+use crate::events::EventKind;
+use utoipa::IntoParams;
+
+/// The query of `GET /api/v1/events`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Only these resources (repeatable, up to 100)
+    #[param(max_items = 100)]
+    pub resource: Option<Vec<Resource>>,
+    /// Only resources starting with it
+    pub prefix: Option<Resource>,
+    /// Only these event types, comma-separated
+    #[param(style = Form, explode = false)]
+    pub types: Option<Vec<EventKind>>,
+}

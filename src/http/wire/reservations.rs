@@ -1,0 +1,242 @@
+//! The Coop Locker reservation endpoints: batch items, their results, the listing.
+
+use crate::domain::{format_millis, Holding, ReleaseToken, Requester, Resource, Ttl};
+use serde::Serialize;
+use std::borrow::Cow;
+use utoipa::openapi::schema::ArrayBuilder;
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+
+/// Default and largest page of `GET /api/v1/Reservation`.
+pub const DEFAULT_LIST_LIMIT: u64 = 1000;
+pub const MAX_LIST_LIMIT: u64 = 10_000;
+/// Most items of one batch by default (`COOPLOCKER_MAX_BATCH`).
+pub const DEFAULT_MAX_BATCH: usize = 1000;
+
+/// One item of a reserve batch.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ReserveItem {
+    pub requester: Requester,
+    pub resource: Resource,
+    /// Absent or null: no expiry.
+    pub ttl_seconds: Option<Ttl>,
+}
+
+/// One item of an unreserve batch.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ReleaseItem {
+    pub requester: Requester,
+    pub resource: Resource,
+    pub release_token: ReleaseToken,
+}
+
+/// One item of an extend batch.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ExtendItem {
+    pub requester: Requester,
+    pub resource: Resource,
+    pub release_token: ReleaseToken,
+    pub ttl_seconds: Ttl,
+}
+
+/// One item of a check batch.
+#[derive(ToSchema)]
+pub struct CheckItem {
+    pub resource: Resource,
+}
+
+/// A batch body's schema: an array of 0 to [`DEFAULT_MAX_BATCH`] items (the
+/// default of `COOPLOCKER_MAX_BATCH`).
+macro_rules! batch {
+    ($(#[$doc:meta])* $name:ident, $item:ty) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name(<$item as ToSchema>::name()))
+                    .max_items(Some(DEFAULT_MAX_BATCH))
+                    .description(Some(
+                        "0 to 1000 items (COOPLOCKER_MAX_BATCH), applied in order as one atomic step.",
+                    ))
+                    .into()
+            }
+        }
+        impl ToSchema for $name {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($name))
+            }
+            fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                schemas.push((
+                    <$item as ToSchema>::name().into_owned(),
+                    <$item as PartialSchema>::schema(),
+                ));
+                <$item as ToSchema>::schemas(schemas);
+            }
+        }
+    };
+}
+
+batch!(
+    /// The body of `reserve`.
+    ReserveBatch,
+    ReserveItem
+);
+batch!(
+    /// The body of `unreserve`.
+    ReleaseBatch,
+    ReleaseItem
+);
+batch!(
+    /// The body of `extend`.
+    ExtendBatch,
+    ExtendItem
+);
+batch!(
+    /// The body of `check`.
+    CheckBatch,
+    CheckItem
+);
+
+/// The status of one batch item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ItemStatus {
+    Reserved,
+    AlreadyHeld,
+    Unreserved,
+    Extended,
+    NotHeld,
+    InvalidToken,
+    Held,
+    Free,
+}
+
+impl ItemStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "RESERVED",
+            Self::AlreadyHeld => "ALREADY_HELD",
+            Self::Unreserved => "UNRESERVED",
+            Self::Extended => "EXTENDED",
+            Self::NotHeld => "NOT_HELD",
+            Self::InvalidToken => "INVALID_TOKEN",
+            Self::Held => "HELD",
+            Self::Free => "FREE",
+        }
+    }
+}
+
+/// The outcome of one batch item, in request order. Fields that do not apply
+/// to the status are left out.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemResult<'a> {
+    pub resource: &'a str,
+    /// Left out only for FREE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub requester: Option<&'a str>,
+    pub status: ItemStatus,
+    /// RESERVED only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = "uuid")]
+    pub release_token: Option<&'a str>,
+    /// ALREADY_HELD only: the holder's requester.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub held_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub reserved_at: Option<String>,
+    /// Null when the reservation has no TTL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub fencing_token: Option<u64>,
+}
+
+impl<'a> ItemResult<'a> {
+    pub fn new(resource: &'a str, requester: Option<&'a str>, status: ItemStatus) -> Self {
+        Self {
+            resource,
+            requester,
+            status,
+            release_token: None,
+            held_by: None,
+            reserved_at: None,
+            expires_at: None,
+            fencing_token: None,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Results<'a> {
+    pub results: Vec<ItemResult<'a>>,
+}
+
+/// One active reservation (never its releaseToken).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservation<'a> {
+    pub resource: &'a str,
+    pub requester: &'a str,
+    #[schema(format = DateTime)]
+    pub reserved_at: String,
+    /// Null when the reservation has no TTL.
+    #[schema(format = DateTime, required = true)]
+    pub expires_at: Option<String>,
+    pub fencing_token: u64,
+    pub api_key_label: &'a str,
+}
+
+impl<'a> From<&'a Holding> for Reservation<'a> {
+    fn from(h: &'a Holding) -> Self {
+        Self {
+            resource: h.resource.as_str(),
+            requester: &h.requester,
+            reserved_at: format_millis(h.reserved_at),
+            expires_at: h.expires_at.map(format_millis),
+            fencing_token: h.fencing_token,
+            api_key_label: &h.api_key_label,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationPage<'a> {
+    pub reservations: Vec<Reservation<'a>>,
+    /// Null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The query of `GET /api/v1/Reservation` (and `activeReservations`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only resources starting with it
+    pub prefix: Option<Resource>,
+    /// Only the reservations of this requester
+    pub requester: Option<Requester>,
+    /// 1 to 10000, default 1000
+    #[param(minimum = 1, maximum = 10000, default = 1000)]
+    pub limit: Option<u64>,
+    /// The nextCursor of the previous page, as issued (the hex of a resource
+    /// name: valid UTF-8 of at most 256 bytes without C0 controls or DEL)
+    // The pattern: `r1.` and one well-formed UTF-8 sequence (RFC 3629) after
+    // another, in lower-case hex, C0 controls and DEL left out; at most 512 hex
+    // digits (256 bytes).
+    #[param(
+        pattern = "^r1\\.(?:[2-6][0-9a-f]|7[0-9a-e]|c[2-9a-f][89ab][0-9a-f]|d[0-9a-f][89ab][0-9a-f]|e0[ab][0-9a-f][89ab][0-9a-f]|e[1-9a-cef][89ab][0-9a-f][89ab][0-9a-f]|ed[89][0-9a-f][89ab][0-9a-f]|f0[9ab][0-9a-f](?:[89ab][0-9a-f]){2}|f[1-3](?:[89ab][0-9a-f]){3}|f48[0-9a-f](?:[89ab][0-9a-f]){2})+$",
+        max_length = 515
+    )]
+    pub cursor: Option<String>,
+}
