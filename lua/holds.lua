@@ -54,8 +54,14 @@ local function num(x)
 end
 
 -- The bucket of a hold that expires at `ea` in slot `k`.
+-- (The last one built is kept: a batch's holds mostly share it.)
+local bk_s, bk_k, bk_key = nil, nil, nil
 local function bucket_key(p, ea, k)
-  return p .. 'x:' .. num(math.floor(ea / 1000)) .. ':' .. k
+  local s = math.floor(ea / 1000)
+  if s ~= bk_s or k ~= bk_k then
+    bk_s, bk_k, bk_key = s, k, p .. 'x:' .. num(s) .. ':' .. k
+  end
+  return bk_key
 end
 
 -- Slots are handed out in runs, so a batch asks for its second's count once.

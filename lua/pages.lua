@@ -21,8 +21,9 @@
 -- Every comparison is made by Redis (memcmp), never by Lua (whose string
 -- comparison follows the server's locale).
 
--- 64 keeps each insert's linear search and move inside a page short.
-local PG_MAX, PG_MIN = 64, 8
+-- 32 keeps each insert's linear search and move inside a page short (a page
+-- costs about 100 bytes of key and 130 of directory entry, 4-8 bytes a name).
+local PG_MAX, PG_MIN = 32, 4
 
 -- The <low> of the page that holds (or would hold) `m` ('' for page 0).
 local function pg_low(b, m)
