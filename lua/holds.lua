@@ -70,12 +70,13 @@ local slot_runs = {}
 local new_seconds = {}
 
 local function bucket_slot(p, ea, wanted)
-  local s = num(math.floor(ea / 1000))
-  local run = slot_runs[s]
+  local sn = math.floor(ea / 1000)
+  local run = slot_runs[sn]
   if not run or run.next > run.last then
+    local s = num(sn)
     local hi = redis.call('HINCRBY', p .. 'xc', s, num(wanted))
     run = {next = hi - wanted, last = hi - 1}
-    slot_runs[s] = run
+    slot_runs[sn] = run
     new_seconds[s] = true
   end
   local slot = run.next
@@ -87,23 +88,23 @@ end
 -- bucket (a batch's holds mostly share one): bucket key -> resource -> value.
 local bucket_pending = {}
 
--- Files the entry of hold `h` of `res` in its bucket (slot h.k, see
--- bucket_slot), to be written by bucket_flush().
-local function bucket_file(p, res, h)
-  local bk = bucket_key(p, h.ea, h.k)
+-- Files the entry of the hold of `res` expiring at `ea` in its bucket (slot
+-- k, see bucket_slot), to be written by bucket_flush().
+local function bucket_file(p, res, k, rq, lb, ea, ft)
+  local bk = bucket_key(p, ea, k)
   local entries = bucket_pending[bk]
   if not entries then
     entries = {}
     bucket_pending[bk] = entries
   end
-  entries[res] = cmsgpack.pack({h.rq, h.lb, h.ea, h.ft})
+  entries[res] = cmsgpack.pack({rq, lb, ea, ft})
 end
 
 -- Files a hold with a TTL in its expiry bucket; `wanted` is how many more
 -- holds this script may still file (the size of the run to ask for).
 local function bucket_add(p, res, h, wanted)
   h.k = bucket_slot(p, h.ea, wanted)
-  bucket_file(p, res, h)
+  bucket_file(p, res, h.k, h.rq, h.lb, h.ea, h.ft)
 end
 
 local function bucket_rem(p, res, h)

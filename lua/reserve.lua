@@ -54,6 +54,8 @@ end
 ev_open(KEYS[2], ARGV[3])
 
 local out = {}
+-- The items of a batch mostly share one TTL: their expiry's strings are made once.
+local last_ea, eas, pxat = nil, '', ''
 for i = 1, n do
   local key = KEYS[2 + i]
   pg_more = n - i
@@ -62,18 +64,22 @@ for i = 1, n do
   local ea = 0
   if ttl > 0 then
     ea = now_ms + ttl
+    if ea ~= last_ea then
+      last_ea, eas, pxat = ea, num(ea), num(ea + GRACE_MS)
+    end
   end
   local ft = math.max(hw + 1, now_us)
-  local h = {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, k = 0, ll = ll}
+  local k = 0
   if ttl > 0 then
-    h.k = bucket_slot(p, ea, n - i + 1)
+    k = bucket_slot(p, ea, n - i + 1)
   end
   -- Most names are free: write the hold unless one is there (SET NX GET,
-  -- one call); only when one is there, look at it.
-  local set = {'SET', key, hold_encode(h), 'NX', 'GET'}
+  -- one call); only when one is there, look at it. (The record of
+  -- hold_encode, packed here without the intermediate table.)
+  local set = {'SET', key, cmsgpack.pack({tok, rq, label, now_ms, ea, ft, k, ll}), 'NX', 'GET'}
   if ttl > 0 then
     set[6] = 'PXAT'
-    set[7] = num(ea + GRACE_MS)
+    set[7] = pxat
   end
   local old = redis.call(unpack(set))
   old = old and hold_decode(old)
@@ -96,9 +102,9 @@ for i = 1, n do
     end
     hw = ft
     if ttl > 0 then
-      bucket_file(p, res, h)
+      bucket_file(p, res, k, rq, label, ea, ft)
     end
-    ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and num(ea) or '', num(ft))
+    ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and eas or '', num(ft))
     out[i] = {1, now_ms, ttl > 0 and ea or -1, ft}
   end
 end
