@@ -19,7 +19,7 @@
 --                  requester (`<requester>\0<resource>`)
 --   P x:<s>:<k>    hash resource -> MessagePack {requester, label, expiresAtMs,
 --                  fencingToken}: the holds whose expiresAt falls in second s,
---                  at most BUCKET entries per k (so it stays a listpack); what
+--                  at most BUCKET (32) entries per k (so it stays a listpack); what
 --                  EXPIRED needs survives the hold key
 --   P xc           hash second -> slots handed out in that second's buckets
 --   P xd           zset second -> second: the seconds that have buckets
@@ -29,7 +29,7 @@
 -- rising across a clock step back and a restart with the saved mark.
 
 local GRACE_MS = 600000
-local BUCKET = 100
+local BUCKET = 32
 
 local function hold_decode(raw)
   if not raw then
@@ -89,7 +89,9 @@ end
 local bucket_pending = {}
 
 -- Files the entry of the hold of `res` expiring at `ea` in its bucket (slot
--- k, see bucket_slot), to be written by bucket_flush().
+-- k, see bucket_slot), to be written by bucket_flush(). Only what EXPIRED
+-- needs, not the whole hold record: an entry must stay within the 64 bytes of
+-- a listpack value (hash-max-listpack-value) for the bucket to stay compact.
 local function bucket_file(p, res, k, rq, lb, ea, ft)
   local bk = bucket_key(p, ea, k)
   local entries = bucket_pending[bk]

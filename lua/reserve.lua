@@ -11,9 +11,10 @@
 --          tenant has one)
 -- ARGV[5]  most holds the first item's requester may have ("0": no limit; a
 --          public lock's requester is the client's address)
--- then per item five values starting at ARGV[5*i+1]: resource, requester, ttl in
---   ms ("0" for none), the release token to hand out (16 bytes), and '' for a
---   Reservation API hold or 'L' + the hash of its secret for a locklock lock
+-- ARGV[6]  '' for Reservation API holds, or 'L' + the hash of its secret for a
+--          locklock lock (one item)
+-- then per item four values starting at ARGV[4*i+3]: resource, requester, ttl
+--   in ms ("0" for none), and the release token to hand out (16 bytes)
 --
 -- Returns -1 when the tenant does not exist, -2 when it holds its most
 -- already, -3 when the requester does, else {rows, earliest}: one row per item, in order,
@@ -31,6 +32,7 @@ local ats = num(now_ms)
 local label = ARGV[1]
 local n = tonumber(ARGV[2])
 local cap = tonumber(ARGV[4])
+local ll = ARGV[6]
 local p = string.sub(KEYS[1], 1, -2)
 
 local tenant = redis.call('HMGET', KEYS[1], 'tier', 'hw', 'n')
@@ -46,7 +48,7 @@ local per_rq = tonumber(ARGV[5])
 if per_rq > 0 then
   -- Counted from the requester index (holds past their time are retired
   -- within a second or two): O(log N + the limit).
-  local rq = ARGV[7]
+  local rq = ARGV[8]
   if #pg_range(p .. 'q', '[' .. rq .. '\0', '(' .. rq .. '\1', per_rq) >= per_rq then
     return -3
   end
@@ -54,13 +56,14 @@ end
 ev_open(KEYS[2], ARGV[3])
 
 local out = {}
+local by_name, by_requester = p .. 'i', p .. 'q'
 -- The items of a batch mostly share one TTL: their expiry's strings are made once.
 local last_ea, eas, pxat = nil, '', ''
 for i = 1, n do
   local key = KEYS[2 + i]
   pg_more = n - i
-  local a = 5 * i + 1
-  local res, rq, ttl, tok, ll = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
+  local a = 4 * i + 3
+  local res, rq, ttl, tok = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local ea = 0
   if ttl > 0 then
     ea = now_ms + ttl
@@ -95,10 +98,10 @@ for i = 1, n do
       redis.call(unpack(set))
     else
       held = held + 1
-      pg_add(p .. 'i', res)
+      pg_add(by_name, res)
     end
     if not old or old.rq ~= rq then
-      pg_add(p .. 'q', rq .. '\0' .. res)
+      pg_add(by_requester, rq .. '\0' .. res)
     end
     hw = ft
     if ttl > 0 then

@@ -284,10 +284,10 @@ if [ "${RAW:-1}" = 1 ]; then
     local n=$1 keys=() argv=()
     for ((i = 0; i < n; i++)); do
       keys+=("${P}h:b$i-__rand_int__")
-      argv+=("b$i-__rand_int__" "rb" "0" "0123456789abcdef" "")
+      argv+=("b$i-__rand_int__" "rb" "0" "0123456789abcdef")
     done
     RAW=(EVALSHA "$SHA" $((3 + n)) "${P}t" "${P}ev" "${keys[@]}" "${P}rl:enterprise:write"
-      label "$n" 10000 0 0 "${argv[@]}" "$RL_INTERVAL" 1000000)
+      label "$n" 10000 0 0 "" "${argv[@]}" "$RL_INTERVAL" 1000000)
   }
   rb() { # $1 = items, $2 = requests; a fresh tenant each
     P=$(prefix_of "$(new_tenant | cut -d' ' -f1)")

@@ -18,8 +18,6 @@ struct ReserveArgs<'a> {
     requester: &'a str,
     ttl_ms: u64,
     token: ReleaseToken,
-    /// '' for a Reservation API hold, 'L' + secret hash for a locklock lock.
-    locklock: String,
 }
 
 /// A release token as the hold records it: its 16 bytes. A token that is not
@@ -52,6 +50,7 @@ impl RedisStore {
         items_in: &[ReserveArgs<'_>],
         cap: usize,
         per_requester: usize,
+        locklock: &str,
     ) -> StoreResult<Metered<Value>> {
         let p = keys::prefix(&caller.tenant);
         let mut inv = scripts::RESERVE.prepare_invoke();
@@ -60,14 +59,14 @@ impl RedisStore {
             .arg(items_in.len())
             .arg(self.inner.retain)
             .arg(cap)
-            .arg(per_requester);
+            .arg(per_requester)
+            .arg(locklock);
         for it in items_in {
             inv.key(keys::hold(&p, it.resource));
             inv.arg(it.resource)
                 .arg(it.requester)
                 .arg(it.ttl_ms)
-                .arg(token_bytes(&it.token))
-                .arg(it.locklock.as_str());
+                .arg(token_bytes(&it.token));
         }
         meter(&mut inv, &p, caller.quota.as_ref());
         let mut c = self.conn();
@@ -160,10 +159,9 @@ impl Reservations for RedisStore {
                 requester: it.requester.as_str(),
                 ttl_ms: it.ttl.map_or(0, |d| d.millis()),
                 token: ReleaseToken::generate(),
-                locklock: String::new(),
             })
             .collect();
-        let Metered { value: reply, rate } = self.run_reserve(caller, &args, 0, 0).await?;
+        let Metered { value: reply, rate } = self.run_reserve(caller, &args, 0, 0, "").await?;
         let rows = match reply {
             Value::Int(-1) => return Err(StoreError::TenantGone),
             Value::Int(-2) | Value::Int(-3) => return Err(bad_reply("reserve (no cap was set)")),
@@ -413,14 +411,15 @@ impl Reservations for RedisStore {
             requester: req.requester.as_str(),
             ttl_ms: req.ttl.millis(),
             token: ReleaseToken::generate(),
-            locklock: format!("L{}", req.secret_hash.as_deref().unwrap_or("")),
         }];
+        let locklock = format!("L{}", req.secret_hash.as_deref().unwrap_or(""));
         let Metered { value: reply, rate } = self
             .run_reserve(
                 caller,
                 &args,
                 req.max_held.unwrap_or(0),
                 req.max_per_requester.unwrap_or(0),
+                &locklock,
             )
             .await?;
         let done = |value| Ok(Metered { value, rate });
