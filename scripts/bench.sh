@@ -142,21 +142,23 @@ except (ValueError, ZeroDivisionError): print('n/a')" "${1:-}" "${2:-}"
 }
 # The keys of one tenant by kind (the tenant id replaced by T, the part after
 # the kind by *), with MEMORY USAGE averaged over up to 20 keys of each kind.
-key_kinds() { # $1 = tenant id
+key_kinds() { # $1 = tenant id: that tenant's keys by kind, with MEMORY USAGE
   python3 - "$RPORT" "$1" <<'PY'
-import collections, random, subprocess, sys
+import base64, collections, hashlib, random, subprocess, sys
 port, tid = sys.argv[1], sys.argv[2]
+prefix = "c:{%s}:" % base64.urlsafe_b64encode(hashlib.sha256(tid.encode()).digest()[:8]).decode().rstrip("=")
 def rc(*a):
     return subprocess.run(["redis-cli", "-p", port, *a], capture_output=True, text=True).stdout
 kinds = collections.defaultdict(list)
-for k in rc("--scan", "--pattern", f"*{tid}*").splitlines():
-    parts = k.replace(tid, "T").split(":")
-    kinds[":".join(parts[:3]) + (":*" if len(parts) > 3 else "")].append(k)
+for k in rc("--scan", "--pattern", prefix + "*").splitlines():
+    rest = k[len(prefix):]
+    kind = rest if rest in ("t", "k", "ev", "xc", "xd", "i:", "q:", "i!", "q!") else rest.split(":")[0] + ":*"
+    kinds[prefix + kind].append(k)
 for kind, ks in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
     sample = random.sample(ks, min(len(ks), 20))
     use = [int(rc("MEMORY", "USAGE", k, "SAMPLES", "0").strip() or 0) for k in sample]
     avg = sum(use) / len(use)
-    print(f"    {kind:<22} keys={len(ks):<8} memory_usage_avg_B={avg:.0f} total_MB={avg * len(ks) / 1e6:.2f}")
+    print(f"    {kind:<24} keys={len(ks):<8} memory_usage_avg_B={avg:.0f} total_MB={avg * len(ks) / 1e6:.2f}")
 PY
 }
 
