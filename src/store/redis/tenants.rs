@@ -72,15 +72,18 @@ impl RedisStore {
         Ok((ids, next))
     }
 
-    async fn load_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+    /// A whole hash, field/value pairs.
+    async fn hgetall(&self, what: &'static str, key: String) -> StoreResult<Vec<(String, String)>> {
         let mut c = self.conn();
-        let fields: Vec<(String, String)> = self
-            .run("get tenant", async {
-                redis::cmd("HGETALL")
-                    .arg(keys::tenant(&keys::prefix(id)))
-                    .query_async(&mut c)
-                    .await
-            })
+        self.run(what, async {
+            redis::cmd("HGETALL").arg(key).query_async(&mut c).await
+        })
+        .await
+    }
+
+    async fn load_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        let fields = self
+            .hgetall("get tenant", keys::tenant(&keys::prefix(id)))
             .await?;
         Ok(tenant_from_fields(id, &fields))
     }
@@ -156,14 +159,8 @@ impl RedisStore {
     }
 
     async fn key_records(&self, tenant: &TenantId) -> StoreResult<Vec<KeyRecord>> {
-        let mut c = self.conn();
-        let raw: Vec<(String, String)> = self
-            .run("list keys", async {
-                redis::cmd("HGETALL")
-                    .arg(keys::api_keys(&keys::prefix(tenant)))
-                    .query_async(&mut c)
-                    .await
-            })
+        let raw = self
+            .hgetall("list keys", keys::api_keys(&keys::prefix(tenant)))
             .await?;
         let mut recs: Vec<KeyRecord> = raw
             .iter()
