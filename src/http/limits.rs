@@ -65,19 +65,3 @@ pub fn add_headers(res: &mut HttpResponseBuilder, rate: Option<&RateDecision>) {
         }
     }
 }
-
-/// Counts a request that has nothing for the store to do (an empty batch)
-/// against the caller's quota, as if it had run.
-pub async fn charge_only<T>(
-    state: &AppState,
-    caller: &Caller,
-) -> Result<crate::store::Metered<Vec<T>>, super::error::ApiError> {
-    let rate = match &caller.quota {
-        Some(q) => Some(state.store.charge(&caller.tenant, q).await?),
-        None => None,
-    };
-    Ok(crate::store::Metered {
-        value: Vec::new(),
-        rate,
-    })
-}

@@ -3,7 +3,7 @@
 use super::body::{invalid_items, parse_batch, require_json, Fields};
 use super::error::ApiError;
 use super::extract::ApiCaller;
-use super::limits::{add_headers, charge_only};
+use super::limits::add_headers;
 use super::query::Query;
 use super::wire::{
     self, ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, Results,
@@ -121,11 +121,7 @@ pub async fn reserve(
     let Metered {
         value: outcomes,
         rate,
-    } = if batch.is_empty() {
-        charge_only(&state, &caller).await?
-    } else {
-        state.store.reserve(&caller, &batch).await?
-    };
+    } = state.store.reserve(&caller, &batch).await?;
     let results = batch
         .iter()
         .zip(&outcomes)
@@ -206,11 +202,7 @@ pub async fn unreserve(
     let Metered {
         value: outcomes,
         rate,
-    } = if batch.is_empty() {
-        charge_only(&state, &caller).await?
-    } else {
-        state.store.unreserve(&caller, &batch).await?
-    };
+    } = state.store.unreserve(&caller, &batch).await?;
     let results = batch
         .iter()
         .zip(outcomes)
@@ -265,11 +257,7 @@ pub async fn extend(
     let Metered {
         value: outcomes,
         rate,
-    } = if batch.is_empty() {
-        charge_only(&state, &caller).await?
-    } else {
-        state.store.extend(&caller, &batch).await?
-    };
+    } = state.store.extend(&caller, &batch).await?;
     let results = batch
         .iter()
         .zip(outcomes)
@@ -308,11 +296,7 @@ pub async fn check(
     let Metered {
         value: outcomes,
         rate,
-    } = if batch.is_empty() {
-        charge_only(&state, &caller).await?
-    } else {
-        state.store.check(&caller, &batch).await?
-    };
+    } = state.store.check(&caller, &batch).await?;
     let results = batch
         .iter()
         .zip(&outcomes)

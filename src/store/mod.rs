@@ -298,7 +298,7 @@ pub enum Invalidation {
 /// The reservation operations. Those taking a [`Caller`] (or a `quota`) count
 /// the request against its rate limit in the same atomic step as the operation
 /// itself; over the limit they answer `StoreError::RateLimited` and change
-/// nothing.
+/// nothing. An empty batch is counted and answers no items.
 #[async_trait]
 pub trait Reservations: Send + Sync {
     /// Reserves every item in order, as one atomic step.

@@ -244,6 +244,13 @@ impl Reservations for EmbeddedStore {
         items: &[ReserveItem],
     ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
         let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        if items.is_empty() {
+            // Counted, nothing else (as the Redis store does).
+            return Ok(Metered {
+                value: Vec::new(),
+                rate,
+            });
+        }
         Ok(Metered {
             value: self.reserve_now(caller, items)?,
             rate,
@@ -256,6 +263,13 @@ impl Reservations for EmbeddedStore {
         items: &[ReleaseItem],
     ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
         let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        if items.is_empty() {
+            // Counted, nothing else (as the Redis store does).
+            return Ok(Metered {
+                value: Vec::new(),
+                rate,
+            });
+        }
         Ok(Metered {
             value: self.unreserve_now(caller, items)?,
             rate,
@@ -268,6 +282,13 @@ impl Reservations for EmbeddedStore {
         items: &[ExtendItem],
     ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
         let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        if items.is_empty() {
+            // Counted, nothing else (as the Redis store does).
+            return Ok(Metered {
+                value: Vec::new(),
+                rate,
+            });
+        }
         Ok(Metered {
             value: self.extend_now(caller, items)?,
             rate,
@@ -280,6 +301,13 @@ impl Reservations for EmbeddedStore {
         resources: &[Resource],
     ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
         let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        if resources.is_empty() {
+            // Counted, nothing else (as the Redis store does).
+            return Ok(Metered {
+                value: Vec::new(),
+                rate,
+            });
+        }
         Ok(Metered {
             value: self.check_now(&caller.tenant, resources)?,
             rate,

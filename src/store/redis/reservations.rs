@@ -43,6 +43,18 @@ fn meter(inv: &mut redis::ScriptInvocation<'_>, p: &str, quota: Option<&Quota>) 
 }
 
 impl RedisStore {
+    /// An empty batch: counted against the caller's rate limit, nothing else.
+    async fn empty_batch<T>(&self, caller: &Caller) -> StoreResult<Metered<Vec<T>>> {
+        let rate = match &caller.quota {
+            Some(q) => Some(crate::store::Upkeep::charge(self, &caller.tenant, q).await?),
+            None => None,
+        };
+        Ok(Metered {
+            value: Vec::new(),
+            rate,
+        })
+    }
+
     /// Runs reserve.lua: -1 (tenant gone), -2 (cap reached) or one row per item.
     async fn run_reserve(
         &self,
@@ -152,6 +164,9 @@ impl Reservations for RedisStore {
         caller: &Caller,
         items_in: &[ReserveItem],
     ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
+        if items_in.is_empty() {
+            return self.empty_batch(caller).await;
+        }
         let args: Vec<ReserveArgs> = items_in
             .iter()
             .map(|it| ReserveArgs {
@@ -199,6 +214,9 @@ impl Reservations for RedisStore {
         caller: &Caller,
         items_in: &[ReleaseItem],
     ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
+        if items_in.is_empty() {
+            return self.empty_batch(caller).await;
+        }
         let Metered { value, rate } = self
             .run_token_batch("unreserve", &scripts::UNRESERVE, caller, items_in, |it| {
                 (&it.resource, &it.requester, &it.release_token, None)
@@ -226,6 +244,9 @@ impl Reservations for RedisStore {
         caller: &Caller,
         items_in: &[ExtendItem],
     ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
+        if items_in.is_empty() {
+            return self.empty_batch(caller).await;
+        }
         let Metered { value, rate } = self
             .run_token_batch("extend", &scripts::EXTEND, caller, items_in, |it| {
                 (
@@ -263,6 +284,9 @@ impl Reservations for RedisStore {
         caller: &Caller,
         resources: &[Resource],
     ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
+        if resources.is_empty() {
+            return self.empty_batch(caller).await;
+        }
         let p = keys::prefix(&caller.tenant);
         let mut inv = scripts::CHECK.prepare_invoke();
         for r in resources {
