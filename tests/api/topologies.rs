@@ -71,17 +71,34 @@ impl Node {
             .expect("spawn redis-server")
     }
 
-    fn start(port: u16, args: Vec<String>) -> Self {
-        let node = Self {
-            port,
-            child: Some(Self::spawn(&args)),
-        };
-        wait_until(
-            &format!("redis on {port} answering"),
-            Duration::from_secs(10),
-            || cli(port, &["PING"]).trim() == "PONG",
-        );
-        node
+    /// Starts a node on a free port, `args` made for that port. A port that
+    /// another test's process took between `free_port()` and the bind (tests
+    /// run in parallel) makes redis-server exit: then it starts again on
+    /// another port, a few times.
+    fn start(mut args: impl FnMut(u16) -> Vec<String>) -> Self {
+        for _ in 0..4 {
+            let port = free_port();
+            let mut node = Self {
+                port,
+                child: Some(Self::spawn(&args(port))),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if cli(port, &["PING"]).trim() == "PONG" {
+                    return node;
+                }
+                let exited = node
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            node.kill();
+        }
+        panic!("no redis-server came up on a free port in four tries");
     }
 
     pub fn kill(&mut self) {
@@ -109,29 +126,29 @@ impl RedisCluster {
         let dir = TempDir::new("cluster");
         let nodes: Vec<Node> = (0..3)
             .map(|_| {
-                let port = free_port();
-                let args = [
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &format!("nodes-{port}.conf"),
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--dir",
-                    &dir.0.to_string_lossy(),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                Node::start(port, args)
+                Node::start(|port| {
+                    [
+                        "--port",
+                        &port.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &format!("nodes-{port}.conf"),
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--dir",
+                        &dir.0.to_string_lossy(),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+                })
             })
             .collect();
         let addrs: Vec<String> = nodes
@@ -180,34 +197,32 @@ pub struct SentinelSet {
 impl SentinelSet {
     pub fn start() -> Self {
         let dir = TempDir::new("sentinel");
-        let plain = |port: u16, extra: &[&str]| {
-            let mut args: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &dir.0.to_string_lossy(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            args.extend(extra.iter().map(|s| s.to_string()));
-            Node::start(port, args)
+        let plain = |extra: &[&str]| {
+            Node::start(|port| {
+                let mut args: Vec<String> = [
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &dir.0.to_string_lossy(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                args.extend(extra.iter().map(|s| s.to_string()));
+                args
+            })
         };
-        let master = plain(free_port(), &[]);
-        let replica_port = free_port();
-        let replica = plain(
-            replica_port,
-            &["--replicaof", "127.0.0.1", &master.port.to_string()],
-        );
+        let master = plain(&[]);
+        let replica = plain(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
         let sentinels: Vec<Node> = (0..3)
             .map(|_| {
-                let port = free_port();
+                Node::start(|port| {
                 let conf = dir.0.join(format!("sentinel-{port}.conf"));
                 std::fs::write(
                     &conf,
@@ -221,10 +236,8 @@ impl SentinelSet {
                     ),
                 )
                 .expect("sentinel conf");
-                Node::start(
-                    port,
-                    vec![conf.to_string_lossy().into_owned(), "--sentinel".into()],
-                )
+                vec![conf.to_string_lossy().into_owned(), "--sentinel".into()]
+                })
             })
             .collect();
         for s in &sentinels {
