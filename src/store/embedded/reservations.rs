@@ -236,6 +236,21 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// A batch operation: counted against the caller's rate limit, then run
+    /// (an empty batch is counted, nothing else, as the Redis store does).
+    fn batch<I, T>(
+        &self,
+        caller: &Caller,
+        items: &[I],
+        run: impl FnOnce() -> StoreResult<Vec<T>>,
+    ) -> StoreResult<Metered<Vec<T>>> {
+        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+        let value = if items.is_empty() { Vec::new() } else { run()? };
+        Ok(Metered { value, rate })
+    }
+}
+
 #[async_trait]
 impl Reservations for EmbeddedStore {
     async fn reserve(
@@ -243,18 +258,7 @@ impl Reservations for EmbeddedStore {
         caller: &Caller,
         items: &[ReserveItem],
     ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
-        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
-        if items.is_empty() {
-            // Counted, nothing else (as the Redis store does).
-            return Ok(Metered {
-                value: Vec::new(),
-                rate,
-            });
-        }
-        Ok(Metered {
-            value: self.reserve_now(caller, items)?,
-            rate,
-        })
+        self.batch(caller, items, || self.reserve_now(caller, items))
     }
 
     async fn unreserve(
@@ -262,18 +266,7 @@ impl Reservations for EmbeddedStore {
         caller: &Caller,
         items: &[ReleaseItem],
     ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
-        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
-        if items.is_empty() {
-            // Counted, nothing else (as the Redis store does).
-            return Ok(Metered {
-                value: Vec::new(),
-                rate,
-            });
-        }
-        Ok(Metered {
-            value: self.unreserve_now(caller, items)?,
-            rate,
-        })
+        self.batch(caller, items, || self.unreserve_now(caller, items))
     }
 
     async fn extend(
@@ -281,18 +274,7 @@ impl Reservations for EmbeddedStore {
         caller: &Caller,
         items: &[ExtendItem],
     ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
-        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
-        if items.is_empty() {
-            // Counted, nothing else (as the Redis store does).
-            return Ok(Metered {
-                value: Vec::new(),
-                rate,
-            });
-        }
-        Ok(Metered {
-            value: self.extend_now(caller, items)?,
-            rate,
-        })
+        self.batch(caller, items, || self.extend_now(caller, items))
     }
 
     async fn check(
@@ -300,17 +282,8 @@ impl Reservations for EmbeddedStore {
         caller: &Caller,
         resources: &[Resource],
     ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
-        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
-        if resources.is_empty() {
-            // Counted, nothing else (as the Redis store does).
-            return Ok(Metered {
-                value: Vec::new(),
-                rate,
-            });
-        }
-        Ok(Metered {
-            value: self.check_now(&caller.tenant, resources)?,
-            rate,
+        self.batch(caller, resources, || {
+            self.check_now(&caller.tenant, resources)
         })
     }
 
