@@ -75,8 +75,22 @@ impl RedisServer {
             child: None,
             dir: None,
         };
-        s.restart();
+        s.first_start();
         s
+    }
+
+    /// Starts on a fresh port; another process may take a free port between
+    /// `free_port` and redis-server's bind (tests run in parallel), and then
+    /// the server exits at once and starts again on another port.
+    fn first_start(&mut self) {
+        for _ in 0..5 {
+            if self.spawn_and_wait() {
+                return;
+            }
+            self.kill();
+            self.port = free_port();
+        }
+        panic!("redis-server did not start on five free ports (last {})", self.port);
     }
 
     /// A server with `appendonly yes` and `appendfsync always`: the production
@@ -92,7 +106,7 @@ impl RedisServer {
             child: None,
             dir: Some(dir),
         };
-        s.restart();
+        s.first_start();
         s
     }
 
@@ -103,6 +117,14 @@ impl RedisServer {
     /// (Re)starts on the same port and waits until it answers: empty, or for a
     /// durable server with what its append-only file holds.
     pub fn restart(&mut self) {
+        if !self.spawn_and_wait() {
+            panic!("redis-server did not start again on port {}", self.port);
+        }
+    }
+
+    /// Spawns the server on `self.port` and waits until it answers; false if
+    /// it exited (the port was taken) or did not answer in time.
+    fn spawn_and_wait(&mut self) -> bool {
         self.kill();
         let port = self.port.to_string();
         let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
@@ -138,14 +160,21 @@ impl RedisServer {
                     let mut buf = [0u8; 16];
                     if let Ok(n) = s.read(&mut buf) {
                         if buf[..n].starts_with(b"+PONG") {
-                            return;
+                            return true;
                         }
                     }
                 }
             }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not start on port {}", self.port);
+        false
     }
 
     pub fn pid(&self) -> u32 {
