@@ -33,6 +33,7 @@
 //! the reply decoded into domain outcomes (`store::redis::replies`) → the JSON
 //! answer. The data model and the fleet's moving parts: `docs/architecture.md`.
 
+pub mod address;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -42,6 +43,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

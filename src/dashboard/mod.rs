@@ -17,7 +17,7 @@ pub mod oidc;
 mod pages;
 
 use crate::domain::{constant_time_eq, KeyId, Resource, TenantId, TenantName, Tier};
-use crate::http::AppState;
+use crate::state::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};

@@ -10,8 +10,8 @@ use super::wire::{
     AdminErrors, ErrorBody, KeyCreate, KeyList, KeyView, TenantCreate, TenantCreated, TenantList,
     TenantListParams, TenantPatch, TenantView, DEFAULT_TENANT_LIMIT, MAX_TENANT_LIMIT,
 };
-use super::AppState;
 use crate::domain::{KeyId, KeyLabel, Resource, TenantId, TenantName, Tier};
+use crate::state::AppState;
 use crate::store::KeyCreateError;
 use actix_web::{web, HttpRequest, HttpResponse};
 

@@ -2,8 +2,8 @@
 //! verified credential, never from the path or the body.
 
 use super::error::ApiError;
-use super::AppState;
 use crate::domain::Tier;
+use crate::state::AppState;
 use crate::store::Principal;
 use actix_web::dev::Payload;
 use actix_web::http::header;

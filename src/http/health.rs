@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::wire::{ErrorBody, Health};
-use super::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use std::sync::atomic::Ordering;
 

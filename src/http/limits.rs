@@ -6,9 +6,9 @@
 //! costs no extra round trip.
 
 use super::extract::ApiCaller;
-use super::AppState;
 use crate::config::RateLimits;
 use crate::domain::Tier;
+use crate::state::AppState;
 use crate::store::{Access, Caller, Quota, RateDecision};
 use actix_web::HttpResponseBuilder;
 

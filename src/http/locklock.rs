@@ -12,8 +12,8 @@ use super::client_addr::{charge_address, AddressLimit};
 use super::error::ApiError;
 use super::extract::{authenticate, presented_key};
 use super::wire::{ErrorBody, LockAcquired, LockErrors, LockOptions, LockReleased, LockSecret};
-use super::AppState;
 use crate::domain::{format_millis, Requester, Resource, TenantId, TenantName, Tier, Ttl};
+use crate::state::AppState;
 use crate::store::{
     secret_hash, Caller, LockOutcome, LockRequest, ReleaseByName, Releaser, StoreError,
 };

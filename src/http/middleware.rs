@@ -93,7 +93,7 @@ pub async fn front_door(
         .unwrap_or_else(|| "unmatched".into());
     let stopping = res
         .request()
-        .app_data::<actix_web::web::Data<super::AppState>>()
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
         .is_some_and(|s| {
             s.closing_connections
                 .load(std::sync::atomic::Ordering::SeqCst)
@@ -133,7 +133,7 @@ fn bound_body_time(req: &mut ServiceRequest, timed_out: &Rc<Cell<bool>>) {
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
     let Some(limit) = req
-        .app_data::<actix_web::web::Data<super::AppState>>()
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
         .map(|s| s.limits.body_timeout)
     else {
         return;

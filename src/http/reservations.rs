@@ -9,8 +9,8 @@ use super::wire::{
     self, ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, Results,
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
-use super::AppState;
 use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
+use crate::state::AppState;
 use crate::store::{
     Access, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, RateDecision, ReleaseItem,
     ReleaseOutcome, ReserveItem, ReserveOutcome,

@@ -90,7 +90,10 @@ impl RedisServer {
             self.kill();
             self.port = free_port();
         }
-        panic!("redis-server did not start on five free ports (last {})", self.port);
+        panic!(
+            "redis-server did not start on five free ports (last {})",
+            self.port
+        );
     }
 
     /// A server with `appendonly yes` and `appendfsync always`: the production
