@@ -16,8 +16,9 @@
 //! another, the fleet converges on the store's key instead of each instance
 //! refusing the others' tokens and sessions. Keys read earlier keep verifying.
 
+use crate::domain::Principal;
 use crate::domain::{hash_secret, TenantId, Tier};
-use crate::store::{Invalidation, Principal, Store, StoreError, StoreResult};
+use crate::store::{Invalidation, Store, StoreError, StoreResult};
 use crate::tokens::{looks_like_token, TokenKeys};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

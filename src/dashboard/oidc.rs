@@ -3,7 +3,7 @@
 //! provider's JWKS by the same verifier as tenant JWTs (pinned algorithms,
 //! issuer, audience, expiry).
 
-use crate::tokens::settings::{JwtAlg, JwtSettings};
+use crate::domain::jwt::{JwtAlg, JwtSettings};
 use crate::tokens::Verifier;
 use base64::Engine;
 use serde::Deserialize;

@@ -2,6 +2,7 @@
 //! and the plain data the store hands back. A value of these types has passed the
 //! contract's rules (section 1), so nothing invalid can reach a store.
 
+pub mod jwt;
 mod time;
 
 pub use time::{format_millis, Millis};
@@ -268,7 +269,7 @@ pub struct Tenant {
     pub tier: Tier,
     pub created_at: Millis,
     /// JWT verification settings, `None` when not configured.
-    pub jwt: Option<crate::tokens::JwtSettings>,
+    pub jwt: Option<jwt::JwtSettings>,
 }
 
 /// An API key's public metadata (never the secret, never the hash).
@@ -304,6 +305,19 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A verified credential, as the authentication cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: TenantId,
+    /// The API key, or `None` for an exchanged token.
+    pub key_id: Option<KeyId>,
+    pub label: String,
+    pub tier: Tier,
+    /// For an exchanged token: the JWT's `sub`, the only requester it may
+    /// reserve as.
+    pub subject: Option<String>,
 }
 
 #[cfg(test)]

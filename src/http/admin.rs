@@ -147,7 +147,7 @@ fn jwt_settings(
     body: &[u8],
     details: &mut Vec<Detail>,
 ) -> Option<Option<crate::tokens::JwtSettings>> {
-    use crate::tokens::settings::{JwtSettings, FIELDS};
+    use crate::domain::jwt::{JwtSettings, FIELDS};
     #[derive(serde::Deserialize)]
     struct Part {
         #[serde(default)]

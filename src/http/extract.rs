@@ -2,9 +2,9 @@
 //! verified credential, never from the path or the body.
 
 use super::error::ApiError;
+use crate::domain::Principal;
 use crate::domain::Tier;
 use crate::state::AppState;
-use crate::store::Principal;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};

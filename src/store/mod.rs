@@ -8,8 +8,8 @@ pub mod redis;
 pub mod topology;
 
 use crate::domain::{
-    ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, ReleaseToken, Requester, Resource, Tenant,
-    TenantId, TenantName, Tier, Ttl,
+    ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, Principal, ReleaseToken, Requester, Resource,
+    Tenant, TenantId, TenantName, Tier, Ttl,
 };
 use crate::events::{EventId, History, Live};
 use async_trait::async_trait;
@@ -95,19 +95,6 @@ impl<T> Metered<T> {
     pub fn unmetered(value: T) -> Self {
         Self { value, rate: None }
     }
-}
-
-/// A verified credential, as the authentication cache keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub tenant: TenantId,
-    /// The API key, or `None` for an exchanged token.
-    pub key_id: Option<KeyId>,
-    pub label: String,
-    pub tier: Tier,
-    /// For an exchanged token: the JWT's `sub`, the only requester it may
-    /// reserve as.
-    pub subject: Option<String>,
 }
 
 #[derive(Debug, Clone)]

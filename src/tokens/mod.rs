@@ -3,11 +3,10 @@
 //! ([`service`]) that every instance accepts in `X-Api-Key`.
 
 pub mod service;
-pub mod settings;
 pub mod verify;
 
+pub use crate::domain::jwt::{JwtAlg, JwtSettings};
 pub use service::{looks_like_token, TokenKeys};
-pub use settings::{JwtAlg, JwtSettings};
 pub use verify::Verifier;
 
 /// Makes TLS (JWKS over https) and JWT signing usable: installs the process's

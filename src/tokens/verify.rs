@@ -6,7 +6,7 @@
 //! `exp`, `iss`, `aud` and `sub` are required, `nbf` is honoured, with a small
 //! leeway for clock skew.
 
-use super::settings::{JwtAlg, JwtSettings};
+use crate::domain::jwt::{JwtAlg, JwtSettings};
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{DecodingKey, Validation};

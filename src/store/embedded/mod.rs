@@ -11,13 +11,13 @@ mod reservations;
 
 use super::{
     Accounts, AddressLimit, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
-    Invalidation, KeyCreateError, ListPage, ListQuery, LockOutcome, LockRequest, Metered,
-    Principal, Quota, RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
-    Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
+    Invalidation, KeyCreateError, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Quota,
+    RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser, Reservations, ReserveItem,
+    ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
-    ReleaseToken, Resource, Tenant, TenantId, TenantName, Tier,
+    Principal, ReleaseToken, Resource, Tenant, TenantId, TenantName, Tier,
 };
 use crate::events::{Event, EventId, EventKind, History, Live};
 use async_trait::async_trait;

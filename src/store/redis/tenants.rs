@@ -4,10 +4,8 @@
 //! calls, each idempotent, never one pipeline.
 
 use super::{keys, scripts, RedisStore};
-use crate::domain::{ApiKeyInfo, IssuedKey, KeyId, Tenant, TenantId, TenantName, Tier};
-use crate::store::{
-    Accounts, Invalidation, KeyCreateError, Principal, StoreError, StoreResult, TenantPatch,
-};
+use crate::domain::{ApiKeyInfo, IssuedKey, KeyId, Principal, Tenant, TenantId, TenantName, Tier};
+use crate::store::{Accounts, Invalidation, KeyCreateError, StoreError, StoreResult, TenantPatch};
 use async_trait::async_trait;
 use std::sync::atomic::Ordering;
 use tokio::sync::broadcast;

@@ -6,12 +6,12 @@
 //! `scripts/harness.sh` runs more).
 
 use crate::helpers::{spawn_app, Kind, ADMIN_TOKEN};
+use cooplocker::domain::jwt::JwtSettings;
 use cooplocker::domain::{KeyLabel, Requester, Resource, TenantName, Tier, Ttl};
 use cooplocker::events::{EventId, EventKind};
 use cooplocker::http::body::{parse_batch, parse_object, Fields};
 use cooplocker::http::query::Query;
 use cooplocker::tokens::service::{looks_like_token, TokenKeys};
-use cooplocker::tokens::settings::JwtSettings;
 use cooplocker::tokens::verify::unverified_issuer;
 use proptest::prelude::*;
 use serde_json::{json, Value};

@@ -285,6 +285,6 @@ impl JwtSettings {
     /// revokes every token exchanged under the old ones.
     pub fn fingerprint(&self) -> String {
         let text = serde_json::to_string(self).unwrap_or_default();
-        crate::domain::hash_secret(&text)[..16].to_string()
+        super::hash_secret(&text)[..16].to_string()
     }
 }
