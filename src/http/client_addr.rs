@@ -7,7 +7,7 @@
 //! store look-up each without bound.
 
 use super::error::ApiError;
-use super::limits::headers;
+use super::rate_headers::headers;
 pub use crate::address::{client_ip, AuthFailures, ClientAddr};
 use crate::state::AppState;
 use crate::store::RateDecision;

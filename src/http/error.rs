@@ -160,7 +160,7 @@ impl From<StoreError> for ApiError {
                 ),
                 retry_after_seconds: d.retry_after_ms.div_ceil(1000).max(1),
             }
-            .with_headers(super::limits::headers(&d))
+            .with_headers(super::rate_headers::headers(&d))
             }
         }
     }

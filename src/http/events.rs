@@ -3,7 +3,7 @@
 //! resumable with `Last-Event-ID`.
 
 use super::error::ApiError;
-use super::extract::ApiCaller;
+use super::extract::ReadCaller;
 use super::query::Query;
 use super::wire::{self, EventParams};
 use crate::domain::hash_secret;
@@ -12,7 +12,6 @@ use crate::events::hub::{Credential, JoinError, PAGE};
 use crate::events::sse::{self, Start};
 use crate::events::{gap_frame, EventId, EventKind, Filter, History};
 use crate::state::AppState;
-use crate::store::Access;
 use crate::tokens::looks_like_token;
 use crate::tokens::service::now_secs;
 use actix_web::http::header;
@@ -146,22 +145,19 @@ async fn credential(
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", summary = "Live lock events of the tenant of the caller (Server-Sent Events)", params(EventParams, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")), responses((status = 200, description = "text/event-stream: the data of each event is an Event (its `id:` is `id`, its `event:` is `type`); one event of type GAP, data {\"id\",\"type\":\"GAP\",\"lastEventId\"}, when history was lost", content_type = "text/event-stream", body = crate::events::EventData), wire::TenantErrors), security(("apiKey" = [])))]
-#[tracing::instrument(skip_all, fields(tenant = %caller.0.tenant))]
+#[tracing::instrument(skip_all, fields(tenant = %caller.caller.tenant))]
 pub async fn stream(
     req: HttpRequest,
-    caller: ApiCaller,
+    caller: ReadCaller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = filter(&req)?;
-    let tenant = caller.0.tenant.clone();
+    let tenant = caller.caller.tenant.clone();
     let (credential, ends_at) = credential(&req, &state).await?;
     let resume = last_event_id(&req);
     // Opening a stream is one read request; what it carries afterwards is not
     // counted.
-    let rate = state
-        .store
-        .charge(&tenant, &caller.quota(&state, Access::Read))
-        .await?;
+    let rate = state.store.charge(&tenant, &caller.quota).await?;
     // Join first, read history second: whatever is committed in between arrives
     // both ways and the stream drops the repeat by id.
     let sub = state
@@ -199,7 +195,7 @@ pub async fn stream(
         },
     );
     let mut res = HttpResponse::Ok();
-    super::limits::add_headers(&mut res, Some(&rate));
+    super::rate_headers::add_headers(&mut res, Some(&rate));
     Ok(res
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

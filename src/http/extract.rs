@@ -1,20 +1,153 @@
-//! Extractors for the two kinds of caller. The tenant is always taken from the
-//! verified credential, never from the path or the body.
+//! Extractors for the callers of the service, which arrive at a handler
+//! ready: authenticated, checked against what the route needs (tier, kind of
+//! credential), and as the store sees them, with the rate-limit quota of the
+//! route's access. The tenant is always taken from the verified credential,
+//! never from the path or the body.
+//!
+//! - [`ReadCaller`] / [`WriteCaller`]: a tenant caller (an API key, or a
+//!   token exchanged for a JWT, which needs a starter tenant or above),
+//!   counted against the tenant's read or write limit.
+//! - [`locklock_caller`]: the locklock API's caller, API keys only (`pro` and
+//!   above for named locks).
+//! - [`AdminCaller`]: the operator, by the admin token.
 
 use super::error::ApiError;
-use crate::domain::Principal;
-use crate::domain::Tier;
+use crate::config::RateLimits;
+use crate::domain::{Principal, Tier};
 use crate::state::AppState;
+use crate::store::{Access, Caller, Quota};
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 
-/// A tenant caller authenticated by an API key (`X-Api-Key` or
-/// `Authorization: Bearer`).
+/// Reads get this many times the write limit.
+pub const READ_FACTOR: u32 = 5;
+
+/// The quota of a tier's reads or writes: the configured rate, with a burst of
+/// one second's worth.
+pub fn quota(limits: &RateLimits, tier: Tier, access: Access) -> Quota {
+    let writes = limits.writes(tier);
+    let per_second = match access {
+        Access::Write => writes,
+        Access::Read => writes.saturating_mul(READ_FACTOR),
+    };
+    Quota {
+        tier,
+        access,
+        per_second,
+        burst: per_second,
+    }
+}
+
+/// The access a route's caller is counted against.
+pub trait Scope {
+    const ACCESS: Access;
+}
+
+/// Routes that only read (`check`, listing, the event stream).
+#[derive(Debug, Clone, Copy)]
+pub struct Reads;
+
+/// Routes that change holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Writes;
+
+impl Scope for Reads {
+    const ACCESS: Access = Access::Read;
+}
+
+impl Scope for Writes {
+    const ACCESS: Access = Access::Write;
+}
+
+/// A tenant caller of the Coop Locker API, ready for the store.
 #[derive(Debug, Clone)]
-pub struct ApiCaller(pub Principal);
+pub struct TenantCaller<S> {
+    pub principal: Principal,
+    /// The caller as the store sees it: tenant, label, and `quota`.
+    pub caller: Caller,
+    /// The partition of the tenant's rate limit this request counts against.
+    pub quota: Quota,
+    scope: PhantomData<S>,
+}
+
+/// A tenant caller of a reading route.
+pub type ReadCaller = TenantCaller<Reads>;
+/// A tenant caller of a writing route.
+pub type WriteCaller = TenantCaller<Writes>;
+
+impl<S: Scope> TenantCaller<S> {
+    fn ready(principal: Principal, state: &AppState) -> Self {
+        let quota = quota(&state.rates, principal.tier, S::ACCESS);
+        Self {
+            caller: Caller {
+                tenant: principal.tenant.clone(),
+                label: principal.label.clone(),
+                quota: Some(quota),
+            },
+            principal,
+            quota,
+            scope: PhantomData,
+        }
+    }
+}
+
+impl<S: Scope + 'static> FromRequest for TenantCaller<S> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let key = presented_key(req);
+        let state = state(req);
+        let req = req.clone();
+        Box::pin(async move {
+            let key = key?;
+            let state = state?;
+            let p = authenticate(&req, &state, &key).await?;
+            if p.subject.is_some() && p.tier == Tier::Free {
+                return Err(tier_required_for_tokens());
+            }
+            Ok(Self::ready(p, &state))
+        })
+    }
+}
+
+/// Whether the request carries a credential at all (the locklock API also
+/// serves keyless public locks).
+pub fn has_credentials(req: &HttpRequest) -> bool {
+    req.headers().contains_key("x-api-key") || req.headers().contains_key(header::AUTHORIZATION)
+}
+
+/// The caller of a locklock request that carries a credential: an API key
+/// (a token exchanged for a JWT is refused), of a `pro` or `enterprise`
+/// tenant for a named lock, counted against the tenant's write limit.
+pub async fn locklock_caller(
+    req: &HttpRequest,
+    state: &AppState,
+    named: bool,
+) -> Result<WriteCaller, ApiError> {
+    let key = presented_key(req)?;
+    let p = authenticate(req, state, &key).await?;
+    if p.subject.is_some() {
+        return Err(ApiError::Forbidden {
+            code: "FORBIDDEN",
+            message: "a token exchanged for a JWT works with the Coop Locker API (/api/v1/Reservation/...) only; locklock locks need an API key".into(),
+        });
+    }
+    if named && !matches!(p.tier, Tier::Pro | Tier::Enterprise) {
+        return Err(ApiError::Forbidden {
+            code: "TIER_REQUIRED",
+            message: format!(
+                "named locks (/lock/key/...) need a pro or enterprise tenant; this one is {}",
+                p.tier.as_str()
+            ),
+        });
+    }
+    Ok(WriteCaller::ready(p, state))
+}
 
 /// The operator, authenticated by the admin token (`Authorization: Bearer`).
 #[derive(Debug, Clone, Copy)]
@@ -76,25 +209,6 @@ pub fn presented_key(req: &HttpRequest) -> Result<String, ApiError> {
     Ok(key.to_string())
 }
 
-impl FromRequest for ApiCaller {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let key = presented_key(req);
-        let state = state(req);
-        let req = req.clone();
-        Box::pin(async move {
-            let key = key?;
-            let state = state?;
-            match authenticate(&req, &state, &key).await? {
-                p if p.subject.is_some() && p.tier == Tier::Free => Err(tier_required_for_tokens()),
-                p => Ok(ApiCaller(p)),
-            }
-        })
-    }
-}
-
 /// The principal of a presented key or token, or `401`. A credential the
 /// cache cannot answer costs a store look-up, so failures are counted per
 /// client address: past `COOPLOCKER_AUTH_FAILURES_PER_IP` an address gets
@@ -137,14 +251,14 @@ pub fn tier_required_for_tokens() -> ApiError {
     }
 }
 
-impl ApiCaller {
+impl<S> TenantCaller<S> {
     /// For a caller with an exchanged token: refuses the whole request unless
     /// every item's requester is the token's subject.
     pub fn may_act_as<'a>(
         &self,
         requesters: impl Iterator<Item = &'a str>,
     ) -> Result<(), ApiError> {
-        let Some(sub) = &self.0.subject else {
+        let Some(sub) = &self.principal.subject else {
             return Ok(());
         };
         for (i, rq) in requesters.enumerate() {

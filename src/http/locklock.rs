@@ -10,14 +10,14 @@
 use super::body::{invalid_items, parse_object, Fields};
 use super::client_addr::{charge_address, AddressLimit};
 use super::error::ApiError;
-use super::extract::{authenticate, presented_key};
+use super::extract::{has_credentials, locklock_caller};
+use super::rate_headers::headers;
 use super::wire::{ErrorBody, LockAcquired, LockErrors, LockOptions, LockReleased, LockSecret};
 use crate::domain::{format_millis, Requester, Resource, TenantId, TenantName, Tier, Ttl};
 use crate::state::AppState;
 use crate::store::{
     secret_hash, Caller, LockOutcome, LockRequest, ReleaseByName, Releaser, StoreError,
 };
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use std::sync::atomic::Ordering;
 
@@ -48,32 +48,11 @@ struct Holder {
     limit_headers: Vec<(&'static str, String)>,
 }
 
-fn has_credentials(req: &HttpRequest) -> bool {
-    req.headers().contains_key("x-api-key") || req.headers().contains_key(header::AUTHORIZATION)
-}
-
 async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<Holder, ApiError> {
     if has_credentials(req) {
-        let key = presented_key(req)?;
-        let p = authenticate(req, state, &key).await?;
-        if p.subject.is_some() {
-            return Err(ApiError::Forbidden {
-                code: "FORBIDDEN",
-                message: "a token exchanged for a JWT works with the Coop Locker API (/api/v1/Reservation/...) only; locklock locks need an API key".into(),
-            });
-        }
-        if naming == Naming::Key && !matches!(p.tier, Tier::Pro | Tier::Enterprise) {
-            return Err(ApiError::Forbidden {
-                code: "TIER_REQUIRED",
-                message: format!(
-                    "named locks (/lock/key/...) need a pro or enterprise tenant; this one is {}",
-                    p.tier.as_str()
-                ),
-            });
-        }
-        let who = super::extract::ApiCaller(p);
+        let who = locklock_caller(req, state, naming == Naming::Key).await?;
         return Ok(Holder {
-            caller: who.caller(state, crate::store::Access::Write),
+            caller: who.caller,
             max_held: None,
             per_address: None,
             requester: None,
@@ -90,16 +69,8 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
             "public locks are disabled on this server: send an API key in X-Api-Key".into(),
         ));
     }
-    let per_second = state.limits.public_locks_per_ip;
     let decision = charge_address(req, state, AddressLimit::PublicLocks).await?;
-    let limit_headers = vec![
-        ("RateLimit-Limit", per_second.to_string()),
-        ("RateLimit-Remaining", decision.remaining.to_string()),
-        (
-            "RateLimit-Reset",
-            decision.reset_ms.div_ceil(1000).to_string(),
-        ),
-    ];
+    let limit_headers = headers(&decision);
     let tenant = public_tenant(state).await?;
     // A public lock's requester is the client's address (its /64 for IPv6),
     // so what one address holds can be counted, and capped.
@@ -208,6 +179,7 @@ fn with_limit_headers(
     res
 }
 
+#[tracing::instrument(skip_all, fields(tenant = tracing::field::Empty))]
 async fn acquire(
     req: HttpRequest,
     body: web::Bytes,
@@ -217,6 +189,7 @@ async fn acquire(
     let resource = lock_name(&req, naming)?;
     let LockOptions { secret, expires_in } = options(&body, &["secret", "expires_in"])?;
     let mut holder = holder(&req, &state, naming).await?;
+    tracing::Span::current().record("tenant", tracing::field::display(&holder.caller.tenant));
     let expires_in = expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
     if holder.per_address.is_some() && expires_in > DEFAULT_EXPIRES_IN {
         return Err(ApiError::invalid_field(
@@ -255,7 +228,7 @@ async fn acquire(
         .await
         .map_err(|e| tenant_gone(e, &state))?;
     if let Some(rate) = &outcome.rate {
-        holder.limit_headers = super::limits::headers(rate);
+        holder.limit_headers = headers(rate);
     }
     crate::metrics::outcome(
         "lock",
@@ -300,6 +273,7 @@ async fn acquire(
     }
 }
 
+#[tracing::instrument(skip_all, fields(tenant = tracing::field::Empty))]
 async fn release(
     req: HttpRequest,
     body: web::Bytes,
@@ -309,6 +283,7 @@ async fn release(
     let resource = lock_name(&req, naming)?;
     let LockSecret { secret } = release_options(&body)?;
     let mut holder = holder(&req, &state, naming).await?;
+    tracing::Span::current().record("tenant", tracing::field::display(&holder.caller.tenant));
     let by = Releaser::Locklock {
         label: holder.caller.label.clone(),
         secret_hash: secret
@@ -326,7 +301,7 @@ async fn release(
         .await
         .map_err(|e| tenant_gone(e, &state))?;
     if let Some(rate) = &outcome.rate {
-        holder.limit_headers = super::limits::headers(rate);
+        holder.limit_headers = headers(rate);
     }
     crate::metrics::outcome(
         "unlock",

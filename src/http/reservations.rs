@@ -2,9 +2,9 @@
 
 use super::body::{invalid_items, parse_batch, require_json, Fields};
 use super::error::ApiError;
-use super::extract::ApiCaller;
-use super::limits::add_headers;
+use super::extract::{ReadCaller, WriteCaller};
 use super::query::Query;
+use super::rate_headers::add_headers;
 use super::wire::{
     self, ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, Results,
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
@@ -12,7 +12,7 @@ use super::wire::{
 use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
 use crate::state::AppState;
 use crate::store::{
-    Access, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, RateDecision, ReleaseItem,
+    CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, RateDecision, ReleaseItem,
     ReleaseOutcome, ReserveItem, ReserveOutcome,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -87,10 +87,11 @@ fn record(op: &'static str, results: &[ItemResult]) {
 }
 
 #[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = wire::ReserveBatch, responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken) or ALREADY_HELD", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn reserve(
     req: HttpRequest,
     state: web::Data<AppState>,
-    who: ApiCaller,
+    who: WriteCaller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let batch = items(
@@ -117,11 +118,10 @@ pub async fn reserve(
     })
     .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
-    let caller = who.caller(&state, Access::Write);
     let Metered {
         value: outcomes,
         rate,
-    } = state.store.reserve(&caller, &batch).await?;
+    } = state.store.reserve(&who.caller, &batch).await?;
     let results = batch
         .iter()
         .zip(&outcomes)
@@ -190,19 +190,19 @@ fn release_items(
 }
 
 #[utoipa::path(post, path = "/api/v1/Reservation/unreserve", tag = "reservations", summary = "Release reservations with their release tokens", request_body = wire::ReleaseBatch, responses((status = 200, description = "UNRESERVED, NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn unreserve(
     req: HttpRequest,
     state: web::Data<AppState>,
-    who: ApiCaller,
+    who: WriteCaller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let batch = release_items(&req, &body, &state)?;
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
-    let caller = who.caller(&state, Access::Write);
     let Metered {
         value: outcomes,
         rate,
-    } = state.store.unreserve(&caller, &batch).await?;
+    } = state.store.unreserve(&who.caller, &batch).await?;
     let results = batch
         .iter()
         .zip(outcomes)
@@ -220,10 +220,11 @@ pub async fn unreserve(
 }
 
 #[utoipa::path(post, path = "/api/v1/Reservation/extend", tag = "reservations", summary = "Re-arm the TTLs of reservations from now", request_body = wire::ExtendBatch, responses((status = 200, description = "EXTENDED (with expiresAt), NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn extend(
     req: HttpRequest,
     state: web::Data<AppState>,
-    who: ApiCaller,
+    who: WriteCaller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let batch = items(
@@ -253,11 +254,10 @@ pub async fn extend(
     })
     .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
-    let caller = who.caller(&state, Access::Write);
     let Metered {
         value: outcomes,
         rate,
-    } = state.store.extend(&caller, &batch).await?;
+    } = state.store.extend(&who.caller, &batch).await?;
     let results = batch
         .iter()
         .zip(outcomes)
@@ -279,10 +279,11 @@ pub async fn extend(
 }
 
 #[utoipa::path(post, path = "/api/v1/Reservation/check", tag = "reservations", summary = "Read the state of resources", request_body = wire::CheckBatch, responses((status = 200, description = "HELD (with holder) or FREE per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn check(
     req: HttpRequest,
     state: web::Data<AppState>,
-    who: ApiCaller,
+    who: ReadCaller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let batch = items(&req, &body, &state, &["resource"], |f| {
@@ -292,11 +293,10 @@ pub async fn check(
     .into_iter()
     .map(|it| it.resource)
     .collect::<Vec<_>>();
-    let caller = who.caller(&state, Access::Read);
     let Metered {
         value: outcomes,
         rate,
-    } = state.store.check(&caller, &batch).await?;
+    } = state.store.check(&who.caller, &batch).await?;
     let results = batch
         .iter()
         .zip(&outcomes)
@@ -332,10 +332,11 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/Reservation", tag = "reservations", summary = "List active reservations (sorted by resource)", params(ListParams), responses((status = 200, description = "A page", body = ReservationPage<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
-    who: ApiCaller,
+    who: ReadCaller,
 ) -> Result<HttpResponse, ApiError> {
     let mut q = Query::parse(
         req.query_string(),
@@ -354,7 +355,7 @@ pub async fn list(
     let Metered { value: page, rate } = state
         .store
         .list(
-            &who.caller(&state, Access::Read),
+            &who.caller,
             &ListQuery {
                 prefix: params.prefix,
                 requester: params.requester,
@@ -376,7 +377,7 @@ pub async fn list(
 pub async fn list_active(
     req: HttpRequest,
     state: web::Data<AppState>,
-    who: ApiCaller,
+    who: ReadCaller,
 ) -> Result<HttpResponse, ApiError> {
     list(req, state, who).await
 }
@@ -385,7 +386,7 @@ pub async fn list_active(
 pub async fn list_head(
     req: HttpRequest,
     state: web::Data<AppState>,
-    who: ApiCaller,
+    who: ReadCaller,
 ) -> Result<HttpResponse, ApiError> {
     list(req, state, who).await
 }
@@ -394,7 +395,7 @@ pub async fn list_head(
 pub async fn list_active_head(
     req: HttpRequest,
     state: web::Data<AppState>,
-    who: ApiCaller,
+    who: ReadCaller,
 ) -> Result<HttpResponse, ApiError> {
     list(req, state, who).await
 }

@@ -4,9 +4,9 @@
 use super::body::{invalid_items, parse_object, require_json, Fields};
 use super::client_addr::{charge_address, AddressLimit};
 use super::error::ApiError;
-use super::extract::tier_required_for_tokens;
-use super::limits::{add_headers, quota};
+use super::extract::{quota, tier_required_for_tokens};
 use super::query::Query;
+use super::rate_headers::add_headers;
 use super::wire::{TokenErrors, TokenRequest, TokenResponse};
 use crate::domain::{format_millis, Tenant, TenantId, Tier};
 use crate::state::AppState;
@@ -55,6 +55,7 @@ async fn tenant_for(
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth", summary = "Exchange a JWT of the tenant for a short-lived token (starter and above)", request_body = TokenRequest, responses((status = 200, description = "A token for X-Api-Key", body = TokenResponse<'static>), TokenErrors))]
+#[tracing::instrument(skip_all, fields(tenant = tracing::field::Empty))]
 pub async fn exchange(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -86,6 +87,7 @@ pub async fn exchange(
     let jwt = request.jwt;
 
     let tenant = tenant_for(&state, request.tenant, &jwt).await?;
+    tracing::Span::current().record("tenant", tracing::field::display(&tenant.id));
     let Some(settings) = &tenant.jwt else {
         return Err(unauthorized("this tenant does not accept JWTs"));
     };

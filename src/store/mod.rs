@@ -61,7 +61,7 @@ impl Access {
 /// The fleet-wide rate limit a tenant request is counted against: the
 /// partition `{tenantId}:{tier}:{read|write}` (contract section 7), refilled at
 /// `per_second` with room for a burst of `burst` requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     pub tier: Tier,
     pub access: Access,
