@@ -40,6 +40,7 @@ pub mod config;
 pub mod dashboard;
 pub mod domain;
 pub mod events;
+pub mod fanout;
 pub mod http;
 pub mod metrics;
 pub mod startup;

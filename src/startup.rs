@@ -5,7 +5,7 @@
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::domain::{hash_secret, TenantName, Tier};
-use crate::events::hub::{Hub, HubConfig};
+use crate::fanout::hub::{Hub, HubConfig};
 use crate::http::connection::Conn;
 use crate::http::{self, error::ApiError};
 use crate::state::{AppState, Limits};

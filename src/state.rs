@@ -3,7 +3,7 @@
 //! layer and the dashboard both depend on it, not on each other.
 
 use crate::auth::Authenticator;
-use crate::events::hub::Hub;
+use crate::fanout::hub::Hub;
 use crate::store::Store;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -1,14 +1,11 @@
 //! Lock events: what they are ([`Event`]), how they are written on an SSE stream,
 //! and how they reach clients. Both stores produce events inside the same atomic
 //! step as the change they describe, append them to a bounded per-tenant history
-//! and publish them live; [`hub::Hub`] fans the live ones out to this instance's
-//! SSE clients and [`sse`] turns one client's share into a `text/event-stream`.
+//! and publish them live; [`crate::fanout`] hands the live ones to this
+//! instance's SSE clients.
 //!
 //! Event ids are `<ms>-<seq>` (a Redis Stream id in fleet mode): ordered per
 //! tenant, so "every event after id X" is well defined for resume.
-
-pub mod hub;
-pub mod sse;
 
 use crate::domain::{format_millis, Millis, TenantId};
 use actix_web::web::Bytes;

@@ -5,8 +5,8 @@
 //! live (and any catch-up the hub does) never repeats an event.
 
 use super::hub::{Subscription, PAGE};
-use super::{gap_frame, Event, EventId, Filter, History};
 use crate::domain::TenantId;
+use crate::events::{gap_frame, Event, EventId, Filter, History};
 use crate::store::Store;
 use actix_web::web::{Bytes, BytesMut};
 use futures_util::Stream;

@@ -18,8 +18,8 @@
 //! stream's credential is checked against the store again, and retried each
 //! second while the store cannot answer.
 
-use super::{Delivery, Event, EventId, Filter, History, Live};
 use crate::domain::{TenantId, Tier};
+use crate::events::{Delivery, Event, EventId, Filter, History, Live};
 use crate::store::{Store, StoreError, StoreResult};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
