@@ -29,13 +29,3 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
 }
-
-#[utoipa::path(head, path = "/healthz", tag = "operations", summary = "(HEAD) Liveness: the process answers", responses((status = 200, description = "Alive", body = Health)))]
-pub async fn healthz_head() -> HttpResponse {
-    healthz().await
-}
-
-#[utoipa::path(head, path = "/readyz", tag = "operations", summary = "(HEAD) Readiness: the store answers and the instance is not shutting down", responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Store unreachable or shutting down", body = ErrorBody<'static>)))]
-pub async fn readyz_head(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    readyz(state).await
-}

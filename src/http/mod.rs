@@ -56,14 +56,14 @@ fn table() -> Vec<(&'static str, Vec<(&'static str, actix_web::Route)>)> {
             "/healthz",
             vec![
                 ("GET", web::get().to(health::healthz)),
-                ("HEAD", web::head().to(health::healthz_head)),
+                ("HEAD", web::head().to(health::healthz)),
             ],
         ),
         (
             "/readyz",
             vec![
                 ("GET", web::get().to(health::readyz)),
-                ("HEAD", web::head().to(health::readyz_head)),
+                ("HEAD", web::head().to(health::readyz)),
             ],
         ),
         ("/metrics", vec![("GET", web::get().to(health::metrics))]),
@@ -91,14 +91,14 @@ fn table() -> Vec<(&'static str, Vec<(&'static str, actix_web::Route)>)> {
             "/api/v1/reservation",
             vec![
                 ("GET", web::get().to(r::list)),
-                ("HEAD", web::head().to(r::list_head)),
+                ("HEAD", web::head().to(r::list)),
             ],
         ),
         (
             "/api/v1/reservation/activereservations",
             vec![
-                ("GET", web::get().to(r::list_active)),
-                ("HEAD", web::head().to(r::list_active_head)),
+                ("GET", web::get().to(r::list)),
+                ("HEAD", web::head().to(r::list)),
             ],
         ),
         (

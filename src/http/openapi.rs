@@ -36,6 +36,43 @@ impl Modify for OptionalLockBodies {
     }
 }
 
+/// Routes that answer the same as another: `HEAD` of the `GET` routes, and
+/// `/api/v1/Reservation/activeReservations`, the seeds' second name of the
+/// listing. One handler serves each group; the document gets a copy of the
+/// first route's operation under each other method and path.
+struct SameAnswers;
+
+/// The `GET` routes also served as `HEAD`.
+const HEAD_TOO: [&str; 4] = [
+    "/healthz",
+    "/readyz",
+    "/api/v1/Reservation",
+    "/api/v1/Reservation/activeReservations",
+];
+
+impl Modify for SameAnswers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let paths = &mut doc.paths.paths;
+        if let Some(mut op) = paths.get("/api/v1/Reservation").and_then(|i| i.get.clone()) {
+            op.operation_id = Some("list_active".into());
+            op.summary = Some("List active reservations (the second name the seeds use)".into());
+            let mut item = utoipa::openapi::PathItem::default();
+            item.get = Some(op);
+            paths.insert("/api/v1/Reservation/activeReservations".into(), item);
+        }
+        for path in HEAD_TOO {
+            let Some(item) = paths.get_mut(path) else {
+                continue;
+            };
+            if let Some(mut op) = item.get.clone() {
+                op.operation_id = op.operation_id.map(|id| format!("{id}_head"));
+                op.summary = op.summary.map(|s| format!("(HEAD) {s}"));
+                item.head = Some(op);
+            }
+        }
+    }
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -67,12 +104,10 @@ impl Modify for Security {
         description = "Multi-tenant distributed locks and resource reservations: the Coop Locker API, live events, JWT exchange, the locklock-compatible API and the admin API. Every error is {\"error\":{\"code\",\"message\",\"details\"}}.",
         license(name = "MIT")
     ),
-    modifiers(&Security, &OptionalLockBodies, &StrictRequests),
+    modifiers(&Security, &SameAnswers, &OptionalLockBodies, &StrictRequests),
     paths(
         super::health::healthz,
-        super::health::healthz_head,
         super::health::readyz,
-        super::health::readyz_head,
         super::health::metrics,
         document,
         super::reservations::reserve,
@@ -80,9 +115,6 @@ impl Modify for Security {
         super::reservations::extend,
         super::reservations::check,
         super::reservations::list,
-        super::reservations::list_head,
-        super::reservations::list_active,
-        super::reservations::list_active_head,
         super::events::stream,
         super::token::exchange,
         super::locklock::acquire_uuid,

@@ -372,30 +372,3 @@ pub async fn list(
         },
     ))
 }
-
-#[utoipa::path(get, path = "/api/v1/Reservation/activeReservations", tag = "reservations", summary = "List active reservations (the second name the seeds use)", params(ListParams), responses((status = 200, description = "A page", body = ReservationPage<'static>), wire::TenantErrors), security(("apiKey" = [])))]
-pub async fn list_active(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    who: ReadCaller,
-) -> Result<HttpResponse, ApiError> {
-    list(req, state, who).await
-}
-
-#[utoipa::path(head, path = "/api/v1/Reservation", tag = "reservations", summary = "(HEAD) List active reservations (sorted by resource)", params(ListParams), responses((status = 200, description = "A page", body = ReservationPage<'static>), wire::TenantErrors), security(("apiKey" = [])))]
-pub async fn list_head(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    who: ReadCaller,
-) -> Result<HttpResponse, ApiError> {
-    list(req, state, who).await
-}
-
-#[utoipa::path(head, path = "/api/v1/Reservation/activeReservations", tag = "reservations", summary = "(HEAD) List active reservations (the second name the seeds use)", params(ListParams), responses((status = 200, description = "A page", body = ReservationPage<'static>), wire::TenantErrors), security(("apiKey" = [])))]
-pub async fn list_active_head(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    who: ReadCaller,
-) -> Result<HttpResponse, ApiError> {
-    list(req, state, who).await
-}
