@@ -5,11 +5,14 @@
 -- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
 -- KEYS[2+i] P h:<resource> for each item i
 -- ARGV[1]  n    ARGV[2]  apiKeyLabel of the caller    ARGV[3]  events retained
--- then per item four values starting at ARGV[4*i]: resource, requester,
+-- ARGV[4]  '1': all or nothing (contract section 13): if any item would fail,
+--          nothing is written and the others answer ABORTED
+-- then per item four values starting at ARGV[4*i+1]: resource, requester,
 --   release token (16 bytes), ttl in ms
 --
 -- Returns -1 when the tenant does not exist, else {rows, earliest}: one row
--- per item, {1, expiresAtMs} EXTENDED, {0} NOT_HELD, {2} INVALID_TOKEN, and
+-- per item, {1, expiresAtMs} EXTENDED, {0} NOT_HELD, {2} INVALID_TOKEN,
+-- {3} ABORTED, and
 -- the second to move the tenant to in the fleet's due index (0: none). The
 -- fencing token does not change.
 
@@ -22,18 +25,40 @@ local p = string.sub(KEYS[1], 1, -2)
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
+
+-- What an item would answer (extending never changes another item's answer).
+local function verdict(i, h)
+  if not hold_live(h, now_ms) then
+    return {0}
+  elseif h.rq ~= ARGV[4 * i + 2] or h.tok ~= ARGV[4 * i + 3] then
+    return {2}
+  end
+end
+
+if ARGV[4] == '1' then
+  local rows, failed = {}, false
+  for i = 1, n do
+    rows[i] = verdict(i, hold_decode(redis.call('GET', KEYS[2 + i])))
+    failed = failed or rows[i] ~= nil
+  end
+  if failed then
+    for i = 1, n do
+      rows[i] = rows[i] or {3}
+    end
+    return {rows, 0}
+  end
+end
 ev_open(KEYS[2], ARGV[3])
 
 local out = {}
 for i = 1, n do
   local key = KEYS[2 + i]
-  local a = 4 * i
-  local res, rq, tok, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local a = 4 * i + 1
+  local res, rq, ttl = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 3])
   local h = hold_decode(redis.call('GET', key))
-  if not hold_live(h, now_ms) then
-    out[i] = {0}
-  elseif h.rq ~= rq or h.tok ~= tok then
-    out[i] = {2}
+  local failed = verdict(i, h)
+  if failed then
+    out[i] = failed
   else
     bucket_rem(p, res, h)
     h.ea = now_ms + ttl

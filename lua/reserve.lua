@@ -13,13 +13,16 @@
 --          public lock's requester is the client's address)
 -- ARGV[6]  '' for Reservation API holds, or 'L' + the hash of its secret for a
 --          locklock lock (one item)
--- then per item four values starting at ARGV[4*i+3]: resource, requester, ttl
+-- ARGV[7]  '1': all or nothing (contract section 13): if any item would get
+--          ALREADY_HELD, nothing is written and the others answer ABORTED
+-- then per item four values starting at ARGV[4*i+4]: resource, requester, ttl
 --   in ms ("0" for none), and the release token to hand out (16 bytes)
 --
 -- Returns -1 when the tenant does not exist, -2 when it holds its most
 -- already, -3 when the requester does, else {rows, earliest}: one row per item, in order,
 --   {1, reservedAtMs, expiresAtMs or -1, fencingToken}   RESERVED
 --   {0, heldBy, expiresAtMs or -1}                       ALREADY_HELD
+--   {3}                                                  ABORTED (all or nothing)
 -- and `earliest`, a second to move the tenant to in the fleet's due index (0:
 -- no change; see holds.lua due_close).
 -- A hold whose expiresAt has passed counts as free. If its EXPIRED is still
@@ -48,9 +51,38 @@ local per_rq = tonumber(ARGV[5])
 if per_rq > 0 then
   -- Counted from the requester index (holds past their time are retired
   -- within a second or two): O(log N + the limit).
-  local rq = ARGV[8]
+  local rq = ARGV[9]
   if #pg_range(p .. 'q', '[' .. rq .. '\0', '(' .. rq .. '\1', per_rq) >= per_rq then
     return -3
+  end
+end
+
+-- All or nothing: the batch as it would go, read only (a resource repeated in
+-- the batch is held by its first item by then).
+if ARGV[7] == '1' then
+  local rows, taken, failed = {}, {}, false
+  for i = 1, n do
+    local a = 4 * i + 4
+    local res, ttl = ARGV[a], tonumber(ARGV[a + 2])
+    local first = taken[res]
+    if first then
+      rows[i] = first
+      failed = true
+    else
+      local h = hold_decode(redis.call('GET', KEYS[2 + i]))
+      if hold_live(h, now_ms) then
+        rows[i] = {0, h.rq, h.ea == 0 and -1 or h.ea}
+        failed = true
+      else
+        taken[res] = {0, ARGV[a + 1], ttl > 0 and now_ms + ttl or -1}
+      end
+    end
+  end
+  if failed then
+    for i = 1, n do
+      rows[i] = rows[i] or {3}
+    end
+    return {rows, 0}
   end
 end
 ev_open(KEYS[2], ARGV[3])
@@ -62,7 +94,7 @@ local last_ea, eas, pxat = nil, '', ''
 for i = 1, n do
   local key = KEYS[2 + i]
   pg_more = n - i
-  local a = 4 * i + 3
+  local a = 4 * i + 4
   local res, rq, ttl, tok = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local ea = 0
   if ttl > 0 then

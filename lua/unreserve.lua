@@ -5,11 +5,13 @@
 -- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
 -- KEYS[2+i] P h:<resource> for each item i
 -- ARGV[1]  n    ARGV[2]  apiKeyLabel of the caller    ARGV[3]  events retained
--- then per item three values starting at ARGV[3*i+1]: resource, requester,
+-- ARGV[4]  '1': all or nothing (contract section 13): if any item would fail,
+--          nothing is written and the others answer ABORTED
+-- then per item three values starting at ARGV[3*i+2]: resource, requester,
 --   release token (16 bytes; anything else never matches)
 --
 -- Returns -1 when the tenant does not exist, else one integer per item:
--- 1 UNRESERVED, 0 NOT_HELD, 2 INVALID_TOKEN.
+-- 1 UNRESERVED, 0 NOT_HELD, 2 INVALID_TOKEN, 3 ABORTED.
 
 local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
@@ -20,6 +22,37 @@ local p = string.sub(KEYS[1], 1, -2)
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
+
+-- What an item would answer given the hold `h` it finds.
+local function verdict(i, h)
+  if not hold_live(h, now_ms) then
+    return 0
+  elseif h.rq ~= ARGV[3 * i + 3] or h.tok ~= ARGV[3 * i + 4] then
+    return 2
+  end
+end
+
+-- All or nothing: the batch as it would go, read only (a resource repeated in
+-- the batch is no longer held by the time its second item comes).
+if ARGV[4] == '1' then
+  local rows, gone_now, failed = {}, {}, false
+  for i = 1, n do
+    local res = ARGV[3 * i + 2]
+    if gone_now[res] then
+      rows[i] = 0
+    else
+      rows[i] = verdict(i, hold_decode(redis.call('GET', KEYS[2 + i])))
+      gone_now[res] = rows[i] == nil
+    end
+    failed = failed or rows[i] ~= nil
+  end
+  if failed then
+    for i = 1, n do
+      rows[i] = rows[i] or 3
+    end
+    return rows
+  end
+end
 ev_open(KEYS[2], ARGV[3])
 
 local out = {}
@@ -27,13 +60,12 @@ local gone = 0
 for i = 1, n do
   local key = KEYS[2 + i]
   pg_more = n - i
-  local a = 3 * i + 1
-  local res, rq, tok = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local a = 3 * i + 2
+  local res, rq = ARGV[a], ARGV[a + 1]
   local h = hold_decode(redis.call('GET', key))
-  if not hold_live(h, now_ms) then
-    out[i] = 0
-  elseif h.rq ~= rq or h.tok ~= tok then
-    out[i] = 2
+  local failed = verdict(i, h)
+  if failed then
+    out[i] = failed
   else
     redis.call('DEL', key)
     unindex(p, res, rq)

@@ -81,6 +81,16 @@ impl Query {
         }
     }
 
+    /// An optional `true`/`false` parameter.
+    pub fn boolean(&mut self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.take(name).as_deref() {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(_) => Err(ApiError::invalid_field(name, "must be true or false")),
+        }
+    }
+
     /// An optional integer parameter within `min..=max`.
     pub fn integer(&mut self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
         match self.take(name) {

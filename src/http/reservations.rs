@@ -6,14 +6,14 @@ use super::extract::{ReadCaller, WriteCaller};
 use super::query::Query;
 use super::rate_headers::add_headers;
 use super::wire::{
-    self, ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, Results,
+    self, BatchParams, ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, Results,
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
 use crate::state::AppState;
 use crate::store::{
-    CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, RateDecision, ReleaseItem,
-    ReleaseOutcome, ReserveItem, ReserveOutcome,
+    BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, RateDecision,
+    ReleaseItem, ReleaseOutcome, ReserveItem, ReserveOutcome, Succeeded,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -27,6 +27,32 @@ fn ok(rate: Option<&RateDecision>, body: impl Serialize) -> HttpResponse {
 
 fn ttl(seconds: u64) -> Result<Ttl, String> {
     Ttl::from_seconds(seconds).map_err(|e| e.0)
+}
+
+/// How a batch applies, from its query (`atomic`).
+fn batch_mode(req: &HttpRequest) -> Result<BatchMode, ApiError> {
+    let mut q = Query::parse(req.query_string(), &["atomic"])?;
+    let params = BatchParams {
+        atomic: q.boolean("atomic")?,
+    };
+    Ok(BatchMode {
+        atomic: params.atomic.unwrap_or(false),
+    })
+}
+
+/// The answer of a batch: its results, and with `atomic=true` whether it took
+/// effect.
+fn batch_results<'a, O: Succeeded>(
+    mode: BatchMode,
+    outcomes: &[O],
+    results: Vec<ItemResult<'a>>,
+) -> Results<'a> {
+    Results {
+        results,
+        committed: mode
+            .atomic
+            .then(|| outcomes.iter().all(Succeeded::succeeded)),
+    }
 }
 
 /// Parses a batch body into typed items with `build`, reporting every problem.
@@ -86,7 +112,7 @@ fn record(op: &'static str, results: &[ItemResult]) {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = wire::ReserveBatch, responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken) or ALREADY_HELD", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = wire::ReserveBatch, params(BatchParams), responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken) or ALREADY_HELD", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn reserve(
     req: HttpRequest,
@@ -94,6 +120,7 @@ pub async fn reserve(
     who: WriteCaller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let mode = batch_mode(&req)?;
     let batch = items(
         &req,
         &body,
@@ -121,7 +148,7 @@ pub async fn reserve(
     let Metered {
         value: outcomes,
         rate,
-    } = state.store.reserve(&who.caller, &batch).await?;
+    } = state.store.reserve(&who.caller, &batch, mode).await?;
     let results = batch
         .iter()
         .zip(&outcomes)
@@ -149,11 +176,12 @@ pub async fn reserve(
                     expires_at: Some(expires_at.map(format_millis)),
                     ..item(ItemStatus::AlreadyHeld)
                 },
+                ReserveOutcome::Aborted => item(ItemStatus::Aborted),
             }
         })
         .collect::<Vec<_>>();
     record("reserve", &results);
-    Ok(ok(rate.as_ref(), Results { results }))
+    Ok(ok(rate.as_ref(), batch_results(mode, &outcomes, results)))
 }
 
 fn release_items(
@@ -189,7 +217,7 @@ fn release_items(
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/unreserve", tag = "reservations", summary = "Release reservations with their release tokens", request_body = wire::ReleaseBatch, responses((status = 200, description = "UNRESERVED, NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/unreserve", tag = "reservations", summary = "Release reservations with their release tokens", request_body = wire::ReleaseBatch, params(BatchParams), responses((status = 200, description = "UNRESERVED, NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn unreserve(
     req: HttpRequest,
@@ -197,29 +225,31 @@ pub async fn unreserve(
     who: WriteCaller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let mode = batch_mode(&req)?;
     let batch = release_items(&req, &body, &state)?;
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
     let Metered {
         value: outcomes,
         rate,
-    } = state.store.unreserve(&who.caller, &batch).await?;
+    } = state.store.unreserve(&who.caller, &batch, mode).await?;
     let results = batch
         .iter()
-        .zip(outcomes)
+        .zip(outcomes.iter().copied())
         .map(|(it, out)| {
             let status = match out {
                 ReleaseOutcome::Unreserved => ItemStatus::Unreserved,
                 ReleaseOutcome::NotHeld => ItemStatus::NotHeld,
                 ReleaseOutcome::InvalidToken => ItemStatus::InvalidToken,
+                ReleaseOutcome::Aborted => ItemStatus::Aborted,
             };
             ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), status)
         })
         .collect::<Vec<_>>();
     record("unreserve", &results);
-    Ok(ok(rate.as_ref(), Results { results }))
+    Ok(ok(rate.as_ref(), batch_results(mode, &outcomes, results)))
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/extend", tag = "reservations", summary = "Re-arm the TTLs of reservations from now", request_body = wire::ExtendBatch, responses((status = 200, description = "EXTENDED (with expiresAt), NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/extend", tag = "reservations", summary = "Re-arm the TTLs of reservations from now", request_body = wire::ExtendBatch, params(BatchParams), responses((status = 200, description = "EXTENDED (with expiresAt), NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn extend(
     req: HttpRequest,
@@ -227,6 +257,7 @@ pub async fn extend(
     who: WriteCaller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let mode = batch_mode(&req)?;
     let batch = items(
         &req,
         &body,
@@ -257,10 +288,10 @@ pub async fn extend(
     let Metered {
         value: outcomes,
         rate,
-    } = state.store.extend(&who.caller, &batch).await?;
+    } = state.store.extend(&who.caller, &batch, mode).await?;
     let results = batch
         .iter()
-        .zip(outcomes)
+        .zip(outcomes.iter().copied())
         .map(|(it, out)| {
             let item =
                 |status| ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), status);
@@ -271,11 +302,12 @@ pub async fn extend(
                 },
                 ExtendOutcome::NotHeld => item(ItemStatus::NotHeld),
                 ExtendOutcome::InvalidToken => item(ItemStatus::InvalidToken),
+                ExtendOutcome::Aborted => item(ItemStatus::Aborted),
             }
         })
         .collect::<Vec<_>>();
     record("extend", &results);
-    Ok(ok(rate.as_ref(), Results { results }))
+    Ok(ok(rate.as_ref(), batch_results(mode, &outcomes, results)))
 }
 
 #[utoipa::path(post, path = "/api/v1/Reservation/check", tag = "reservations", summary = "Read the state of resources", request_body = wire::CheckBatch, responses((status = 200, description = "HELD (with holder) or FREE per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
@@ -313,7 +345,13 @@ pub async fn check(
         })
         .collect::<Vec<_>>();
     record("check", &results);
-    Ok(ok(rate.as_ref(), Results { results }))
+    Ok(ok(
+        rate.as_ref(),
+        Results {
+            results,
+            committed: None,
+        },
+    ))
 }
 
 /// Cursors are the last resource of a page, hex-encoded and versioned, so they

@@ -116,6 +116,40 @@ pub enum ReserveOutcome {
         held_by: String,
         expires_at: Option<Millis>,
     },
+    /// All or nothing: another item failed, so nothing was done.
+    Aborted,
+}
+
+/// How a batch applies (contract section 13).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchMode {
+    /// All or nothing: if any item would not succeed, nothing changes (no hold,
+    /// no event, no fencing token used); the failing items carry their real
+    /// outcome and the others `Aborted`.
+    pub atomic: bool,
+}
+
+/// Whether an item's outcome is its operation's success.
+pub trait Succeeded {
+    fn succeeded(&self) -> bool;
+}
+
+impl Succeeded for ReserveOutcome {
+    fn succeeded(&self) -> bool {
+        matches!(self, Self::Reserved { .. })
+    }
+}
+
+impl Succeeded for ReleaseOutcome {
+    fn succeeded(&self) -> bool {
+        matches!(self, Self::Unreserved)
+    }
+}
+
+impl Succeeded for ExtendOutcome {
+    fn succeeded(&self) -> bool {
+        matches!(self, Self::Extended { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +164,8 @@ pub enum ReleaseOutcome {
     Unreserved,
     NotHeld,
     InvalidToken,
+    /// All or nothing: another item failed, so nothing was done.
+    Aborted,
 }
 
 #[derive(Debug, Clone)]
@@ -142,9 +178,13 @@ pub struct ExtendItem {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtendOutcome {
-    Extended { expires_at: Millis },
+    Extended {
+        expires_at: Millis,
+    },
     NotHeld,
     InvalidToken,
+    /// All or nothing: another item failed, so nothing was done.
+    Aborted,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,18 +333,21 @@ pub trait Reservations: Send + Sync {
         &self,
         caller: &Caller,
         items: &[ReserveItem],
+        mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ReserveOutcome>>>;
     /// Releases every item in order, as one atomic step.
     async fn unreserve(
         &self,
         caller: &Caller,
         items: &[ReleaseItem],
+        mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ReleaseOutcome>>>;
     /// Re-arms the TTL of every item from now, as one atomic step.
     async fn extend(
         &self,
         caller: &Caller,
         items: &[ExtendItem],
+        mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ExtendOutcome>>>;
     /// Reads the state of every resource (read-only, one atomic step).
     async fn check(

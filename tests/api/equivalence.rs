@@ -75,10 +75,25 @@ async fn apply(app: &TestApp, tokens: &mut Tokens, op: &Value) -> Value {
                 .collect(),
         )
     };
+    // All or nothing, or item by item (contract section 13).
+    let atomic = op["atomic"] == json!(true);
+    let path = |name: &str| {
+        if atomic {
+            format!("/api/v1/Reservation/{name}?atomic=true")
+        } else {
+            format!("/api/v1/Reservation/{name}")
+        }
+    };
     let reply = match kind {
-        "reserve" => app.reserve(Value::Array(items.clone())).await,
-        "unreserve" => app.unreserve(with_tokens(&items, tokens)).await,
-        "extend" => app.extend(with_tokens(&items, tokens)).await,
+        "reserve" => {
+            app.post(&path("reserve"), Value::Array(items.clone()))
+                .await
+        }
+        "unreserve" => {
+            app.post(&path("unreserve"), with_tokens(&items, tokens))
+                .await
+        }
+        "extend" => app.post(&path("extend"), with_tokens(&items, tokens)).await,
         "check" => app.check(Value::Array(items.clone())).await,
         "page" => {
             // One page only: whether a next page is announced must agree too.
@@ -156,14 +171,15 @@ fn random_op(rng: &mut Rng) -> Value {
         "requester=y&prefix=a%2F",
         "limit=2",
     ];
-    json!({"op": kind, "items": items, "query": queries[rng.pick(queries.len())]})
+    let atomic = rng.pick(3) == 0;
+    json!({"op": kind, "items": items, "query": queries[rng.pick(queries.len())], "atomic": atomic})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_and_embedded_stores_agree_step_by_step() {
     let redis = spawn_app(Kind::Redis).await;
     let embedded = spawn_app(Kind::Embedded).await;
-    for seed in [0x9e3779b97f4a7c15u64, 42, 7_777_777] {
+    for seed in [0x9e3779b97f4a7c15u64, 42, 7_777_777, 2026] {
         let mut rng = Rng(seed);
         let (mut tr, mut te) = (Tokens::default(), Tokens::default());
         // Each seed on fresh names, so runs do not see each other.
@@ -204,8 +220,8 @@ async fn redis_and_embedded_stores_agree_step_by_step() {
 async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
     use cooplocker::domain::{ReleaseToken, Requester, Resource, TenantName, Tier, Ttl};
     use cooplocker::store::{
-        embedded::EmbeddedStore, redis::RedisOptions, redis::RedisStore, Caller, ExtendItem,
-        ReleaseItem, ReserveItem, ReserveOutcome, Store, StoreError,
+        embedded::EmbeddedStore, redis::RedisOptions, redis::RedisStore, BatchMode, Caller,
+        ExtendItem, ReleaseItem, ReserveItem, ReserveOutcome, Store, StoreError,
     };
     let redis = crate::helpers::RedisServer::start();
     let on_redis = RedisStore::connect(RedisOptions {
@@ -239,6 +255,7 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
                     requester: requester.clone(),
                     ttl: None,
                 }],
+                BatchMode::default(),
             )
             .await
             .expect("reserve");
@@ -264,21 +281,27 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
         }];
         assert!(
             matches!(
-                store.unreserve(&caller, &release).await,
+                store
+                    .unreserve(&caller, &release, BatchMode { atomic: true })
+                    .await,
                 Err(StoreError::TenantGone)
             ),
             "{name}: unreserve"
         );
         assert!(
             matches!(
-                store.extend(&caller, &extend).await,
+                store
+                    .extend(&caller, &extend, BatchMode { atomic: true })
+                    .await,
                 Err(StoreError::TenantGone)
             ),
             "{name}: extend"
         );
         assert!(
             matches!(
-                store.reserve(&caller, &reserve).await,
+                store
+                    .reserve(&caller, &reserve, BatchMode { atomic: true })
+                    .await,
                 Err(StoreError::TenantGone)
             ),
             "{name}: reserve"

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod admin;
+mod atomic;
 mod bad_input;
 mod cli;
 mod dashboard;

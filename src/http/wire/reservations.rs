@@ -113,6 +113,8 @@ pub enum ItemStatus {
     InvalidToken,
     Held,
     Free,
+    /// All or nothing: another item failed, so this one was not done.
+    Aborted,
 }
 
 impl ItemStatus {
@@ -126,6 +128,7 @@ impl ItemStatus {
             Self::InvalidToken => "INVALID_TOKEN",
             Self::Held => "HELD",
             Self::Free => "FREE",
+            Self::Aborted => "ABORTED",
         }
     }
 }
@@ -179,6 +182,21 @@ impl<'a> ItemResult<'a> {
 #[derive(Serialize, ToSchema)]
 pub struct Results<'a> {
     pub results: Vec<ItemResult<'a>>,
+    /// With `atomic=true` only: whether the batch took effect (every item
+    /// succeeded) or nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub committed: Option<bool>,
+}
+
+/// The query of `reserve`, `unreserve` and `extend`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BatchParams {
+    /// All or nothing: `true` applies the batch only if every item succeeds;
+    /// otherwise nothing changes and the other items answer ABORTED.
+    #[param(default = false)]
+    pub atomic: Option<bool>,
 }
 
 /// One active reservation (never its releaseToken).

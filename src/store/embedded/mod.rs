@@ -10,18 +10,18 @@ mod events;
 mod reservations;
 
 use super::{
-    Accounts, AddressLimit, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
+    Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
     Invalidation, KeyCreateError, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Quota,
     RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser, Reservations, ReserveItem,
     ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
-    Principal, ReleaseToken, Resource, Tenant, TenantId, TenantName, Tier,
+    Principal, ReleaseToken, Requester, Resource, Tenant, TenantId, TenantName, Tier,
 };
 use crate::events::{Event, EventId, EventKind, History, Live};
 use async_trait::async_trait;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -91,6 +91,11 @@ struct Lock {
 }
 
 impl Lock {
+    /// Whether `requester` with `token` is this lock's holder.
+    fn matches(&self, requester: &Requester, token: &ReleaseToken) -> bool {
+        self.requester == requester.as_str() && self.token == token.as_str()
+    }
+
     fn live(&self, now_ms: Millis) -> bool {
         self.expires_at.is_none_or(|ea| ea > now_ms)
     }
@@ -265,6 +270,7 @@ impl EmbeddedStore {
         items: &[ReserveItem],
         locklock: Option<Option<String>>,
         caps: (Option<usize>, Option<usize>),
+        mode: BatchMode,
     ) -> StoreResult<Result<Vec<ReserveOutcome>, LockOutcome>> {
         let (max_held, max_per_requester) = caps;
         let mut st = self.state();
@@ -287,6 +293,31 @@ impl EmbeddedStore {
                 .count();
             if held >= max {
                 return Ok(Err(LockOutcome::TooMany));
+            }
+        }
+        if mode.atomic {
+            // A resource repeated in the batch is held by its first item by then.
+            let mut taken: HashMap<&str, ReserveOutcome> = HashMap::new();
+            let verdicts = items.iter().map(|it| {
+                let res = it.resource.as_str();
+                if let Some(first) = taken.get(res) {
+                    return Some(first.clone());
+                }
+                if let Some(held) = ts.live_lock(res, now_ms) {
+                    return Some(ReserveOutcome::AlreadyHeld {
+                        held_by: held.requester.clone(),
+                        expires_at: held.expires_at,
+                    });
+                }
+                let by_it = ReserveOutcome::AlreadyHeld {
+                    held_by: it.requester.as_str().to_string(),
+                    expires_at: it.ttl.map(|t| now_ms + t.millis()),
+                };
+                taken.insert(res, by_it);
+                None
+            });
+            if let Some(aborted) = reservations::all_or_nothing(verdicts, ReserveOutcome::Aborted) {
+                return Ok(Ok(aborted));
             }
         }
         let mut out = Vec::with_capacity(items.len());

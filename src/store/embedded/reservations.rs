@@ -3,6 +3,47 @@
 
 use super::*;
 
+/// All or nothing (contract section 13): given each item's failure (`None`:
+/// it would succeed), the batch's answer when any item fails — the failures,
+/// and `aborted` for the others — or `None` when every item would succeed.
+pub(super) fn all_or_nothing<O: Clone>(
+    verdicts: impl Iterator<Item = Option<O>>,
+    aborted: O,
+) -> Option<Vec<O>> {
+    let verdicts: Vec<Option<O>> = verdicts.collect();
+    if verdicts.iter().all(Option::is_none) {
+        return None;
+    }
+    Some(
+        verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or_else(|| aborted.clone()))
+            .collect(),
+    )
+}
+
+/// Why a release item fails on the lock it finds, or `None` when it succeeds.
+fn release_verdict(lock: Option<&Lock>, it: &ReleaseItem) -> Option<ReleaseOutcome> {
+    match lock {
+        None => Some(ReleaseOutcome::NotHeld),
+        Some(l) if !l.matches(&it.requester, &it.release_token) => {
+            Some(ReleaseOutcome::InvalidToken)
+        }
+        Some(_) => None,
+    }
+}
+
+/// Why an extend item fails on the lock it finds, or `None` when it succeeds.
+fn extend_verdict(lock: Option<&Lock>, it: &ExtendItem) -> Option<ExtendOutcome> {
+    match lock {
+        None => Some(ExtendOutcome::NotHeld),
+        Some(l) if !l.matches(&it.requester, &it.release_token) => {
+            Some(ExtendOutcome::InvalidToken)
+        }
+        Some(_) => None,
+    }
+}
+
 /// The operations, as one atomic step each under the state lock; the trait
 /// methods count the request against its quota first.
 impl EmbeddedStore {
@@ -10,8 +51,9 @@ impl EmbeddedStore {
         &self,
         caller: &Caller,
         items: &[ReserveItem],
+        mode: BatchMode,
     ) -> StoreResult<Vec<ReserveOutcome>> {
-        self.reserve_sync(caller, items, None, (None, None))?
+        self.reserve_sync(caller, items, None, (None, None), mode)?
             .map_err(|_| StoreError::Internal("reserve refused without a cap".into()))
     }
 
@@ -19,6 +61,7 @@ impl EmbeddedStore {
         &self,
         caller: &Caller,
         items: &[ReleaseItem],
+        mode: BatchMode,
     ) -> StoreResult<Vec<ReleaseOutcome>> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
@@ -26,19 +69,31 @@ impl EmbeddedStore {
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
         };
+        if mode.atomic {
+            let mut gone = HashSet::new();
+            let verdicts = items.iter().map(|it| {
+                let res = it.resource.as_str();
+                let v = if gone.contains(res) {
+                    Some(ReleaseOutcome::NotHeld)
+                } else {
+                    release_verdict(ts.live_lock(res, now_ms), it)
+                };
+                if v.is_none() {
+                    gone.insert(res);
+                }
+                v
+            });
+            if let Some(aborted) = all_or_nothing(verdicts, ReleaseOutcome::Aborted) {
+                return Ok(aborted);
+            }
+        }
         let out = items
             .iter()
             .map(|it| {
                 let res = it.resource.as_str();
-                match ts.live_lock(res, now_ms) {
-                    None => ReleaseOutcome::NotHeld,
-                    Some(l)
-                        if l.requester != it.requester.as_str()
-                            || l.token != it.release_token.as_str() =>
-                    {
-                        ReleaseOutcome::InvalidToken
-                    }
-                    Some(_) => {
+                match release_verdict(ts.live_lock(res, now_ms), it) {
+                    Some(failed) => failed,
+                    None => {
                         if let Some(old) = ts.drop_lock(res) {
                             ts.emit(
                                 retain,
@@ -58,25 +113,33 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    fn extend_now(&self, caller: &Caller, items: &[ExtendItem]) -> StoreResult<Vec<ExtendOutcome>> {
+    fn extend_now(
+        &self,
+        caller: &Caller,
+        items: &[ExtendItem],
+        mode: BatchMode,
+    ) -> StoreResult<Vec<ExtendOutcome>> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
         let retain = st.retain;
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
         };
+        if mode.atomic {
+            // Extending never changes another item's answer.
+            let verdicts = items
+                .iter()
+                .map(|it| extend_verdict(ts.live_lock(it.resource.as_str(), now_ms), it));
+            if let Some(aborted) = all_or_nothing(verdicts, ExtendOutcome::Aborted) {
+                return Ok(aborted);
+            }
+        }
         let mut out = Vec::with_capacity(items.len());
         for it in items {
             let res = it.resource.as_str();
-            let outcome = match ts.live_lock(res, now_ms) {
-                None => ExtendOutcome::NotHeld,
-                Some(l)
-                    if l.requester != it.requester.as_str()
-                        || l.token != it.release_token.as_str() =>
-                {
-                    ExtendOutcome::InvalidToken
-                }
-                Some(_) => {
+            let outcome = match extend_verdict(ts.live_lock(res, now_ms), it) {
+                Some(failed) => failed,
+                None => {
                     let ea = now_ms + it.ttl.millis();
                     if let Some(lock) = ts.locks.get_mut(res) {
                         if let Some(old) = lock.expires_at.replace(ea) {
@@ -214,11 +277,16 @@ impl EmbeddedStore {
             ttl: Some(req.ttl),
         };
         let caps = (req.max_held, req.max_per_requester);
-        let outcome =
-            match self.reserve_sync(caller, &[item], Some(req.secret_hash.clone()), caps)? {
-                Ok(mut v) => v.pop(),
-                Err(refused) => return Ok(refused),
-            };
+        let outcome = match self.reserve_sync(
+            caller,
+            &[item],
+            Some(req.secret_hash.clone()),
+            caps,
+            BatchMode::default(),
+        )? {
+            Ok(mut v) => v.pop(),
+            Err(refused) => return Ok(refused),
+        };
         let Some(outcome) = outcome else {
             return Err(StoreError::Internal("lock: no outcome".into()));
         };
@@ -231,7 +299,7 @@ impl EmbeddedStore {
                 expires_at: expires_at.unwrap_or(0),
                 fencing_token,
             },
-            ReserveOutcome::AlreadyHeld { .. } => LockOutcome::Locked,
+            ReserveOutcome::AlreadyHeld { .. } | ReserveOutcome::Aborted => LockOutcome::Locked,
         })
     }
 }
@@ -257,24 +325,27 @@ impl Reservations for EmbeddedStore {
         &self,
         caller: &Caller,
         items: &[ReserveItem],
+        mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
-        self.batch(caller, items, || self.reserve_now(caller, items))
+        self.batch(caller, items, || self.reserve_now(caller, items, mode))
     }
 
     async fn unreserve(
         &self,
         caller: &Caller,
         items: &[ReleaseItem],
+        mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
-        self.batch(caller, items, || self.unreserve_now(caller, items))
+        self.batch(caller, items, || self.unreserve_now(caller, items, mode))
     }
 
     async fn extend(
         &self,
         caller: &Caller,
         items: &[ExtendItem],
+        mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
-        self.batch(caller, items, || self.extend_now(caller, items))
+        self.batch(caller, items, || self.extend_now(caller, items, mode))
     }
 
     async fn check(

@@ -5,9 +5,9 @@ use super::replies::{self, as_i64, as_opt_millis, as_string, as_u64, bad_reply, 
 use super::{keys, scripts, RedisStore};
 use crate::domain::{ReleaseToken, Resource, TenantId};
 use crate::store::{
-    Caller, CheckOutcome, ExtendItem, ExtendOutcome, ListPage, ListQuery, LockOutcome, LockRequest,
-    Metered, Quota, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser, Reservations,
-    ReserveItem, ReserveOutcome, StoreError, StoreResult,
+    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, ListPage, ListQuery, LockOutcome,
+    LockRequest, Metered, Quota, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
+    Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use redis::Value;
@@ -27,6 +27,15 @@ fn token_bytes(token: &ReleaseToken) -> Vec<u8> {
     match uuid::Uuid::parse_str(token.as_str()) {
         Ok(u) if u.hyphenated().to_string() == token.as_str() => u.as_bytes().to_vec(),
         _ => b"-".to_vec(),
+    }
+}
+
+/// A script's yes/no argument.
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
     }
 }
 
@@ -63,6 +72,7 @@ impl RedisStore {
         cap: usize,
         per_requester: usize,
         locklock: &str,
+        mode: BatchMode,
     ) -> StoreResult<Metered<Value>> {
         let p = keys::prefix(&caller.tenant);
         let mut inv = scripts::RESERVE.prepare_invoke();
@@ -72,7 +82,8 @@ impl RedisStore {
             .arg(self.inner.retain)
             .arg(cap)
             .arg(per_requester)
-            .arg(locklock);
+            .arg(locklock)
+            .arg(flag(mode.atomic));
         for it in items_in {
             inv.key(keys::hold(&p, it.resource));
             inv.arg(it.resource)
@@ -93,15 +104,15 @@ impl RedisStore {
     }
 
     /// Runs unreserve.lua or extend.lua: both take the tenant, its event
-    /// stream and one hold key per item, then `n`, the label and the
-    /// retention, then per item resource, requester, token (and what `extra`
+    /// stream and one hold key per item, then `n`, the label, the retention
+    /// and the all-or-nothing flag, then per item resource, requester, token (and what `extra`
     /// adds). The body's reply, or `TenantGone`.
     async fn run_token_batch<I>(
         &self,
         what: &'static str,
         script: &redis::Script,
         caller: &Caller,
-        items_in: &[I],
+        (items_in, mode): (&[I], BatchMode),
         item: impl Fn(
             &I,
         ) -> (
@@ -116,7 +127,8 @@ impl RedisStore {
         inv.key(keys::tenant(&p)).key(keys::events(&p));
         inv.arg(items_in.len())
             .arg(caller.label.as_str())
-            .arg(self.inner.retain);
+            .arg(self.inner.retain)
+            .arg(flag(mode.atomic));
         for it in items_in {
             let (resource, requester, token, extra) = item(it);
             inv.key(keys::hold(&p, resource.as_str()));
@@ -163,6 +175,7 @@ impl Reservations for RedisStore {
         &self,
         caller: &Caller,
         items_in: &[ReserveItem],
+        mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
         if items_in.is_empty() {
             return self.empty_batch(caller).await;
@@ -176,7 +189,8 @@ impl Reservations for RedisStore {
                 token: ReleaseToken::generate(),
             })
             .collect();
-        let Metered { value: reply, rate } = self.run_reserve(caller, &args, 0, 0, "").await?;
+        let Metered { value: reply, rate } =
+            self.run_reserve(caller, &args, 0, 0, "", mode).await?;
         let rows = match reply {
             Value::Int(-1) => return Err(StoreError::TenantGone),
             Value::Int(-2) | Value::Int(-3) => return Err(bad_reply("reserve (no cap was set)")),
@@ -201,6 +215,7 @@ impl Reservations for RedisStore {
                         held_by: as_string(by).unwrap_or_default(),
                         expires_at: as_opt_millis(ea),
                     }),
+                    [Value::Int(3)] => Ok(ReserveOutcome::Aborted),
                     _ => Err(bad_reply("reserve")),
                 }
             })
@@ -213,14 +228,19 @@ impl Reservations for RedisStore {
         &self,
         caller: &Caller,
         items_in: &[ReleaseItem],
+        mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
         if items_in.is_empty() {
             return self.empty_batch(caller).await;
         }
         let Metered { value, rate } = self
-            .run_token_batch("unreserve", &scripts::UNRESERVE, caller, items_in, |it| {
-                (&it.resource, &it.requester, &it.release_token, None)
-            })
+            .run_token_batch(
+                "unreserve",
+                &scripts::UNRESERVE,
+                caller,
+                (items_in, mode),
+                |it| (&it.resource, &it.requester, &it.release_token, None),
+            )
             .await?;
         let codes = items(value)?;
         if codes.len() != items_in.len() {
@@ -232,6 +252,7 @@ impl Reservations for RedisStore {
                 Value::Int(1) => Ok(ReleaseOutcome::Unreserved),
                 Value::Int(0) => Ok(ReleaseOutcome::NotHeld),
                 Value::Int(2) => Ok(ReleaseOutcome::InvalidToken),
+                Value::Int(3) => Ok(ReleaseOutcome::Aborted),
                 _ => Err(bad_reply("unreserve")),
             })
             .collect::<StoreResult<_>>()?;
@@ -243,12 +264,13 @@ impl Reservations for RedisStore {
         &self,
         caller: &Caller,
         items_in: &[ExtendItem],
+        mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
         if items_in.is_empty() {
             return self.empty_batch(caller).await;
         }
         let Metered { value, rate } = self
-            .run_token_batch("extend", &scripts::EXTEND, caller, items_in, |it| {
+            .run_token_batch("extend", &scripts::EXTEND, caller, (items_in, mode), |it| {
                 (
                     &it.resource,
                     &it.requester,
@@ -271,6 +293,7 @@ impl Reservations for RedisStore {
                     }),
                     [Value::Int(0)] => Ok(ExtendOutcome::NotHeld),
                     [Value::Int(2)] => Ok(ExtendOutcome::InvalidToken),
+                    [Value::Int(3)] => Ok(ExtendOutcome::Aborted),
                     _ => Err(bad_reply("extend")),
                 }
             })
@@ -444,6 +467,7 @@ impl Reservations for RedisStore {
                 req.max_held.unwrap_or(0),
                 req.max_per_requester.unwrap_or(0),
                 &locklock,
+                BatchMode::default(),
             )
             .await?;
         let done = |value| Ok(Metered { value, rate });
