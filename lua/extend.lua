@@ -45,6 +45,7 @@ if ARGV[4] == '1' then
     for i = 1, n do
       rows[i] = rows[i] or {3}
     end
+    idem_keep = {rows, 0}
     return {rows, 0}
   end
 end
@@ -71,4 +72,5 @@ end
 bucket_flush()
 local earliest = due_close(p)
 ev_close()
+idem_keep = {out, 0}
 return {out, earliest}

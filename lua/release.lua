@@ -15,7 +15,8 @@
 -- Returns {1, requester} when released, {0} when not held, {3} when the lock
 -- has a secret and ARGV[6] is not its hash, {4} when a locklock release meets
 -- a hold made through the Reservation API (released only with its
--- releaseToken); in the last two cases nothing changes. The hashes are SHA-256
+-- releaseToken); in the last two cases nothing changes, and nothing is
+-- recorded for an Idempotency-Key. The hashes are SHA-256
 -- of a salted secret, so comparing them reveals nothing usable.
 
 local t = clock()
@@ -24,6 +25,7 @@ local p = string.sub(KEYS[1], 1, -2)
 local res = ARGV[1]
 local h = hold_decode(redis.call('GET', KEYS[3]))
 if not hold_live(h, now_ms) then
+  idem_keep = {0}
   return {0}
 end
 if ARGV[5] == '1' then
@@ -44,4 +46,5 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 ev_emit(ARGV[3], res, h.rq, ARGV[4], num(now_ms), h.ea == 0 and '' or num(h.ea), num(h.ft))
 ev_close()
+idem_keep = {1, h.rq}
 return {1, h.rq}

@@ -20,7 +20,7 @@
 --
 -- Returns -1 when the tenant does not exist, -2 when it holds its most
 -- already, -3 when the requester does, else {rows, earliest}: one row per item, in order,
---   {1, reservedAtMs, expiresAtMs or -1, fencingToken}   RESERVED
+--   {1, reservedAtMs, expiresAtMs or -1, fencingToken, releaseToken}   RESERVED
 --   {0, heldBy, expiresAtMs or -1}                       ALREADY_HELD
 --   {3}                                                  ABORTED (all or nothing)
 -- and `earliest`, a second to move the tenant to in the fleet's due index (0:
@@ -82,6 +82,7 @@ if ARGV[7] == '1' then
     for i = 1, n do
       rows[i] = rows[i] or {3}
     end
+    idem_keep = {rows, 0}
     return {rows, 0}
   end
 end
@@ -140,11 +141,12 @@ for i = 1, n do
       bucket_file(p, res, k, rq, label, ea, ft)
     end
     ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and eas or '', num(ft))
-    out[i] = {1, now_ms, ttl > 0 and ea or -1, ft}
+    out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
   end
 end
 redis.call('HSET', KEYS[1], 'hw', num(hw), 'n', num(held))
 bucket_flush()
 local earliest = due_close(p)
 ev_close()
+idem_keep = {out, 0}
 return {out, earliest}

@@ -50,6 +50,7 @@ if ARGV[4] == '1' then
     for i = 1, n do
       rows[i] = rows[i] or 3
     end
+    idem_keep = rows
     return rows
   end
 end
@@ -79,4 +80,5 @@ if gone > 0 then
   redis.call('HINCRBY', KEYS[1], 'n', -gone)
 end
 ev_close()
+idem_keep = out
 return out

@@ -76,7 +76,24 @@ impl RateLimits {
 }
 
 fn parse_rate_limits(raw: &str) -> Result<RateLimits, String> {
-    let mut limits = RateLimits::default();
+    parse_per_tier(raw, RateLimits::default())
+}
+
+/// Most Idempotency-Key records a tenant keeps, per tier.
+pub const IDEMPOTENCY_RECORDS: RateLimits = RateLimits {
+    free: 1_000,
+    starter: 10_000,
+    pro: 100_000,
+    enterprise: 1_000_000,
+};
+
+fn parse_idempotency_records(raw: &str) -> Result<RateLimits, String> {
+    parse_per_tier(raw, IDEMPOTENCY_RECORDS)
+}
+
+/// `tier=number,...` over `defaults` (numbers from 1 to 1000000).
+fn parse_per_tier(raw: &str, defaults: RateLimits) -> Result<RateLimits, String> {
+    let mut limits = defaults;
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (tier, value) = part
             .split_once('=')
@@ -231,6 +248,18 @@ pub struct Settings {
     #[arg(long, env = "COOPLOCKER_RATE_LIMITS", value_parser = parse_rate_limits,
           default_value = "free=10,starter=50,pro=200,enterprise=1000", global = true)]
     pub rate_limits: RateLimits,
+
+    /// How long the record of an Idempotency-Key is kept, in seconds: a repeat
+    /// within it gets the first answer.
+    #[arg(long, env = "COOPLOCKER_IDEMPOTENCY_TTL", value_parser = range(60u64, 86_400),
+          default_value = "3600", global = true)]
+    pub idempotency_ttl: u64,
+
+    /// Most Idempotency-Key records a tenant keeps, per tier (the oldest go
+    /// first), e.g. free=1000,starter=10000,pro=100000,enterprise=1000000.
+    #[arg(long, env = "COOPLOCKER_IDEMPOTENCY_RECORDS", value_parser = parse_idempotency_records,
+          default_value = "free=1000,starter=10000,pro=100000,enterprise=1000000", global = true)]
+    pub idempotency_records: RateLimits,
 
     /// Events kept per tenant for Last-Event-ID resume.
     #[arg(long, env = "COOPLOCKER_EVENTS_RETAIN", value_parser = range(100u64, 10_000_000),

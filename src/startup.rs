@@ -164,6 +164,8 @@ impl Application {
                 token_exchange_per_ip: settings.token_exchange_per_ip,
                 auth_failures_per_ip: settings.auth_failures_per_ip,
                 body_timeout: Duration::from_millis(settings.body_timeout_ms),
+                idempotency_ttl: Duration::from_secs(settings.idempotency_ttl),
+                idempotency_records: settings.idempotency_records,
             },
             rates: settings.rate_limits,
             shutting_down: shutting_down.clone(),

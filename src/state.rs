@@ -28,6 +28,10 @@ pub struct Limits {
     pub auth_failures_per_ip: u32,
     /// Longest wait for a request body to arrive in full.
     pub body_timeout: std::time::Duration,
+    /// How long an Idempotency-Key's record is kept.
+    pub idempotency_ttl: std::time::Duration,
+    /// Most Idempotency-Key records a tenant keeps, per tier.
+    pub idempotency_records: crate::config::RateLimits,
 }
 
 /// Everything a handler needs, shared by all workers of one instance.

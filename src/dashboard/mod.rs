@@ -606,6 +606,7 @@ async fn holdings(state: &AppState, s: &Session) -> Option<Vec<crate::domain::Ho
         tenant: s.tenant.clone(),
         label: "dashboard".into(),
         quota: None,
+        idempotency: None,
     };
     let q = crate::store::ListQuery {
         prefix: None,

@@ -164,6 +164,13 @@ impl ReleaseToken {
         Self(uuid::Uuid::new_v4().to_string())
     }
 
+    /// The token of a UUID's 16 bytes (as a store records it).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        uuid::Uuid::from_slice(bytes)
+            .ok()
+            .map(|u| Self(u.hyphenated().to_string()))
+    }
+
     /// Any 1–256 byte string is accepted (a wrong token is `INVALID_TOKEN`, not a
     /// 400), but it must obey the same string rules as names.
     pub fn parse(value: impl Into<String>) -> Result<Self, Invalid> {

@@ -24,6 +24,8 @@ pub enum ApiError {
     NotFound(String),
     MethodNotAllowed(String),
     Locked(String),
+    /// 422: the Idempotency-Key was used for another request.
+    IdempotencyKeyReused,
     PayloadTooLarge(String),
     UriTooLong(String),
     UnsupportedMediaType(String),
@@ -78,6 +80,7 @@ impl ApiError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             Self::Locked(_) => "LOCKED",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::UriTooLong(_) => "URI_TOO_LONG",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
@@ -106,6 +109,9 @@ impl ApiError {
             Self::Forbidden { message, .. } | Self::RateLimited { message, .. } => message,
             Self::ShuttingDown => {
                 "this instance is shutting down; retry (another instance will answer)"
+            }
+            Self::IdempotencyKeyReused => {
+                "this Idempotency-Key was used for another request (other body, query or path); use a new key for a new request. Nothing was changed"
             }
             Self::StoreUnavailable => {
                 "the lock store cannot be reached right now; retry after the Retry-After delay"
@@ -147,6 +153,7 @@ impl From<StoreError> for ApiError {
                 Self::StoreUnavailable
             }
             StoreError::Internal(cause) => Self::Internal(cause),
+            StoreError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             StoreError::TenantGone => {
                 Self::Unauthorized("the tenant of this API key has been deleted".into())
             }
@@ -176,6 +183,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Locked(_) => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

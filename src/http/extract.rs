@@ -87,6 +87,7 @@ impl<S: Scope> TenantCaller<S> {
                 tenant: principal.tenant.clone(),
                 label: principal.label.clone(),
                 quota: Some(quota),
+                idempotency: None,
             },
             principal,
             quota,

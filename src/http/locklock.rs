@@ -11,12 +11,16 @@ use super::body::{invalid_items, parse_object, Fields};
 use super::client_addr::{charge_address, AddressLimit};
 use super::error::ApiError;
 use super::extract::{has_credentials, locklock_caller};
+use super::idempotency;
 use super::rate_headers::headers;
-use super::wire::{ErrorBody, LockAcquired, LockErrors, LockOptions, LockReleased, LockSecret};
+use super::wire::{
+    ErrorBody, IdempotencyParams, LockAcquired, LockErrors, LockOptions, LockReleased, LockSecret,
+};
 use crate::domain::{format_millis, Requester, Resource, TenantId, TenantName, Tier, Ttl};
 use crate::state::AppState;
 use crate::store::{
-    secret_hash, Caller, LockOutcome, LockRequest, ReleaseByName, Releaser, StoreError,
+    secret_hash, Caller, LockOutcome, LockRequest, RateDecision, ReleaseByName, Releaser,
+    StoreError,
 };
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use std::sync::atomic::Ordering;
@@ -36,6 +40,18 @@ enum Naming {
     Key,
 }
 
+impl Naming {
+    /// The route of `op` on locks of this naming (an Idempotency-Key's scope).
+    fn route(self, op: &str) -> &'static str {
+        match (op, self) {
+            ("lock", Self::Uuid) => "lock:uuid",
+            ("lock", Self::Key) => "lock:key",
+            (_, Self::Uuid) => "unlock:uuid",
+            (_, Self::Key) => "unlock:key",
+        }
+    }
+}
+
 /// Who a lock belongs to, and the rate-limit headers to send (public locks).
 struct Holder {
     caller: Caller,
@@ -45,13 +61,54 @@ struct Holder {
     per_address: Option<(usize, u64)>,
     /// Public locks: the client's address as requester.
     requester: Option<Requester>,
+    /// Who sends an Idempotency-Key (the API key, or the public client's
+    /// address), and the tier its records count against.
+    credential: String,
+    tier: Option<Tier>,
     limit_headers: Vec<(&'static str, String)>,
+}
+
+impl Holder {
+    /// Takes the request's Idempotency-Key, if it has one, for `route`.
+    fn idempotent(
+        &mut self,
+        req: &HttpRequest,
+        state: &AppState,
+        route: &str,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        if let Some(k) = idempotency::key(req)? {
+            self.caller.idempotency = Some(idempotency::record(
+                req,
+                state,
+                &k,
+                (&self.credential, route),
+                self.tier,
+                body,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The headers of the answer: the rate limit's, and `Idempotent-Replayed`
+    /// for a repeat's.
+    fn answered(&mut self, rate: Option<&RateDecision>, replayed: bool) {
+        if let Some(rate) = rate {
+            self.limit_headers = headers(rate);
+        }
+        if replayed {
+            self.limit_headers
+                .push((idempotency::REPLAYED, "true".to_string()));
+        }
+    }
 }
 
 async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<Holder, ApiError> {
     if has_credentials(req) {
         let who = locklock_caller(req, state, naming == Naming::Key).await?;
         return Ok(Holder {
+            credential: who.credential(),
+            tier: Some(who.principal.tier),
             caller: who.caller,
             max_held: None,
             per_address: None,
@@ -83,7 +140,10 @@ async fn holder(req: &HttpRequest, state: &AppState, naming: Naming) -> Result<H
             tenant,
             label: "public".into(),
             quota: None,
+            idempotency: None,
         },
+        credential: format!("public:{}", address.as_str()),
+        tier: None,
         max_held: Some(state.limits.public_locks_max),
         per_address: Some((
             state.limits.public_locks_per_address,
@@ -190,6 +250,7 @@ async fn acquire(
     let LockOptions { secret, expires_in } = options(&body, &["secret", "expires_in"])?;
     let mut holder = holder(&req, &state, naming).await?;
     tracing::Span::current().record("tenant", tracing::field::display(&holder.caller.tenant));
+    holder.idempotent(&req, &state, naming.route("lock"), &body)?;
     let expires_in = expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
     if holder.per_address.is_some() && expires_in > DEFAULT_EXPIRES_IN {
         return Err(ApiError::invalid_field(
@@ -227,9 +288,7 @@ async fn acquire(
         .lock(&holder.caller, &request)
         .await
         .map_err(|e| tenant_gone(e, &state))?;
-    if let Some(rate) = &outcome.rate {
-        holder.limit_headers = headers(rate);
-    }
+    holder.answered(outcome.rate.as_ref(), outcome.replayed);
     crate::metrics::outcome(
         "lock",
         match outcome.value {
@@ -284,6 +343,7 @@ async fn release(
     let LockSecret { secret } = release_options(&body)?;
     let mut holder = holder(&req, &state, naming).await?;
     tracing::Span::current().record("tenant", tracing::field::display(&holder.caller.tenant));
+    holder.idempotent(&req, &state, naming.route("unlock"), &body)?;
     let by = Releaser::Locklock {
         label: holder.caller.label.clone(),
         secret_hash: secret
@@ -292,17 +352,10 @@ async fn release(
     };
     let outcome = state
         .store
-        .release_by_name(
-            &holder.caller.tenant,
-            &resource,
-            &by,
-            holder.caller.quota.as_ref(),
-        )
+        .release_by_name(&holder.caller, &resource, &by)
         .await
         .map_err(|e| tenant_gone(e, &state))?;
-    if let Some(rate) = &outcome.rate {
-        holder.limit_headers = headers(rate);
-    }
+    holder.answered(outcome.rate.as_ref(), outcome.replayed);
     crate::metrics::outcome(
         "unlock",
         match outcome.value {
@@ -348,7 +401,7 @@ fn tenant_gone(e: StoreError, state: &AppState) -> ApiError {
     e.into()
 }
 
-#[utoipa::path(post, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Acquire a UUID lock (keyless public locks allowed)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(("uuid" = String, Path, format = "uuid", description = "A UUID (any case)")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors))]
+#[utoipa::path(post, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Acquire a UUID lock (keyless public locks allowed)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(IdempotencyParams, ("uuid" = String, Path, format = "uuid", description = "A UUID (any case)")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors))]
 pub async fn acquire_uuid(
     req: HttpRequest,
     body: web::Bytes,
@@ -357,7 +410,7 @@ pub async fn acquire_uuid(
     acquire(req, body, state, Naming::Uuid).await
 }
 
-#[utoipa::path(delete, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Release a UUID lock", request_body(content = LockSecret, description = "Optional: no body, an empty one, or this object"), params(("uuid" = String, Path, format = "uuid", description = "A UUID (any case)")), responses((status = 200, description = "Released", body = LockReleased), (status = 404, description = "Not held", body = ErrorBody<'static>), LockErrors))]
+#[utoipa::path(delete, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Release a UUID lock", request_body(content = LockSecret, description = "Optional: no body, an empty one, or this object"), params(IdempotencyParams, ("uuid" = String, Path, format = "uuid", description = "A UUID (any case)")), responses((status = 200, description = "Released", body = LockReleased), (status = 404, description = "Not held", body = ErrorBody<'static>), LockErrors))]
 pub async fn release_uuid(
     req: HttpRequest,
     body: web::Bytes,
@@ -366,7 +419,7 @@ pub async fn release_uuid(
     release(req, body, state, Naming::Uuid).await
 }
 
-#[utoipa::path(post, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Acquire a named lock (pro and enterprise keys)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(("name" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A lock name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Acquire a named lock (pro and enterprise keys)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(IdempotencyParams, ("name" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A lock name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors), security(("apiKey" = [])))]
 pub async fn acquire_key(
     req: HttpRequest,
     body: web::Bytes,
@@ -375,7 +428,7 @@ pub async fn acquire_key(
     acquire(req, body, state, Naming::Key).await
 }
 
-#[utoipa::path(delete, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Release a named lock", request_body(content = LockSecret, description = "Optional: no body, an empty one, or this object"), params(("name" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A lock name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 200, description = "Released", body = LockReleased), (status = 404, description = "Not held", body = ErrorBody<'static>), LockErrors), security(("apiKey" = [])))]
+#[utoipa::path(delete, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Release a named lock", request_body(content = LockSecret, description = "Optional: no body, an empty one, or this object"), params(IdempotencyParams, ("name" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A lock name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 200, description = "Released", body = LockReleased), (status = 404, description = "Not held", body = ErrorBody<'static>), LockErrors), security(("apiKey" = [])))]
 pub async fn release_key(
     req: HttpRequest,
     body: web::Bytes,

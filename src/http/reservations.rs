@@ -3,25 +3,28 @@
 use super::body::{invalid_items, parse_batch, require_json, Fields};
 use super::error::ApiError;
 use super::extract::{ReadCaller, WriteCaller};
+use super::idempotency;
 use super::query::Query;
 use super::rate_headers::add_headers;
 use super::wire::{
-    self, BatchParams, ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, Results,
-    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+    self, BatchParams, ErrorBody, IdempotencyParams, ItemResult, ItemStatus, ListParams,
+    Reservation, ReservationPage, Results, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
 use crate::state::AppState;
 use crate::store::{
-    BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, RateDecision,
-    ReleaseItem, ReleaseOutcome, ReserveItem, ReserveOutcome, Succeeded,
+    BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, ReleaseItem,
+    ReleaseOutcome, ReserveItem, ReserveOutcome, Succeeded,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-/// A 200 with the `RateLimit-*` headers of the request.
-fn ok(rate: Option<&RateDecision>, body: impl Serialize) -> HttpResponse {
+/// A 200 with the `RateLimit-*` headers of the request (and
+/// `Idempotent-Replayed` for a repeat's answer).
+fn ok<T>(m: &Metered<T>, body: impl Serialize) -> HttpResponse {
     let mut res = HttpResponse::Ok();
-    add_headers(&mut res, rate);
+    add_headers(&mut res, m.rate.as_ref());
+    idempotency::mark(&mut res, m.replayed);
     res.json(body)
 }
 
@@ -112,7 +115,7 @@ fn record(op: &'static str, results: &[ItemResult]) {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = wire::ReserveBatch, params(BatchParams), responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken) or ALREADY_HELD", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = wire::ReserveBatch, params(BatchParams, IdempotencyParams), responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken) or ALREADY_HELD", body = Results<'static>), (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was used for another request", body = ErrorBody<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn reserve(
     req: HttpRequest,
@@ -145,13 +148,12 @@ pub async fn reserve(
     })
     .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
-    let Metered {
-        value: outcomes,
-        rate,
-    } = state.store.reserve(&who.caller, &batch, mode).await?;
+    let caller = idempotency::write_caller(&req, &state, &who, "reserve", &body)?;
+    let metered = state.store.reserve(&caller, &batch, mode).await?;
+    let outcomes = &metered.value;
     let results = batch
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .map(|(it, out)| {
             let item =
                 |status| ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), status);
@@ -181,7 +183,7 @@ pub async fn reserve(
         })
         .collect::<Vec<_>>();
     record("reserve", &results);
-    Ok(ok(rate.as_ref(), batch_results(mode, &outcomes, results)))
+    Ok(ok(&metered, batch_results(mode, outcomes, results)))
 }
 
 fn release_items(
@@ -217,7 +219,7 @@ fn release_items(
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/unreserve", tag = "reservations", summary = "Release reservations with their release tokens", request_body = wire::ReleaseBatch, params(BatchParams), responses((status = 200, description = "UNRESERVED, NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/unreserve", tag = "reservations", summary = "Release reservations with their release tokens", request_body = wire::ReleaseBatch, params(BatchParams, IdempotencyParams), responses((status = 200, description = "UNRESERVED, NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was used for another request", body = ErrorBody<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn unreserve(
     req: HttpRequest,
@@ -228,10 +230,9 @@ pub async fn unreserve(
     let mode = batch_mode(&req)?;
     let batch = release_items(&req, &body, &state)?;
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
-    let Metered {
-        value: outcomes,
-        rate,
-    } = state.store.unreserve(&who.caller, &batch, mode).await?;
+    let caller = idempotency::write_caller(&req, &state, &who, "unreserve", &body)?;
+    let metered = state.store.unreserve(&caller, &batch, mode).await?;
+    let outcomes = &metered.value;
     let results = batch
         .iter()
         .zip(outcomes.iter().copied())
@@ -246,10 +247,10 @@ pub async fn unreserve(
         })
         .collect::<Vec<_>>();
     record("unreserve", &results);
-    Ok(ok(rate.as_ref(), batch_results(mode, &outcomes, results)))
+    Ok(ok(&metered, batch_results(mode, outcomes, results)))
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/extend", tag = "reservations", summary = "Re-arm the TTLs of reservations from now", request_body = wire::ExtendBatch, params(BatchParams), responses((status = 200, description = "EXTENDED (with expiresAt), NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/extend", tag = "reservations", summary = "Re-arm the TTLs of reservations from now", request_body = wire::ExtendBatch, params(BatchParams, IdempotencyParams), responses((status = 200, description = "EXTENDED (with expiresAt), NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was used for another request", body = ErrorBody<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn extend(
     req: HttpRequest,
@@ -285,10 +286,9 @@ pub async fn extend(
     })
     .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
-    let Metered {
-        value: outcomes,
-        rate,
-    } = state.store.extend(&who.caller, &batch, mode).await?;
+    let caller = idempotency::write_caller(&req, &state, &who, "extend", &body)?;
+    let metered = state.store.extend(&caller, &batch, mode).await?;
+    let outcomes = &metered.value;
     let results = batch
         .iter()
         .zip(outcomes.iter().copied())
@@ -307,7 +307,7 @@ pub async fn extend(
         })
         .collect::<Vec<_>>();
     record("extend", &results);
-    Ok(ok(rate.as_ref(), batch_results(mode, &outcomes, results)))
+    Ok(ok(&metered, batch_results(mode, outcomes, results)))
 }
 
 #[utoipa::path(post, path = "/api/v1/Reservation/check", tag = "reservations", summary = "Read the state of resources", request_body = wire::CheckBatch, responses((status = 200, description = "HELD (with holder) or FREE per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]
@@ -325,13 +325,11 @@ pub async fn check(
     .into_iter()
     .map(|it| it.resource)
     .collect::<Vec<_>>();
-    let Metered {
-        value: outcomes,
-        rate,
-    } = state.store.check(&who.caller, &batch).await?;
+    let metered = state.store.check(&who.caller, &batch).await?;
+    let outcomes = &metered.value;
     let results = batch
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .map(|(res, out)| match out {
             CheckOutcome::Held(h) => {
                 let mut r =
@@ -346,7 +344,7 @@ pub async fn check(
         .collect::<Vec<_>>();
     record("check", &results);
     Ok(ok(
-        rate.as_ref(),
+        &metered,
         Results {
             results,
             committed: None,
@@ -390,7 +388,7 @@ pub async fn list(
         Some(c) => Some(decode_cursor(c)?),
         None => None,
     };
-    let Metered { value: page, rate } = state
+    let metered = state
         .store
         .list(
             &who.caller,
@@ -403,10 +401,10 @@ pub async fn list(
         )
         .await?;
     Ok(ok(
-        rate.as_ref(),
+        &metered,
         ReservationPage {
-            reservations: page.items.iter().map(Reservation::from).collect(),
-            next_cursor: page.next_after.as_deref().map(encode_cursor),
+            reservations: metered.value.items.iter().map(Reservation::from).collect(),
+            next_cursor: metered.value.next_after.as_deref().map(encode_cursor),
         },
     ))
 }

@@ -28,6 +28,10 @@ pub enum StoreError {
     /// The request was counted against its rate limit and refused; nothing changed.
     #[error("rate limit reached")]
     RateLimited(RateDecision),
+    /// The request's Idempotency-Key has a record of another request (another
+    /// body, query or path); nothing changed.
+    #[error("the Idempotency-Key was used for another request")]
+    IdempotencyKeyReused,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -40,6 +44,28 @@ pub struct Caller {
     pub tenant: TenantId,
     pub label: String,
     pub quota: Option<Quota>,
+    /// The request's Idempotency-Key, when it has one.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// A request's Idempotency-Key (contract section 14), as the store keeps it.
+/// The first execution records, in the same atomic step as its effect, what
+/// a repeat must answer; a repeat with the same fingerprint gets that answer
+/// (and changes nothing, emits nothing, counts against `replay_quota`); one
+/// with another fingerprint gets `StoreError::IdempotencyKeyReused`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The record's id (22 characters): a digest of the credential, the route
+    /// and the key's value, so scopes never meet.
+    pub record: String,
+    /// A digest of the request: method, path, query and body.
+    pub fingerprint: String,
+    /// How long the record is kept.
+    pub retain_ms: u64,
+    /// Most records the tenant keeps; past it the oldest go first.
+    pub max_records: usize,
+    /// What a repeat counts against: the tenant's reads.
+    pub replay_quota: Option<Quota>,
 }
 
 /// Whether a request reads or changes state: the two rate-limit partitions.
@@ -89,11 +115,22 @@ pub fn interval_us(per_second: u32) -> u64 {
 pub struct Metered<T> {
     pub value: T,
     pub rate: Option<RateDecision>,
+    /// The answer of an earlier execution with the same Idempotency-Key: the
+    /// request changed nothing.
+    pub replayed: bool,
 }
 
 impl<T> Metered<T> {
+    pub fn new(value: T, rate: Option<RateDecision>) -> Self {
+        Self {
+            value,
+            rate,
+            replayed: false,
+        }
+    }
+
     pub fn unmetered(value: T) -> Self {
-        Self { value, rate: None }
+        Self::new(value, None)
     }
 }
 
@@ -359,8 +396,14 @@ pub trait Reservations: Send + Sync {
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>>;
     /// Releases a reservation whoever holds it; `false` when it was not held.
     async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool> {
+        let admin = Caller {
+            tenant: tenant.clone(),
+            label: "admin".into(),
+            quota: None,
+            idempotency: None,
+        };
         Ok(self
-            .release_by_name(tenant, resource, &Releaser::Admin, None)
+            .release_by_name(&admin, resource, &Releaser::Admin)
             .await?
             .value
             == ReleaseByName::Released)
@@ -368,10 +411,9 @@ pub trait Reservations: Send + Sync {
     /// Releases a reservation by name, without its release token.
     async fn release_by_name(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         resource: &Resource,
         by: &Releaser,
-        quota: Option<&Quota>,
     ) -> StoreResult<Metered<ReleaseByName>>;
     /// Acquires a locklock lock: a reservation like `reserve` makes.
     async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<Metered<LockOutcome>>;

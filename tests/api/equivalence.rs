@@ -244,6 +244,7 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
             tenant: tenant.id.clone(),
             label: "default".into(),
             quota: None,
+            idempotency: None,
         };
         let resource = Resource::parse("r").expect("resource");
         let requester = Requester::parse("q").expect("requester");

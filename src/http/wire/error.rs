@@ -104,6 +104,9 @@ pub enum LockErrors {
     /// Wrong secret, TIER_REQUIRED, an exchanged token, or a lock held through the Reservation API
     #[response(status = 403)]
     Forbidden(ErrorBody<'static>),
+    /// IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was used for another request
+    #[response(status = 422)]
+    KeyReused(ErrorBody<'static>),
     /// Rate limited, or the public lock pool (or this address's share) is full
     #[response(status = 429)]
     RateLimited(ErrorBody<'static>),

@@ -189,6 +189,24 @@ pub struct Results<'a> {
     pub committed: Option<bool>,
 }
 
+/// The Idempotency-Key header of the writing routes (contract section 14).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyParams {
+    /// 1 to 255 printable ASCII characters. A repeat within
+    /// COOPLOCKER_IDEMPOTENCY_TTL (same credential, route, key, method, path,
+    /// query and body) gets the first answer again, with Idempotent-Replayed:
+    /// true, and changes nothing; the same key with another request is 422
+    /// IDEMPOTENCY_KEY_REUSED. The remedy for a 503 whose effect did commit.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]([ -~]*[!-~])?$"
+    )]
+    pub idempotency_key: Option<String>,
+}
+
 /// The query of `reserve`, `unreserve` and `extend`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -107,6 +107,11 @@ impl Accounts for EmbeddedStore {
             }
         };
         if removed {
+            self.inner
+                .idempotency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget_tenant(id);
             self.invalidate(id);
         }
         Ok(removed)

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod events;
+mod idempotency;
 mod reservations;
 
 use super::{
@@ -40,6 +41,8 @@ struct Inner {
     live: broadcast::Sender<Live>,
     /// Signs exchanged tokens when none is configured; lives with the process.
     token_secret: String,
+    /// Idempotency-Key records (taken before `state` when both are).
+    idempotency: Mutex<idempotency::Records>,
 }
 
 struct State {
@@ -257,6 +260,7 @@ impl EmbeddedStore {
                 live,
                 limits: Mutex::new(HashMap::new()),
                 token_secret: hex::encode(rand::random::<[u8; 32]>()),
+                idempotency: Mutex::new(idempotency::Records::default()),
             }),
         }
     }

@@ -307,15 +307,24 @@ impl EmbeddedStore {
 impl EmbeddedStore {
     /// A batch operation: counted against the caller's rate limit, then run
     /// (an empty batch is counted, nothing else, as the Redis store does).
-    fn batch<I, T>(
+    fn batch<I, T: Clone + Send + Sync + 'static>(
         &self,
         caller: &Caller,
         items: &[I],
         run: impl FnOnce() -> StoreResult<Vec<T>>,
     ) -> StoreResult<Metered<Vec<T>>> {
-        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
-        let value = if items.is_empty() { Vec::new() } else { run()? };
-        Ok(Metered { value, rate })
+        if items.is_empty() {
+            let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+            return Ok(Metered::new(Vec::new(), rate));
+        }
+        self.idempotent(
+            caller,
+            || {
+                let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+                Ok(Metered::new(run()?, rate))
+            },
+            |_| true,
+        )
     }
 }
 
@@ -360,31 +369,38 @@ impl Reservations for EmbeddedStore {
 
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {
         let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
-        Ok(Metered {
-            value: self.list_now(&caller.tenant, query)?,
-            rate,
-        })
+        Ok(Metered::new(self.list_now(&caller.tenant, query)?, rate))
     }
 
     async fn release_by_name(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         resource: &Resource,
         by: &Releaser,
-        quota: Option<&Quota>,
     ) -> StoreResult<Metered<ReleaseByName>> {
-        let rate = self.meter(tenant, quota)?;
-        Ok(Metered {
-            value: self.release_by_name_now(tenant, resource, by)?,
-            rate,
-        })
+        self.idempotent(
+            caller,
+            || {
+                let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+                Ok(Metered::new(
+                    self.release_by_name_now(&caller.tenant, resource, by)?,
+                    rate,
+                ))
+            },
+            // A refusal (403) is not recorded.
+            |v| matches!(v, ReleaseByName::Released | ReleaseByName::NotHeld),
+        )
     }
 
     async fn lock(&self, caller: &Caller, req: &LockRequest) -> StoreResult<Metered<LockOutcome>> {
-        let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
-        Ok(Metered {
-            value: self.lock_now(caller, req)?,
-            rate,
-        })
+        self.idempotent(
+            caller,
+            || {
+                let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
+                Ok(Metered::new(self.lock_now(caller, req)?, rate))
+            },
+            // A full pool or address (429) is not recorded.
+            |v| matches!(v, LockOutcome::Acquired { .. } | LockOutcome::Locked),
+        )
     }
 }

@@ -80,6 +80,16 @@ pub fn all_of(p: &str) -> String {
 /// A rate-limit partition's GCRA state (`{tenantId}:{tier}:{read|write}` of
 /// the contract), beside the tenant's other keys so the scripts count and act
 /// in one step.
+/// An Idempotency-Key record of the tenant (idem.lua).
+pub fn idempotency_record(p: &str, record: &str) -> String {
+    format!("{p}k:{record}")
+}
+
+/// The tenant's Idempotency-Key records, oldest first (idem.lua).
+pub fn idempotency_index(p: &str) -> String {
+    format!("{p}ki")
+}
+
 pub fn quota(p: &str, q: &Quota) -> String {
     format!("{p}rl:{}:{}", q.tier.as_str(), q.access.as_str())
 }

@@ -246,11 +246,13 @@ impl RedisStore {
                     .key(key)
                     .arg(interval_us)
                     .arg(burst.max(1))
+                    // No Idempotency-Key (lua/idem.lua).
+                    .arg("0")
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
-        Ok(replies::decision(reply, per_second)?.1)
+        replies::decision(reply, per_second)
     }
 }
 

@@ -2,7 +2,7 @@
 //! conditions (unreachable, loading, out of memory, failing over) from bugs.
 
 use crate::domain::{Holding, Millis, Resource};
-use crate::store::{Metered, Quota, RateDecision, StoreError, StoreResult};
+use crate::store::{Caller, Metered, RateDecision, StoreError, StoreResult};
 use redis::Value;
 
 /// Redis I/O failures, timeouts and the store's own conditions — loading,
@@ -56,20 +56,10 @@ pub fn classify(what: &str, e: redis::RedisError) -> StoreError {
     }
 }
 
-/// Splits a metered script's reply (see `lua/meter.lua`) into the body's reply
-/// and the rate limiter's decision; a refused request is
-/// `StoreError::RateLimited`.
-pub fn metered(reply: Value, quota: Option<&Quota>) -> StoreResult<Metered<Value>> {
-    let (value, decision) = decision(reply, quota.map_or(0, |q| q.per_second))?;
-    let rate = match quota {
-        Some(_) => Some(decision.checked()?),
-        None => None,
-    };
-    Ok(Metered { value, rate })
-}
-
-/// The limiter's decision in a metered reply, and the body's reply.
-pub fn decision(reply: Value, limit: u32) -> StoreResult<(Value, RateDecision)> {
+/// The parts of a metered script's reply (see `lua/meter.lua`): the
+/// limiter's decision for a limit of `limit` per second, and when the request
+/// ran, the reply and how it was answered (0 ran, 1 repeat, 2 key reused).
+fn split(reply: Value, limit: impl FnOnce(bool) -> u32) -> StoreResult<(RateDecision, Value, i64)> {
     let mut parts = items(reply)?.into_iter();
     let (flag, a, b) = (parts.next(), parts.next(), parts.next());
     let num = |v: &Option<Value>| {
@@ -78,28 +68,67 @@ pub fn decision(reply: Value, limit: u32) -> StoreResult<(Value, RateDecision)> 
             .ok_or_else(|| bad_reply("meter"))
     };
     match flag {
-        Some(Value::Int(1)) => Ok((
-            parts.next().unwrap_or(Value::Nil),
-            RateDecision {
+        Some(Value::Int(1)) => {
+            let body = parts.next().unwrap_or(Value::Nil);
+            let how = match parts.next() {
+                Some(Value::Int(h @ 0..=2)) => h,
+                _ => return Err(bad_reply("meter")),
+            };
+            let decision = RateDecision {
                 allowed: true,
-                limit,
+                limit: limit(how == 1),
                 remaining: num(&a)?,
                 retry_after_ms: 0,
                 reset_ms: num(&b)?,
-            },
-        )),
-        Some(Value::Int(0)) => Ok((
-            Value::Nil,
-            RateDecision {
+            };
+            Ok((decision, body, how))
+        }
+        Some(Value::Int(0)) => {
+            let decision = RateDecision {
                 allowed: false,
-                limit,
+                limit: limit(false),
                 remaining: 0,
                 retry_after_ms: num(&a)?,
                 reset_ms: num(&b)?,
-            },
-        )),
+            };
+            Ok((decision, Value::Nil, 0))
+        }
         _ => Err(bad_reply("meter")),
     }
+}
+
+/// The limiter's decision in the reply of a script that only meters
+/// (`rate_limit`).
+pub fn decision(reply: Value, limit: u32) -> StoreResult<RateDecision> {
+    Ok(split(reply, |_| limit)?.0)
+}
+
+/// Splits a metered script's reply (see `lua/meter.lua`) into the body's reply
+/// (or, for a repeat of a recorded Idempotency-Key, the recorded one) and the
+/// rate limiter's decision; a refused request is `StoreError::RateLimited`, a
+/// key used for another request `StoreError::IdempotencyKeyReused`.
+pub fn metered(reply: Value, caller: &Caller) -> StoreResult<Metered<Value>> {
+    // A repeat counts against the replay quota (the tenant's reads).
+    let quota_of = |replayed: bool| match (&caller.idempotency, replayed) {
+        (Some(idem), true) => idem.replay_quota.as_ref(),
+        _ => caller.quota.as_ref(),
+    };
+    let (decision, body, how) = split(reply, |replayed| {
+        quota_of(replayed).map_or(0, |q| q.per_second)
+    })?;
+    let replayed = how == 1;
+    let rate = match quota_of(replayed) {
+        Some(_) => Some(decision.checked()?),
+        None => None,
+    };
+    if how == 2 {
+        return Err(StoreError::IdempotencyKeyReused);
+    }
+    Ok(Metered {
+        value: body,
+        rate,
+        replayed,
+    })
 }
 
 pub fn as_u64(v: &Value) -> Option<u64> {

@@ -30,6 +30,15 @@ fn token_bytes(token: &ReleaseToken) -> Vec<u8> {
     }
 }
 
+/// The release token a script answers (its 16 bytes).
+fn token_of(v: &Value) -> StoreResult<ReleaseToken> {
+    match v {
+        Value::BulkString(b) => ReleaseToken::from_bytes(b),
+        _ => None,
+    }
+    .ok_or_else(|| bad_reply("reserve: release token"))
+}
+
 /// A script's yes/no argument.
 fn flag(on: bool) -> &'static str {
     if on {
@@ -39,9 +48,9 @@ fn flag(on: bool) -> &'static str {
     }
 }
 
-/// Appends a request's rate limit to a metered script call (see meter.lua):
-/// after every key and argument of the script's own.
-fn meter(inv: &mut redis::ScriptInvocation<'_>, p: &str, quota: Option<&Quota>) {
+/// Appends a limit to a metered script call: its key, interval and burst
+/// (unlimited: any key of the tenant, interval 0).
+fn limit(inv: &mut redis::ScriptInvocation<'_>, p: &str, quota: Option<&Quota>) {
     match quota {
         Some(q) => inv
             .key(keys::quota(p, q))
@@ -51,6 +60,27 @@ fn meter(inv: &mut redis::ScriptInvocation<'_>, p: &str, quota: Option<&Quota>) 
     };
 }
 
+/// Appends a request's rate limit and Idempotency-Key to a metered script
+/// call (see meter.lua and idem.lua): after every key and argument of the
+/// script's own.
+fn meter(inv: &mut redis::ScriptInvocation<'_>, p: &str, caller: &Caller) {
+    limit(inv, p, caller.quota.as_ref());
+    match &caller.idempotency {
+        Some(idem) => {
+            inv.key(keys::idempotency_record(p, &idem.record))
+                .key(keys::idempotency_index(p));
+            inv.arg(idem.fingerprint.as_str())
+                .arg(idem.retain_ms)
+                .arg(idem.max_records);
+            limit(inv, p, idem.replay_quota.as_ref());
+            inv.arg("1");
+        }
+        None => {
+            inv.arg("0");
+        }
+    }
+}
+
 impl RedisStore {
     /// An empty batch: counted against the caller's rate limit, nothing else.
     async fn empty_batch<T>(&self, caller: &Caller) -> StoreResult<Metered<Vec<T>>> {
@@ -58,10 +88,7 @@ impl RedisStore {
             Some(q) => Some(crate::store::Upkeep::charge(self, &caller.tenant, q).await?),
             None => None,
         };
-        Ok(Metered {
-            value: Vec::new(),
-            rate,
-        })
+        Ok(Metered::new(Vec::new(), rate))
     }
 
     /// Runs reserve.lua: -1 (tenant gone), -2 (cap reached) or one row per item.
@@ -91,15 +118,15 @@ impl RedisStore {
                 .arg(it.ttl_ms)
                 .arg(token_bytes(&it.token));
         }
-        meter(&mut inv, &p, caller.quota.as_ref());
+        meter(&mut inv, &p, caller);
         let mut c = self.conn();
         let reply = self
             .run("reserve", async { inv.invoke_async(&mut c).await })
             .await?;
-        let metered = replies::metered(reply, caller.quota.as_ref())?;
+        let metered = replies::metered(reply, caller)?;
         Ok(Metered {
             value: self.with_due(&caller.tenant, metered.value).await?,
-            rate: metered.rate,
+            ..metered
         })
     }
 
@@ -139,12 +166,12 @@ impl RedisStore {
                 inv.arg(x);
             }
         }
-        meter(&mut inv, &p, caller.quota.as_ref());
+        meter(&mut inv, &p, caller);
         let mut c = self.conn();
         let reply: Value = self
             .run(what, async { inv.invoke_async(&mut c).await })
             .await?;
-        let metered = replies::metered(reply, caller.quota.as_ref())?;
+        let metered = replies::metered(reply, caller)?;
         if metered.value == Value::Int(-1) {
             return Err(StoreError::TenantGone);
         }
@@ -189,8 +216,11 @@ impl Reservations for RedisStore {
                 token: ReleaseToken::generate(),
             })
             .collect();
-        let Metered { value: reply, rate } =
-            self.run_reserve(caller, &args, 0, 0, "", mode).await?;
+        let Metered {
+            value: reply,
+            rate,
+            replayed,
+        } = self.run_reserve(caller, &args, 0, 0, "", mode).await?;
         let rows = match reply {
             Value::Int(-1) => return Err(StoreError::TenantGone),
             Value::Int(-2) | Value::Int(-3) => return Err(bad_reply("reserve (no cap was set)")),
@@ -201,12 +231,11 @@ impl Reservations for RedisStore {
         }
         let value = rows
             .into_iter()
-            .zip(args)
-            .map(|(row, arg)| {
+            .map(|row| {
                 let row = items(row)?;
                 match row.as_slice() {
-                    [Value::Int(1), at, ea, ft] => Ok(ReserveOutcome::Reserved {
-                        release_token: arg.token,
+                    [Value::Int(1), at, ea, ft, tok] => Ok(ReserveOutcome::Reserved {
+                        release_token: token_of(tok)?,
                         reserved_at: as_u64(at).ok_or_else(|| bad_reply("reserve"))?,
                         expires_at: as_opt_millis(ea),
                         fencing_token: as_u64(ft).ok_or_else(|| bad_reply("reserve"))?,
@@ -220,7 +249,11 @@ impl Reservations for RedisStore {
                 }
             })
             .collect::<StoreResult<_>>()?;
-        Ok(Metered { value, rate })
+        Ok(Metered {
+            value,
+            rate,
+            replayed,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
@@ -233,7 +266,11 @@ impl Reservations for RedisStore {
         if items_in.is_empty() {
             return self.empty_batch(caller).await;
         }
-        let Metered { value, rate } = self
+        let Metered {
+            value,
+            rate,
+            replayed,
+        } = self
             .run_token_batch(
                 "unreserve",
                 &scripts::UNRESERVE,
@@ -256,7 +293,11 @@ impl Reservations for RedisStore {
                 _ => Err(bad_reply("unreserve")),
             })
             .collect::<StoreResult<_>>()?;
-        Ok(Metered { value, rate })
+        Ok(Metered {
+            value,
+            rate,
+            replayed,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
@@ -269,7 +310,11 @@ impl Reservations for RedisStore {
         if items_in.is_empty() {
             return self.empty_batch(caller).await;
         }
-        let Metered { value, rate } = self
+        let Metered {
+            value,
+            rate,
+            replayed,
+        } = self
             .run_token_batch("extend", &scripts::EXTEND, caller, (items_in, mode), |it| {
                 (
                     &it.resource,
@@ -298,7 +343,11 @@ impl Reservations for RedisStore {
                 }
             })
             .collect::<StoreResult<_>>()?;
-        Ok(Metered { value, rate })
+        Ok(Metered {
+            value,
+            rate,
+            replayed,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = resources.len()))]
@@ -315,12 +364,16 @@ impl Reservations for RedisStore {
         for r in resources {
             inv.key(keys::hold(&p, r.as_str()));
         }
-        meter(&mut inv, &p, caller.quota.as_ref());
+        meter(&mut inv, &p, caller);
         let mut c = self.conn();
         let reply: Value = self
             .run("check", async { inv.invoke_async(&mut c).await })
             .await?;
-        let Metered { value, rate } = replies::metered(reply, caller.quota.as_ref())?;
+        let Metered {
+            value,
+            rate,
+            replayed,
+        } = replies::metered(reply, caller)?;
         let rows = items(value)?;
         if rows.len() != resources.len() {
             return Err(bad_reply("check"));
@@ -339,7 +392,11 @@ impl Reservations for RedisStore {
                 }
             })
             .collect::<StoreResult<_>>()?;
-        Ok(Metered { value, rate })
+        Ok(Metered {
+            value,
+            rate,
+            replayed,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
@@ -375,12 +432,16 @@ impl Reservations for RedisStore {
             .arg(max)
             .arg(query.limit)
             .arg(want_rq);
-        meter(&mut inv, &p, caller.quota.as_ref());
+        meter(&mut inv, &p, caller);
         let mut c = self.conn();
         let reply: Value = self
             .run("list", async { inv.invoke_async(&mut c).await })
             .await?;
-        let Metered { value, rate } = replies::metered(reply, caller.quota.as_ref())?;
+        let Metered {
+            value,
+            rate,
+            replayed,
+        } = replies::metered(reply, caller)?;
         let mut parts = items(value)?.into_iter();
         let (Some(rows), Some(last), Some(more)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -404,16 +465,16 @@ impl Reservations for RedisStore {
                 next_after,
             },
             rate,
+            replayed,
         })
     }
 
-    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
     async fn release_by_name(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         resource: &Resource,
         by: &Releaser,
-        quota: Option<&Quota>,
     ) -> StoreResult<Metered<ReleaseByName>> {
         let (kind, label, locklock, presented) = match by {
             Releaser::Admin => ("FORCE_RELEASED", "admin", "0", ""),
@@ -424,7 +485,7 @@ impl Reservations for RedisStore {
                 secret_hash.as_deref().unwrap_or(""),
             ),
         };
-        let p = keys::prefix(tenant);
+        let p = keys::prefix(&caller.tenant);
         let mut inv = scripts::RELEASE.prepare_invoke();
         inv.key(keys::tenant(&p))
             .key(keys::events(&p))
@@ -435,12 +496,16 @@ impl Reservations for RedisStore {
             .arg(label)
             .arg(locklock)
             .arg(presented);
-        meter(&mut inv, &p, quota);
+        meter(&mut inv, &p, caller);
         let mut c = self.conn();
         let reply: Value = self
             .run("release", async { inv.invoke_async(&mut c).await })
             .await?;
-        let Metered { value, rate } = replies::metered(reply, quota)?;
+        let Metered {
+            value,
+            rate,
+            replayed,
+        } = replies::metered(reply, caller)?;
         let value = match items(value)?.as_slice() {
             [Value::Int(1), ..] => ReleaseByName::Released,
             [Value::Int(0)] => ReleaseByName::NotHeld,
@@ -448,7 +513,11 @@ impl Reservations for RedisStore {
             [Value::Int(4)] => ReleaseByName::NotALock,
             _ => return Err(bad_reply("release")),
         };
-        Ok(Metered { value, rate })
+        Ok(Metered {
+            value,
+            rate,
+            replayed,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
@@ -460,7 +529,11 @@ impl Reservations for RedisStore {
             token: ReleaseToken::generate(),
         }];
         let locklock = format!("L{}", req.secret_hash.as_deref().unwrap_or(""));
-        let Metered { value: reply, rate } = self
+        let Metered {
+            value: reply,
+            rate,
+            replayed,
+        } = self
             .run_reserve(
                 caller,
                 &args,
@@ -470,7 +543,13 @@ impl Reservations for RedisStore {
                 BatchMode::default(),
             )
             .await?;
-        let done = |value| Ok(Metered { value, rate });
+        let done = |value| {
+            Ok(Metered {
+                value,
+                rate,
+                replayed,
+            })
+        };
         let row = match reply {
             Value::Int(-1) => return Err(StoreError::TenantGone),
             Value::Int(-2) => return done(LockOutcome::Full),
@@ -481,7 +560,7 @@ impl Reservations for RedisStore {
                 .ok_or_else(|| bad_reply("lock"))?,
         };
         match items(row)?.as_slice() {
-            [Value::Int(1), _at, ea, ft] => done(LockOutcome::Acquired {
+            [Value::Int(1), _at, ea, ft, _tok] => done(LockOutcome::Acquired {
                 expires_at: as_u64(ea).ok_or_else(|| bad_reply("lock"))?,
                 fencing_token: as_u64(ft).ok_or_else(|| bad_reply("lock"))?,
             }),

@@ -32,6 +32,7 @@ macro_rules! metered {
     ($preludes:expr, $file:literal) => {
         concat!(
             $preludes,
+            lua!("idem.lua"),
             "local function body()\n",
             lua!($file),
             "\nend\n",
@@ -66,6 +67,7 @@ pub const SOURCES: &[(&str, &str)] = &[
         "rate_limit",
         concat!(
             lua!("clock.lua"),
+            lua!("idem.lua"),
             "local function body() return {} end\n",
             lua!("meter.lua")
         ),
