@@ -150,6 +150,7 @@ impl Application {
         };
         let state = web::Data::new(AppState {
             store: store.clone(),
+            accounts: crate::accounts::Accounts::new(store.clone(), auth.clone()),
             auth,
             admin_token_hash: admin_token.as_deref().map(hash_secret),
             limits: Limits {

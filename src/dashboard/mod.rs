@@ -16,13 +16,13 @@
 pub mod oidc;
 mod pages;
 
-use crate::domain::{constant_time_eq, KeyId, Resource, TenantId, TenantName, Tier};
+use crate::accounts::SignInError;
+use crate::domain::{constant_time_eq, KeyId, Resource, TenantId};
 use crate::state::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,8 @@ const SESSION_COOKIE: &str = "cl_session";
 const SIGNIN_COOKIE: &str = "cl_signin";
 const SESSION_AUD: &str = "cooplocker-dashboard";
 const SIGNIN_AUD: &str = "cooplocker-dashboard-signin";
+/// The sign-in's answer when the store cannot be reached.
+const STORE_DOWN: &str = "The store cannot be reached right now; try again shortly.";
 /// How long a started sign-in may take at the provider.
 const SIGNIN_TTL: Duration = Duration::from_secs(600);
 
@@ -294,10 +296,7 @@ async fn login_start(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     let Ok(signed) = signed else {
         return html(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            pages::message(
-                "Sign-in unavailable",
-                "The store cannot be reached right now; try again shortly.",
-            ),
+            pages::message("Sign-in unavailable", STORE_DOWN),
         );
     };
     HttpResponse::Found()
@@ -305,15 +304,6 @@ async fn login_start(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .cookie(cookie(d, SIGNIN_COOKIE, signed, SIGNIN_TTL))
         .finish()
-}
-
-/// The tenant of an OIDC identity: a fixed id derived from (issuer, subject).
-fn identity_tenant(issuer: &str, subject: &str) -> TenantId {
-    let digest = Sha256::digest(format!("oidc\n{issuer}\n{subject}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
-    TenantId::parse(&id.hyphenated().to_string()).unwrap_or_else(|_| TenantId::generate())
 }
 
 /// The provider's redirect back: checks `state` against the sign-in cookie,
@@ -354,7 +344,7 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             .await
         {
             Ok(v) => v,
-            Err(_) => return refuse("The store cannot be reached right now; try again shortly."),
+            Err(_) => return refuse(STORE_DOWN),
         },
     };
     let Some(started) = started else {
@@ -377,40 +367,22 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         Ok(i) => i,
         Err(e) => return refuse(&e),
     };
-    let tenant = identity_tenant(&identity.issuer, &identity.subject);
-    let mut new_key = None;
-    match state.store.get_tenant(&tenant).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            // The provider's display name when it is a valid name, else the
-            // tenant id (a UUID, always valid).
-            let Ok(name) = TenantName::parse(truncate(&identity.display, 200).to_string())
-                .or_else(|_| TenantName::parse(tenant.as_str().to_string()))
-            else {
-                return refuse("The identity has no usable name.");
-            };
-            if let Err(e) = state.store.ensure_tenant(&tenant, &name, Tier::Free).await {
-                tracing::warn!(error = %e, "dashboard sign-up failed");
-                return refuse("The store cannot be reached right now; try again shortly.");
-            }
-            match state.store.create_key(&tenant, "default").await {
-                Ok(Ok(k)) => {
-                    tracing::info!(%tenant, "dashboard sign-up: tenant and default key created");
-                    new_key = Some(k);
-                }
-                // A concurrent first sign-in made it: the key is on the keys page.
-                Ok(Err(_)) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "dashboard sign-up failed");
-                    return refuse("The store cannot be reached right now; try again shortly.");
-                }
-            }
-        }
-        Err(_) => return refuse("The store cannot be reached right now; try again shortly."),
-    }
+    let signed_in = state
+        .accounts
+        .sign_in(
+            &identity.issuer,
+            &identity.subject,
+            truncate(&identity.display, 200),
+        )
+        .await;
+    let (tenant, new_key) = match signed_in {
+        Ok(t) => (t.tenant, t.new_key),
+        Err(SignInError::NoUsableName) => return refuse("The identity has no usable name."),
+        Err(SignInError::Store(_)) => return refuse(STORE_DOWN),
+    };
     let session_cookie = match start_session(&state, &tenant, &identity.display).await {
         Ok(c) => c,
-        Err(_) => return refuse("The store cannot be reached right now; try again shortly."),
+        Err(_) => return refuse(STORE_DOWN),
     };
     let mut res = match new_key {
         Some(k) => {
@@ -533,7 +505,7 @@ async fn key_create(
         )
         .await;
     }
-    match state.store.create_key(&s.tenant, label).await {
+    match state.accounts.create_key(&s.tenant, label).await {
         Ok(Ok(k)) => {
             tracing::info!(tenant = %s.tenant, key = %k.info.id, "api key created from the dashboard");
             ok(pages::secret_shown(
@@ -562,9 +534,8 @@ async fn key_rotate(
     let Ok(key) = KeyId::parse(&path) else {
         return keys_view(&state, &s, Some("No such key.")).await;
     };
-    match state.store.rotate_key(&s.tenant, &key).await {
+    match state.accounts.rotate_key(&s.tenant, &key).await {
         Ok(Some(k)) => {
-            state.auth.forget_tenant(&s.tenant);
             tracing::info!(tenant = %s.tenant, %key, "api key rotated from the dashboard");
             ok(pages::secret_shown(
                 &s,
@@ -589,9 +560,8 @@ async fn key_revoke(
     let Ok(key) = KeyId::parse(&path) else {
         return keys_view(&state, &s, Some("No such key.")).await;
     };
-    match state.store.delete_key(&s.tenant, &key).await {
+    match state.accounts.revoke_key(&s.tenant, &key).await {
         Ok(true) => {
-            state.auth.forget_tenant(&s.tenant);
             tracing::info!(tenant = %s.tenant, %key, "api key revoked from the dashboard");
             see_other("/dashboard/keys")
         }
