@@ -1,0 +1,232 @@
+//! The signed-in dashboard's pages and actions: keys (create, rotate, revoke),
+//! reservations (and releasing one), recent events, the plan, the live feed
+//! of the tenant's events, and the two static assets.
+
+use super::pages;
+use super::reply::{forbidden, html, ok, see_other, unavailable};
+use super::session::{session, signed_in, signed_in_form, Session};
+use crate::domain::{KeyId, Resource};
+use crate::state::AppState;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use std::collections::HashMap;
+
+pub(super) async fn home(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match session(&req, &state).await {
+        Some(_) => see_other("/dashboard/keys"),
+        None => see_other("/dashboard/login"),
+    }
+}
+
+pub(super) async fn keys_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let s = signed_in!(req, state);
+    keys_view(&state, &s, None).await
+}
+
+async fn keys_view(state: &AppState, s: &Session, error: Option<&str>) -> HttpResponse {
+    let (Ok(Some(tenant)), Ok(Some(keys))) = (
+        state.store.get_tenant(&s.tenant).await,
+        state.store.list_keys(&s.tenant).await,
+    ) else {
+        return unavailable();
+    };
+    let status = if error.is_some() {
+        actix_web::http::StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        actix_web::http::StatusCode::OK
+    };
+    html(status, pages::keys(s, &tenant, &keys, error))
+}
+
+pub(super) async fn key_create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<HashMap<String, String>>,
+) -> HttpResponse {
+    let s = signed_in_form!(req, state, form);
+    let label = form.get("label").map(|l| l.trim()).unwrap_or_default();
+    if crate::domain::KeyLabel::parse(label.to_string()).is_err() {
+        return keys_view(
+            &state,
+            &s,
+            Some("A label is 1 to 256 characters, without control characters."),
+        )
+        .await;
+    }
+    match state.accounts.create_key(&s.tenant, label).await {
+        Ok(Ok(k)) => {
+            tracing::info!(tenant = %s.tenant, key = %k.info.id, "api key created from the dashboard");
+            ok(pages::secret_shown(
+                &s,
+                "New API key",
+                &k.info.label,
+                &k.secret,
+                false,
+            ))
+        }
+        Ok(Err(crate::store::KeyCreateError::LimitReached(max))) => {
+            let msg = format!("Your plan allows {max} key(s); revoke one or upgrade to add more.");
+            keys_view(&state, &s, Some(&msg)).await
+        }
+        Ok(Err(_)) | Err(_) => unavailable(),
+    }
+}
+
+pub(super) async fn key_rotate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<HashMap<String, String>>,
+) -> HttpResponse {
+    let s = signed_in_form!(req, state, form);
+    let Ok(key) = KeyId::parse(&path) else {
+        return keys_view(&state, &s, Some("No such key.")).await;
+    };
+    match state.accounts.rotate_key(&s.tenant, &key).await {
+        Ok(Some(k)) => {
+            tracing::info!(tenant = %s.tenant, %key, "api key rotated from the dashboard");
+            ok(pages::secret_shown(
+                &s,
+                "Rotated API key",
+                &k.info.label,
+                &k.secret,
+                false,
+            ))
+        }
+        Ok(None) => keys_view(&state, &s, Some("No such key.")).await,
+        Err(_) => unavailable(),
+    }
+}
+
+pub(super) async fn key_revoke(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<HashMap<String, String>>,
+) -> HttpResponse {
+    let s = signed_in_form!(req, state, form);
+    let Ok(key) = KeyId::parse(&path) else {
+        return keys_view(&state, &s, Some("No such key.")).await;
+    };
+    match state.accounts.revoke_key(&s.tenant, &key).await {
+        Ok(true) => {
+            tracing::info!(tenant = %s.tenant, %key, "api key revoked from the dashboard");
+            see_other("/dashboard/keys")
+        }
+        Ok(false) => keys_view(&state, &s, Some("No such key.")).await,
+        Err(_) => unavailable(),
+    }
+}
+
+/// Every active reservation of the tenant, at most 1000 shown.
+async fn holdings(state: &AppState, s: &Session) -> Option<Vec<crate::domain::Holding>> {
+    let caller = crate::store::Caller {
+        tenant: s.tenant.clone(),
+        label: "dashboard".into(),
+        quota: None,
+    };
+    let q = crate::store::ListQuery {
+        prefix: None,
+        requester: None,
+        limit: 1000,
+        after: None,
+    };
+    state
+        .store
+        .list(&caller, &q)
+        .await
+        .ok()
+        .map(|m| m.value.items)
+}
+
+pub(super) async fn reservations_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let s = signed_in!(req, state);
+    let Some(items) = holdings(&state, &s).await else {
+        return unavailable();
+    };
+    ok(pages::reservations(&s, &items))
+}
+
+pub(super) async fn release(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<HashMap<String, String>>,
+) -> HttpResponse {
+    let s = signed_in_form!(req, state, form);
+    let Some(Ok(resource)) = form.get("resource").map(|r| Resource::parse(r.clone())) else {
+        return forbidden("No such reservation.");
+    };
+    match state.store.force_release(&s.tenant, &resource).await {
+        Ok(_) => see_other("/dashboard/reservations"),
+        Err(_) => unavailable(),
+    }
+}
+
+/// The most recent events (up to 200), newest first.
+pub(super) async fn events_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let s = signed_in!(req, state);
+    let mut after = crate::events::EventId::ZERO;
+    let mut recent: std::collections::VecDeque<crate::events::Event> = Default::default();
+    for _ in 0..20 {
+        match state.store.events_after(&s.tenant, after, 1000).await {
+            Ok(crate::events::History::Events(page)) => {
+                let full = page.len() == 1000;
+                if let Some(last) = page.last() {
+                    after = last.id;
+                }
+                recent.extend(page);
+                while recent.len() > 200 {
+                    recent.pop_front();
+                }
+                if !full {
+                    break;
+                }
+            }
+            Ok(crate::events::History::Gap { .. }) => break,
+            Err(_) => return unavailable(),
+        }
+    }
+    let events: Vec<_> = recent.into_iter().rev().collect();
+    ok(pages::events(&s, &events))
+}
+
+pub(super) async fn plan_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let s = signed_in!(req, state);
+    let (Ok(Some(tenant)), Ok(Some(keys)), Some(items)) = (
+        state.store.get_tenant(&s.tenant).await,
+        state.store.list_keys(&s.tenant).await,
+        holdings(&state, &s).await,
+    ) else {
+        return unavailable();
+    };
+    let writes = state.rates.writes(tenant.tier);
+    ok(pages::plan(&s, &tenant, keys.len(), items.len(), writes))
+}
+
+/// The tenant's live events for the dashboard's script, as Server-Sent Events
+/// (the session cookie, not an API key, opens it).
+pub(super) async fn live(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(s) = session(&req, &state).await else {
+        return HttpResponse::Unauthorized()
+            .content_type("application/json")
+            .body(r#"{"error":{"code":"UNAUTHORIZED","message":"sign in to the dashboard first","details":[]}}"#);
+    };
+    crate::http::events::session_stream(&req, &state, s.tenant, s.expires_at).await
+}
+
+pub(super) async fn script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .body(pages::SCRIPT)
+}
+
+pub(super) async fn style() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .body(pages::STYLE)
+}

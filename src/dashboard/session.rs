@@ -1,0 +1,134 @@
+//! Dashboard sessions: the signed session cookie (HS256 with the fleet's token
+//! key, audience `cooplocker-dashboard`), looking a request's session up,
+//! starting one, and the CSRF and Origin check of every state-changing form.
+
+use super::{dashboard, now_secs, oidc, Dashboard};
+use crate::domain::{constant_time_eq, TenantId};
+use crate::state::AppState;
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub(super) const SESSION_COOKIE: &str = "cl_session";
+const SESSION_AUD: &str = "cooplocker-dashboard";
+
+/// A signed-in session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub tenant: TenantId,
+    pub who: String,
+    pub csrf: String,
+    /// When the session ends (seconds since the epoch); its live feed ends then.
+    pub expires_at: u64,
+}
+
+pub(super) fn cookie<'a>(
+    d: &Dashboard,
+    name: &'a str,
+    value: String,
+    max_age: Duration,
+) -> Cookie<'a> {
+    Cookie::build(name, value)
+        .path("/dashboard")
+        .http_only(true)
+        .secure(d.cookie_secure)
+        .same_site(SameSite::Lax)
+        .max_age(CookieDuration::seconds(max_age.as_secs() as i64))
+        .finish()
+}
+
+pub(super) fn removal<'a>(d: &Dashboard, name: &'a str) -> Cookie<'a> {
+    let mut c = cookie(d, name, String::new(), Duration::ZERO);
+    c.make_removal();
+    c
+}
+
+/// The session of this request, if its cookie verifies and its tenant exists.
+pub(super) async fn session(req: &HttpRequest, state: &AppState) -> Option<Session> {
+    let raw = req.cookie(SESSION_COOKIE)?;
+    let claims = state
+        .auth
+        .check_signed(raw.value(), |k| k.check_value(raw.value(), SESSION_AUD))
+        .await
+        .ok()??;
+    let tenant = TenantId::parse(claims["tid"].as_str()?).ok()?;
+    // A deleted tenant's sessions end with it.
+    state.store.get_tenant(&tenant).await.ok()??;
+    Some(Session {
+        tenant,
+        who: claims["who"].as_str().unwrap_or_default().to_string(),
+        csrf: claims["csrf"].as_str()?.to_string(),
+        expires_at: claims["exp"].as_u64()?,
+    })
+}
+
+/// Starts a session for `tenant`: the cookie to set.
+pub(super) async fn start_session(
+    state: &AppState,
+    tenant: &TenantId,
+    who: &str,
+) -> Result<Cookie<'static>, String> {
+    let d = dashboard(state);
+    let keys = state
+        .auth
+        .token_keys()
+        .await
+        .map_err(|e| format!("the session key is not available: {e}"))?;
+    let token = keys.sign_value(
+        SESSION_AUD,
+        json!({
+            "tid": tenant.as_str(),
+            "who": who,
+            "csrf": oidc::random_token(),
+            "exp": now_secs() + d.session_ttl.as_secs(),
+        }),
+    )?;
+    Ok(cookie(d, SESSION_COOKIE, token, d.session_ttl).into_owned())
+}
+
+/// Checks a state-changing form: the session's CSRF token, and no foreign Origin.
+pub(super) fn check_form(req: &HttpRequest, s: &Session, form: &HashMap<String, String>) -> bool {
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let info = req.connection_info();
+        let own = format!("{}://{}", info.scheme(), info.host());
+        let public = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|st| st.dashboard.public_url.clone())
+            .map(|u| u.trim_end_matches('/').to_string());
+        let o = origin.to_str().unwrap_or_default();
+        if o != own && Some(o.to_string()) != public {
+            return false;
+        }
+    }
+    form.get("csrf")
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), s.csrf.as_bytes()))
+}
+
+/// The session of the request, or a redirect to sign in.
+macro_rules! signed_in {
+    ($req:expr, $state:expr) => {
+        match $crate::dashboard::session::session(&$req, &$state).await {
+            Some(s) => s,
+            None => return $crate::dashboard::reply::see_other("/dashboard/login"),
+        }
+    };
+}
+pub(super) use signed_in;
+
+/// [`signed_in!`] for a state-changing form: also checks its CSRF token and
+/// Origin, else answers 403.
+macro_rules! signed_in_form {
+    ($req:expr, $state:expr, $form:expr) => {{
+        let s = $crate::dashboard::session::signed_in!($req, $state);
+        if !$crate::dashboard::session::check_form(&$req, &s, &$form) {
+            return $crate::dashboard::reply::forbidden(
+                "The form is stale or came from another site; reload the page.",
+            );
+        }
+        s
+    }};
+}
+pub(super) use signed_in_form;
