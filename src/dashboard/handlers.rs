@@ -79,12 +79,13 @@ pub(super) async fn key_rotate(
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
     let s = signed_in_form!(req, state, form);
-    let Ok(key) = KeyId::parse(&path) else {
-        return keys_view(&state, &s, Some("No such key.")).await;
+    let rotated = match KeyId::parse(&path) {
+        Ok(key) => state.accounts.rotate_key(&s.tenant, &key).await,
+        Err(_) => Ok(None),
     };
-    match state.accounts.rotate_key(&s.tenant, &key).await {
+    match rotated {
         Ok(Some(k)) => {
-            tracing::info!(tenant = %s.tenant, %key, "api key rotated from the dashboard");
+            tracing::info!(tenant = %s.tenant, key = %k.info.id, "api key rotated from the dashboard");
             ok(pages::secret_shown(
                 &s,
                 "Rotated API key",
@@ -93,7 +94,7 @@ pub(super) async fn key_rotate(
                 false,
             ))
         }
-        Ok(None) => keys_view(&state, &s, Some("No such key.")).await,
+        Ok(None) => no_such_key(&state, &s).await,
         Err(_) => unavailable(),
     }
 }
@@ -105,17 +106,22 @@ pub(super) async fn key_revoke(
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
     let s = signed_in_form!(req, state, form);
-    let Ok(key) = KeyId::parse(&path) else {
-        return keys_view(&state, &s, Some("No such key.")).await;
+    let Some(key) = KeyId::parse(&path).ok() else {
+        return no_such_key(&state, &s).await;
     };
     match state.accounts.revoke_key(&s.tenant, &key).await {
         Ok(true) => {
             tracing::info!(tenant = %s.tenant, %key, "api key revoked from the dashboard");
             see_other("/dashboard/keys")
         }
-        Ok(false) => keys_view(&state, &s, Some("No such key.")).await,
+        Ok(false) => no_such_key(&state, &s).await,
         Err(_) => unavailable(),
     }
+}
+
+/// The keys page saying the form named a key the tenant does not have.
+async fn no_such_key(state: &AppState, s: &Session) -> HttpResponse {
+    keys_view(state, s, Some("No such key.")).await
 }
 
 /// Every active reservation of the tenant, at most 1000 shown.

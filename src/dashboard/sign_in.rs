@@ -23,6 +23,11 @@ const STORE_DOWN: &str = "The store cannot be reached right now; try again short
 /// How long a started sign-in may take at the provider.
 const SIGNIN_TTL: Duration = Duration::from_secs(600);
 
+/// The page saying sign-in cannot be done right now, and why.
+fn unavailable(status: actix_web::http::StatusCode, why: &str) -> HttpResponse {
+    html(status, pages::message("Sign-in unavailable", why))
+}
+
 /// The origin this instance is reached at, for the OIDC redirect URI.
 fn public_origin(req: &HttpRequest, d: &Dashboard) -> String {
     match &d.public_url {
@@ -58,12 +63,9 @@ pub(super) async fn login_start(req: HttpRequest, state: web::Data<AppState>) ->
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(error = %e, "dashboard sign-in: provider unavailable");
-            return html(
+            return unavailable(
                 actix_web::http::StatusCode::BAD_GATEWAY,
-                pages::message(
-                    "Sign-in unavailable",
-                    "The sign-in provider cannot be reached right now; try again shortly.",
-                ),
+                "The sign-in provider cannot be reached right now; try again shortly.",
             );
         }
     };
@@ -77,12 +79,9 @@ pub(super) async fn login_start(req: HttpRequest, state: web::Data<AppState>) ->
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(error = %e, "dashboard sign-in: bad provider configuration");
-            return html(
+            return unavailable(
                 actix_web::http::StatusCode::BAD_GATEWAY,
-                pages::message(
-                    "Sign-in unavailable",
-                    "The sign-in provider is misconfigured.",
-                ),
+                "The sign-in provider is misconfigured.",
             );
         }
     };
@@ -95,10 +94,7 @@ pub(super) async fn login_start(req: HttpRequest, state: web::Data<AppState>) ->
         Err(e) => Err(e.to_string()),
     };
     let Ok(signed) = signed else {
-        return html(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            pages::message("Sign-in unavailable", STORE_DOWN),
-        );
+        return unavailable(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, STORE_DOWN);
     };
     HttpResponse::Found()
         .insert_header((header::LOCATION, url))
@@ -243,9 +239,9 @@ pub(super) async fn login_local(
             let _ = res.add_cookie(&c);
             res
         }
-        Err(_) => html(
+        Err(_) => unavailable(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            pages::message("Sign-in unavailable", "Try again shortly."),
+            "Try again shortly.",
         ),
     }
 }
