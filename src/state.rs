@@ -1,7 +1,7 @@
 //! What every handler shares on one instance: the store, the credential cache,
 //! the account operations, the event hub and the configured limits. A module of
 //! its own so the HTTP layer and the dashboard both depend on it, not on each
-//! other.
+//! other (the dashboard's own settings are its own app data).
 
 use crate::auth::Authenticator;
 use crate::events::hub::Hub;
@@ -62,6 +62,4 @@ pub struct AppState {
     pub token_ttl: std::time::Duration,
     /// Renders the process's metrics.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// The web dashboard's settings.
-    pub dashboard: crate::dashboard::Dashboard,
 }

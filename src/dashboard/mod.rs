@@ -34,12 +34,12 @@ use handlers::{
 use sign_in::{callback, login_local, login_page, login_start, logout};
 
 use crate::domain::TenantId;
-use crate::state::AppState;
 use actix_web::web;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The dashboard's settings, built at start-up.
+/// The dashboard's settings, built at start-up and given to [`routes`], which
+/// registers them as the dashboard's own app data.
 pub struct Dashboard {
     pub oidc: Option<Arc<oidc::Provider>>,
     pub public_url: Option<String>,
@@ -53,28 +53,28 @@ pub(super) fn now_secs() -> u64 {
     crate::tokens::service::now_secs()
 }
 
-pub(super) fn dashboard(state: &AppState) -> &Dashboard {
-    &state.dashboard
-}
-
-/// The dashboard's routes, all under `/dashboard`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/dashboard", web::get().to(home))
-        .route("/dashboard/", web::get().to(home))
-        .route("/dashboard/login", web::get().to(login_page))
-        .route("/dashboard/login/start", web::get().to(login_start))
-        .route("/dashboard/login/local", web::post().to(login_local))
-        .route("/dashboard/callback", web::get().to(callback))
-        .route("/dashboard/logout", web::post().to(logout))
-        .route("/dashboard/keys", web::get().to(keys_page))
-        .route("/dashboard/keys", web::post().to(key_create))
-        .route("/dashboard/keys/{id}/rotate", web::post().to(key_rotate))
-        .route("/dashboard/keys/{id}/revoke", web::post().to(key_revoke))
-        .route("/dashboard/reservations", web::get().to(reservations_page))
-        .route("/dashboard/reservations/release", web::post().to(release))
-        .route("/dashboard/events", web::get().to(events_page))
-        .route("/dashboard/plan", web::get().to(plan_page))
-        .route("/dashboard/live", web::get().to(live))
-        .route("/dashboard/assets/app.js", web::get().to(script))
-        .route("/dashboard/assets/style.css", web::get().to(style));
+/// The dashboard's routes, all under `/dashboard`, with its settings as their
+/// app data (the dashboard's handlers take them as `web::Data<Dashboard>`).
+pub fn routes(settings: web::Data<Dashboard>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(settings)
+            .route("/dashboard", web::get().to(home))
+            .route("/dashboard/", web::get().to(home))
+            .route("/dashboard/login", web::get().to(login_page))
+            .route("/dashboard/login/start", web::get().to(login_start))
+            .route("/dashboard/login/local", web::post().to(login_local))
+            .route("/dashboard/callback", web::get().to(callback))
+            .route("/dashboard/logout", web::post().to(logout))
+            .route("/dashboard/keys", web::get().to(keys_page))
+            .route("/dashboard/keys", web::post().to(key_create))
+            .route("/dashboard/keys/{id}/rotate", web::post().to(key_rotate))
+            .route("/dashboard/keys/{id}/revoke", web::post().to(key_revoke))
+            .route("/dashboard/reservations", web::get().to(reservations_page))
+            .route("/dashboard/reservations/release", web::post().to(release))
+            .route("/dashboard/events", web::get().to(events_page))
+            .route("/dashboard/plan", web::get().to(plan_page))
+            .route("/dashboard/live", web::get().to(live))
+            .route("/dashboard/assets/app.js", web::get().to(script))
+            .route("/dashboard/assets/style.css", web::get().to(style));
+    }
 }

@@ -2,7 +2,7 @@
 //! key, audience `cooplocker-dashboard`), looking a request's session up,
 //! starting one, and the CSRF and Origin check of every state-changing form.
 
-use super::{dashboard, now_secs, oidc, Dashboard};
+use super::{now_secs, oidc, Dashboard};
 use crate::domain::{constant_time_eq, TenantId};
 use crate::state::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
@@ -68,10 +68,10 @@ pub(super) async fn session(req: &HttpRequest, state: &AppState) -> Option<Sessi
 /// Starts a session for `tenant`: the cookie to set.
 pub(super) async fn start_session(
     state: &AppState,
+    d: &Dashboard,
     tenant: &TenantId,
     who: &str,
 ) -> Result<Cookie<'static>, String> {
-    let d = dashboard(state);
     let keys = state
         .auth
         .token_keys()
@@ -95,8 +95,8 @@ pub(super) fn check_form(req: &HttpRequest, s: &Session, form: &HashMap<String, 
         let info = req.connection_info();
         let own = format!("{}://{}", info.scheme(), info.host());
         let public = req
-            .app_data::<web::Data<AppState>>()
-            .and_then(|st| st.dashboard.public_url.clone())
+            .app_data::<web::Data<Dashboard>>()
+            .and_then(|d| d.public_url.clone())
             .map(|u| u.trim_end_matches('/').to_string());
         let o = origin.to_str().unwrap_or_default();
         if o != own && Some(o.to_string()) != public {

@@ -4,7 +4,7 @@
 
 use super::reply::{html, ok, see_other};
 use super::session::{cookie, removal, signed_in_form, start_session, Session, SESSION_COOKIE};
-use super::{dashboard, now_secs, oidc, pages, Dashboard};
+use super::{now_secs, oidc, pages, Dashboard};
 use crate::accounts::SignInError;
 use crate::domain::constant_time_eq;
 use crate::state::AppState;
@@ -43,8 +43,7 @@ fn redirect_uri(req: &HttpRequest, d: &Dashboard) -> String {
     format!("{}/dashboard/callback", public_origin(req, d))
 }
 
-pub(super) async fn login_page(state: web::Data<AppState>) -> HttpResponse {
-    let d = dashboard(&state);
+pub(super) async fn login_page(d: web::Data<Dashboard>) -> HttpResponse {
     ok(pages::login(
         d.oidc.is_some(),
         d.local_tenant.is_some(),
@@ -54,8 +53,11 @@ pub(super) async fn login_page(state: web::Data<AppState>) -> HttpResponse {
 
 /// Begins an OIDC sign-in: state, nonce and PKCE verifier go into a short-lived
 /// signed cookie; the browser goes to the provider.
-pub(super) async fn login_start(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let d = dashboard(&state);
+pub(super) async fn login_start(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    d: web::Data<Dashboard>,
+) -> HttpResponse {
     let Some(provider) = &d.oidc else {
         return see_other("/dashboard/login");
     };
@@ -74,7 +76,7 @@ pub(super) async fn login_start(req: HttpRequest, state: web::Data<AppState>) ->
         oidc::random_token(),
         oidc::random_token(),
     );
-    let redirect = redirect_uri(&req, d);
+    let redirect = redirect_uri(&req, &d);
     let url = match provider.authorize_url(&discovery, &redirect, &st, &nonce, &verifier) {
         Ok(u) => u,
         Err(e) => {
@@ -99,7 +101,7 @@ pub(super) async fn login_start(req: HttpRequest, state: web::Data<AppState>) ->
     HttpResponse::Found()
         .insert_header((header::LOCATION, url))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(cookie(d, SIGNIN_COOKIE, signed, SIGNIN_TTL))
+        .cookie(cookie(&d, SIGNIN_COOKIE, signed, SIGNIN_TTL))
         .finish()
 }
 
@@ -107,8 +109,11 @@ pub(super) async fn login_start(req: HttpRequest, state: web::Data<AppState>) ->
 /// trades the code (with the PKCE verifier), verifies the ID token and its
 /// nonce, then signs in — creating a free-tier tenant and its default key on
 /// an identity's first sign-in, and showing that key at once.
-pub(super) async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let d = dashboard(&state);
+pub(super) async fn callback(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    d: web::Data<Dashboard>,
+) -> HttpResponse {
     let Some(provider) = &d.oidc else {
         return see_other("/dashboard/login");
     };
@@ -118,7 +123,7 @@ pub(super) async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Ht
             actix_web::http::StatusCode::BAD_REQUEST,
             pages::login(true, d.local_tenant.is_some(), Some(why)),
         );
-        let _ = res.add_removal_cookie(&removal(d, SIGNIN_COOKIE));
+        let _ = res.add_removal_cookie(&removal(&d, SIGNIN_COOKIE));
         res
     };
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
@@ -156,7 +161,7 @@ pub(super) async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Ht
             &state.verifier,
             code,
             started["verifier"].as_str().unwrap_or_default(),
-            &redirect_uri(&req, d),
+            &redirect_uri(&req, &d),
             started["nonce"].as_str().unwrap_or_default(),
         )
         .await
@@ -177,7 +182,7 @@ pub(super) async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Ht
         Err(SignInError::NoUsableName) => return refuse("The identity has no usable name."),
         Err(SignInError::Store(_)) => return refuse(STORE_DOWN),
     };
-    let session_cookie = match start_session(&state, &tenant, &identity.display).await {
+    let session_cookie = match start_session(&state, &d, &tenant, &identity.display).await {
         Ok(c) => c,
         Err(_) => return refuse(STORE_DOWN),
     };
@@ -200,7 +205,7 @@ pub(super) async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Ht
         None => see_other("/dashboard/keys"),
     };
     let _ = res.add_cookie(&session_cookie);
-    let _ = res.add_removal_cookie(&removal(d, SIGNIN_COOKIE));
+    let _ = res.add_removal_cookie(&removal(&d, SIGNIN_COOKIE));
     res
 }
 
@@ -215,9 +220,9 @@ fn truncate(s: &str, max: usize) -> &str {
 /// tenant.
 pub(super) async fn login_local(
     state: web::Data<AppState>,
+    d: web::Data<Dashboard>,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
-    let d = dashboard(&state);
     let Some(tenant) = &d.local_tenant else {
         return see_other("/dashboard/login");
     };
@@ -233,7 +238,7 @@ pub(super) async fn login_local(
             pages::login(d.oidc.is_some(), true, Some("That is not the admin token.")),
         );
     }
-    match start_session(&state, tenant, "local admin").await {
+    match start_session(&state, &d, tenant, "local admin").await {
         Ok(c) => {
             let mut res = see_other("/dashboard/keys");
             let _ = res.add_cookie(&c);
@@ -249,10 +254,11 @@ pub(super) async fn login_local(
 pub(super) async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
+    d: web::Data<Dashboard>,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
     let _session = signed_in_form!(req, state, form);
     let mut res = see_other("/dashboard/login");
-    let _ = res.add_removal_cookie(&removal(dashboard(&state), SESSION_COOKIE));
+    let _ = res.add_removal_cookie(&removal(&d, SESSION_COOKIE));
     res
 }
