@@ -21,7 +21,8 @@
 //!   [`store::redis::scripts`]), the connection over standalone, Cluster and
 //!   Sentinel ([`store::topology`]), and the embedded one ([`store::embedded`]).
 //! - [`dashboard`]: the web dashboard (OIDC sign-in, keys, live reservations).
-//! - [`cli`]: the `cooplocker admin ...` subcommands.
+//! - [`cli`]: the command line (settings and subcommand) and the
+//!   `cooplocker admin ...` and `healthcheck` subcommands.
 //! - [`telemetry`](crate::telemetry): logging.
 //! - [`tokens`]: JWT exchange: tenant JWT settings and verification, service tokens.
 //!
