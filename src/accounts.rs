@@ -10,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::domain::{IssuedKey, KeyId, Tenant, TenantId, TenantName, Tier};
 use crate::store::{KeyCreateError, Store, StoreError, StoreResult, TenantPatch};
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::sync::Arc;
 
 /// The account operations over the store and this instance's credential cache.
@@ -54,20 +55,14 @@ impl Accounts {
         id: &TenantId,
         patch: &TenantPatch,
     ) -> StoreResult<Option<Tenant>> {
-        let tenant = self.store.update_tenant(id, patch).await?;
-        if tenant.is_some() {
-            self.auth.forget_tenant(id);
-        }
-        Ok(tenant)
+        self.then_forget(id, self.store.update_tenant(id, patch), Option::is_some)
+            .await
     }
 
     /// Deletes a tenant, its keys and its reservations; `false` when unknown.
     pub async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool> {
-        let deleted = self.store.delete_tenant(id).await?;
-        if deleted {
-            self.auth.forget_tenant(id);
-        }
-        Ok(deleted)
+        self.then_forget(id, self.store.delete_tenant(id), |deleted| *deleted)
+            .await
     }
 
     /// Creates a key (a new key is in no cache, so nothing is forgotten).
@@ -85,20 +80,32 @@ impl Accounts {
         tenant: &TenantId,
         key: &KeyId,
     ) -> StoreResult<Option<IssuedKey>> {
-        let issued = self.store.rotate_key(tenant, key).await?;
-        if issued.is_some() {
-            self.auth.forget_tenant(tenant);
-        }
-        Ok(issued)
+        self.then_forget(tenant, self.store.rotate_key(tenant, key), Option::is_some)
+            .await
     }
 
     /// Revokes a key; `false` when the tenant has no such key.
     pub async fn revoke_key(&self, tenant: &TenantId, key: &KeyId) -> StoreResult<bool> {
-        let revoked = self.store.delete_key(tenant, key).await?;
-        if revoked {
+        self.then_forget(tenant, self.store.delete_key(tenant, key), |revoked| {
+            *revoked
+        })
+        .await
+    }
+
+    /// Runs `change`, then drops the tenant's cached credentials on this
+    /// instance when `changed` says it changed something: the one place the
+    /// account operations reach the cache.
+    async fn then_forget<T>(
+        &self,
+        tenant: &TenantId,
+        change: impl Future<Output = StoreResult<T>>,
+        changed: impl FnOnce(&T) -> bool,
+    ) -> StoreResult<T> {
+        let outcome = change.await?;
+        if changed(&outcome) {
             self.auth.forget_tenant(tenant);
         }
-        Ok(revoked)
+        Ok(outcome)
     }
 
     /// The tenant of an identity signing in to the dashboard: a fixed id
