@@ -4,12 +4,11 @@
 
 use super::pages;
 use super::reply::{forbidden, html, ok, see_other, unavailable};
-use super::session::{session, signed_in, signed_in_form, Session};
-use crate::domain::{KeyId, Resource};
+use super::session::{session, Session, SignedForm, SignedIn};
+use crate::domain::{IssuedKey, KeyId, Resource};
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use std::collections::HashMap;
 
 pub(super) async fn home(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     match session(&req, &state).await {
@@ -18,8 +17,7 @@ pub(super) async fn home(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
     }
 }
 
-pub(super) async fn keys_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let s = signed_in!(req, state);
+pub(super) async fn keys_page(state: web::Data<AppState>, SignedIn(s): SignedIn) -> HttpResponse {
     keys_view(&state, &s, None).await
 }
 
@@ -39,12 +37,10 @@ async fn keys_view(state: &AppState, s: &Session, error: Option<&str>) -> HttpRe
 }
 
 pub(super) async fn key_create(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    form: web::Form<HashMap<String, String>>,
+    SignedForm { session: s, fields }: SignedForm,
 ) -> HttpResponse {
-    let s = signed_in_form!(req, state, form);
-    let label = form.get("label").map(|l| l.trim()).unwrap_or_default();
+    let label = fields.get("label").map(|l| l.trim()).unwrap_or_default();
     if crate::domain::KeyLabel::parse(label.to_string()).is_err() {
         return keys_view(
             &state,
@@ -56,13 +52,7 @@ pub(super) async fn key_create(
     match state.accounts.create_key(&s.tenant, label).await {
         Ok(Ok(k)) => {
             tracing::info!(tenant = %s.tenant, key = %k.info.id, "api key created from the dashboard");
-            ok(pages::secret_shown(
-                &s,
-                "New API key",
-                &k.info.label,
-                &k.secret,
-                false,
-            ))
+            secret_page(&s, "New API key", &k)
         }
         Ok(Err(crate::store::KeyCreateError::LimitReached(max))) => {
             let msg = format!("Your plan allows {max} key(s); revoke one or upgrade to add more.");
@@ -73,12 +63,10 @@ pub(super) async fn key_create(
 }
 
 pub(super) async fn key_rotate(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<HashMap<String, String>>,
+    SignedForm { session: s, .. }: SignedForm,
 ) -> HttpResponse {
-    let s = signed_in_form!(req, state, form);
     let rotated = match KeyId::parse(&path) {
         Ok(key) => state.accounts.rotate_key(&s.tenant, &key).await,
         Err(_) => Ok(None),
@@ -86,13 +74,7 @@ pub(super) async fn key_rotate(
     match rotated {
         Ok(Some(k)) => {
             tracing::info!(tenant = %s.tenant, key = %k.info.id, "api key rotated from the dashboard");
-            ok(pages::secret_shown(
-                &s,
-                "Rotated API key",
-                &k.info.label,
-                &k.secret,
-                false,
-            ))
+            secret_page(&s, "Rotated API key", &k)
         }
         Ok(None) => no_such_key(&state, &s).await,
         Err(_) => unavailable(),
@@ -100,12 +82,10 @@ pub(super) async fn key_rotate(
 }
 
 pub(super) async fn key_revoke(
-    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<HashMap<String, String>>,
+    SignedForm { session: s, .. }: SignedForm,
 ) -> HttpResponse {
-    let s = signed_in_form!(req, state, form);
     let Some(key) = KeyId::parse(&path).ok() else {
         return no_such_key(&state, &s).await;
     };
@@ -117,6 +97,17 @@ pub(super) async fn key_revoke(
         Ok(false) => no_such_key(&state, &s).await,
         Err(_) => unavailable(),
     }
+}
+
+/// The page showing a key's new secret, once.
+fn secret_page(s: &Session, title: &str, k: &IssuedKey) -> HttpResponse {
+    ok(pages::secret_shown(
+        s,
+        title,
+        &k.info.label,
+        &k.secret,
+        false,
+    ))
 }
 
 /// The keys page saying the form named a key the tenant does not have.
@@ -146,10 +137,9 @@ async fn holdings(state: &AppState, s: &Session) -> Option<Vec<crate::domain::Ho
 }
 
 pub(super) async fn reservations_page(
-    req: HttpRequest,
     state: web::Data<AppState>,
+    SignedIn(s): SignedIn,
 ) -> HttpResponse {
-    let s = signed_in!(req, state);
     let Some(items) = holdings(&state, &s).await else {
         return unavailable();
     };
@@ -157,12 +147,10 @@ pub(super) async fn reservations_page(
 }
 
 pub(super) async fn release(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    form: web::Form<HashMap<String, String>>,
+    SignedForm { session: s, fields }: SignedForm,
 ) -> HttpResponse {
-    let s = signed_in_form!(req, state, form);
-    let Some(Ok(resource)) = form.get("resource").map(|r| Resource::parse(r.clone())) else {
+    let Some(Ok(resource)) = fields.get("resource").map(|r| Resource::parse(r.clone())) else {
         return forbidden("No such reservation.");
     };
     match state.store.force_release(&s.tenant, &resource).await {
@@ -172,8 +160,7 @@ pub(super) async fn release(
 }
 
 /// The most recent events (up to 200), newest first.
-pub(super) async fn events_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let s = signed_in!(req, state);
+pub(super) async fn events_page(state: web::Data<AppState>, SignedIn(s): SignedIn) -> HttpResponse {
     let mut after = crate::events::EventId::ZERO;
     let mut recent: std::collections::VecDeque<crate::events::Event> = Default::default();
     for _ in 0..20 {
@@ -199,8 +186,7 @@ pub(super) async fn events_page(req: HttpRequest, state: web::Data<AppState>) ->
     ok(pages::events(&s, &events))
 }
 
-pub(super) async fn plan_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let s = signed_in!(req, state);
+pub(super) async fn plan_page(state: web::Data<AppState>, SignedIn(s): SignedIn) -> HttpResponse {
     let (Ok(Some(tenant)), Ok(Some(keys)), Some(items)) = (
         state.store.get_tenant(&s.tenant).await,
         state.store.list_keys(&s.tenant).await,

@@ -1,15 +1,21 @@
 //! Dashboard sessions: the signed session cookie (HS256 with the fleet's token
 //! key, audience `cooplocker-dashboard`), looking a request's session up,
-//! starting one, and the CSRF and Origin check of every state-changing form.
+//! starting one, and the CSRF and Origin check of every state-changing form:
+//! the extractors [`SignedIn`] and [`SignedForm`] that the signed-in pages take.
 
+use super::reply::{forbidden, see_other};
 use super::{now_secs, oidc, Dashboard};
 use crate::domain::{constant_time_eq, TenantId};
 use crate::state::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, HttpRequest};
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 pub(super) const SESSION_COOKIE: &str = "cl_session";
@@ -90,7 +96,7 @@ pub(super) async fn start_session(
 }
 
 /// Checks a state-changing form: the session's CSRF token, and no foreign Origin.
-pub(super) fn check_form(req: &HttpRequest, s: &Session, form: &HashMap<String, String>) -> bool {
+fn check_form(req: &HttpRequest, s: &Session, form: &HashMap<String, String>) -> bool {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let info = req.connection_info();
         let own = format!("{}://{}", info.scheme(), info.host());
@@ -107,28 +113,87 @@ pub(super) fn check_form(req: &HttpRequest, s: &Session, form: &HashMap<String, 
         .is_some_and(|t| constant_time_eq(t.as_bytes(), s.csrf.as_bytes()))
 }
 
-/// The session of the request, or a redirect to sign in.
-macro_rules! signed_in {
-    ($req:expr, $state:expr) => {
-        match $crate::dashboard::session::session(&$req, &$state).await {
-            Some(s) => s,
-            None => return $crate::dashboard::reply::see_other("/dashboard/login"),
-        }
-    };
-}
-pub(super) use signed_in;
+/// The session of a request to a signed-in page, as a handler argument;
+/// without one the browser is sent to sign in instead.
+pub(super) struct SignedIn(pub Session);
 
-/// [`signed_in!`] for a state-changing form: also checks its CSRF token and
-/// Origin, else answers 403.
-macro_rules! signed_in_form {
-    ($req:expr, $state:expr, $form:expr) => {{
-        let s = $crate::dashboard::session::signed_in!($req, $state);
-        if !$crate::dashboard::session::check_form(&$req, &s, &$form) {
-            return $crate::dashboard::reply::forbidden(
-                "The form is stale or came from another site; reload the page.",
-            );
-        }
-        s
-    }};
+/// A state-changing form of a signed-in session, as a handler argument: its
+/// fields, once the session is found (else the browser is sent to sign in)
+/// and the form's CSRF token and Origin check out (else 403).
+pub(super) struct SignedForm {
+    pub session: Session,
+    pub fields: HashMap<String, String>,
 }
-pub(super) use signed_in_form;
+
+/// Why a dashboard request is answered before its handler runs.
+#[derive(Debug)]
+enum Turned {
+    /// No valid session: sign in first.
+    SignIn,
+    /// The form's CSRF token or Origin does not check out.
+    StaleForm,
+}
+
+impl std::fmt::Display for Turned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Turned::SignIn => "not signed in",
+            Turned::StaleForm => "stale or cross-site form",
+        })
+    }
+}
+
+impl ResponseError for Turned {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Turned::SignIn => StatusCode::SEE_OTHER,
+            Turned::StaleForm => StatusCode::FORBIDDEN,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Turned::SignIn => see_other("/dashboard/login"),
+            Turned::StaleForm => {
+                forbidden("The form is stale or came from another site; reload the page.")
+            }
+        }
+    }
+}
+
+/// The request's session, or [`Turned::SignIn`].
+async fn signed_in(req: &HttpRequest) -> Result<Session, actix_web::Error> {
+    let state = web::Data::<AppState>::extract(req).await?;
+    session(req, &state)
+        .await
+        .ok_or_else(|| Turned::SignIn.into())
+}
+
+impl FromRequest for SignedIn {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { signed_in(&req).await.map(Self) })
+    }
+}
+
+impl FromRequest for SignedForm {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    /// The form is read first, as by `web::Form` (its errors are the same).
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let form = web::Form::<HashMap<String, String>>::from_request(&req, payload);
+        Box::pin(async move {
+            let fields = form.await?.into_inner();
+            let session = signed_in(&req).await?;
+            if !check_form(&req, &session, &fields) {
+                return Err(Turned::StaleForm.into());
+            }
+            Ok(Self { session, fields })
+        })
+    }
+}

@@ -3,7 +3,7 @@
 //! token in embedded mode without a provider, and sign-out.
 
 use super::reply::{html, ok, see_other};
-use super::session::{cookie, removal, signed_in_form, start_session, Session, SESSION_COOKIE};
+use super::session::{cookie, removal, start_session, Session, SignedForm, SESSION_COOKIE};
 use super::{now_secs, oidc, pages, Dashboard};
 use crate::accounts::SignInError;
 use crate::domain::constant_time_eq;
@@ -26,6 +26,13 @@ const SIGNIN_TTL: Duration = Duration::from_secs(600);
 /// The page saying sign-in cannot be done right now, and why.
 fn unavailable(status: actix_web::http::StatusCode, why: &str) -> HttpResponse {
     html(status, pages::message("Sign-in unavailable", why))
+}
+
+/// The provider failed a sign-in's start: logged (`what`), and a 502 page
+/// saying `why`.
+fn provider_failed(e: &dyn std::fmt::Display, what: &str, why: &str) -> HttpResponse {
+    tracing::warn!(error = %e, "dashboard sign-in: {what}");
+    unavailable(actix_web::http::StatusCode::BAD_GATEWAY, why)
 }
 
 /// The origin this instance is reached at, for the OIDC redirect URI.
@@ -64,11 +71,11 @@ pub(super) async fn login_start(
     let discovery = match provider.discovery().await {
         Ok(x) => x,
         Err(e) => {
-            tracing::warn!(error = %e, "dashboard sign-in: provider unavailable");
-            return unavailable(
-                actix_web::http::StatusCode::BAD_GATEWAY,
+            return provider_failed(
+                &e,
+                "provider unavailable",
                 "The sign-in provider cannot be reached right now; try again shortly.",
-            );
+            )
         }
     };
     let (st, nonce, verifier) = (
@@ -80,11 +87,11 @@ pub(super) async fn login_start(
     let url = match provider.authorize_url(&discovery, &redirect, &st, &nonce, &verifier) {
         Ok(u) => u,
         Err(e) => {
-            tracing::warn!(error = %e, "dashboard sign-in: bad provider configuration");
-            return unavailable(
-                actix_web::http::StatusCode::BAD_GATEWAY,
+            return provider_failed(
+                &e,
+                "bad provider configuration",
                 "The sign-in provider is misconfigured.",
-            );
+            )
         }
     };
     let signed = match state.auth.token_keys().await {
@@ -114,9 +121,6 @@ pub(super) async fn callback(
     state: web::Data<AppState>,
     d: web::Data<Dashboard>,
 ) -> HttpResponse {
-    let Some(provider) = &d.oidc else {
-        return see_other("/dashboard/login");
-    };
     let refuse = |why: &str| {
         tracing::info!(reason = why, "dashboard sign-in refused");
         let mut res = html(
@@ -125,6 +129,9 @@ pub(super) async fn callback(
         );
         let _ = res.add_removal_cookie(&removal(&d, SIGNIN_COOKIE));
         res
+    };
+    let Some(provider) = &d.oidc else {
+        return see_other("/dashboard/login");
     };
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(|q| q.into_inner())
@@ -251,13 +258,8 @@ pub(super) async fn login_local(
     }
 }
 
-pub(super) async fn logout(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    d: web::Data<Dashboard>,
-    form: web::Form<HashMap<String, String>>,
-) -> HttpResponse {
-    let _session = signed_in_form!(req, state, form);
+/// Signs out (a signed-in form, so no other site can sign anyone out).
+pub(super) async fn logout(d: web::Data<Dashboard>, _: SignedForm) -> HttpResponse {
     let mut res = see_other("/dashboard/login");
     let _ = res.add_removal_cookie(&removal(&d, SESSION_COOKIE));
     res
