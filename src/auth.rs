@@ -95,9 +95,10 @@ impl Authenticator {
         me
     }
 
-    /// Drops a tenant's cached credentials on this instance at once. The admin
-    /// handlers call it after a change, so the instance that made the change
-    /// never serves the old state, not even for the pub/sub round trip.
+    /// Drops a tenant's cached credentials on this instance at once.
+    /// [`crate::accounts`] calls it after a change, so the instance that made
+    /// the change never serves the old state, not even for the pub/sub round
+    /// trip.
     pub fn forget_tenant(&self, tenant: &crate::domain::TenantId) {
         self.invalidate(&Invalidation::Tenant(tenant.clone()));
     }

@@ -1,11 +1,85 @@
-//! `cooplocker admin ...`: the admin API from the command line. It talks to a
+//! The command line: [`Cli`], the settings (every one a flag and an
+//! environment variable, see [`crate::config`]) and a subcommand, parsed by
+//! [`parse_or_exit`]; and the subcommands that do not serve.
+//!
+//! `cooplocker admin ...` is the admin API from the command line. It talks to a
 //! running server (`--server`, default `http://127.0.0.1:8080`) with the admin
 //! token, so it works the same against the embedded mode and a fleet, and goes
 //! through exactly the validation the HTTP API applies.
 
 use crate::config::Settings;
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
+
+/// The whole command line: the settings and, optionally, a subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cooplocker",
+    version,
+    about = "Multi-tenant distributed locks and resource reservations over HTTP",
+    long_about = "Multi-tenant distributed locks and resource reservations over HTTP.\n\n\
+                  With no subcommand, runs the server (same as `cooplocker serve`). Without \
+                  REDIS_URL it runs one instance on an embedded in-process store."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do; none means serve.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Administer tenants and keys through a running server's admin API.
+    Admin(AdminArgs),
+    /// Exit 0 if the server on this machine's COOPLOCKER_LISTEN port answers
+    /// GET /healthz, 1 otherwise (for container health checks).
+    Healthcheck,
+    /// Print the OpenAPI document of the API (as served at
+    /// /api/v1/openapi.json) and exit.
+    Openapi,
+}
+
+/// Parses the command line and environment; on a bad value prints one line
+/// naming the setting (flag and environment variable) and exits with status 2.
+pub fn parse_or_exit() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => {
+            let arg = match e.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let env = Cli::command()
+                .get_arguments()
+                .find(|a| {
+                    a.get_long()
+                        .is_some_and(|l| arg.starts_with(&format!("--{l}")))
+                })
+                .and_then(|a| a.get_env().map(|v| v.to_string_lossy().into_owned()));
+            let first = e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid configuration")
+                .trim_start_matches("error: ")
+                .to_string();
+            match env {
+                Some(env) => eprintln!("cooplocker: invalid setting {env} / {first}"),
+                None => eprintln!("cooplocker: {first} (see --help)"),
+            }
+            std::process::exit(2);
+        }
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {

@@ -2,39 +2,9 @@
 //! variable (contract section 11), validated before anything starts. A bad value
 //! stops the start with one line naming the setting.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::time::Duration;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "cooplocker",
-    version,
-    about = "Multi-tenant distributed locks and resource reservations over HTTP",
-    long_about = "Multi-tenant distributed locks and resource reservations over HTTP.\n\n\
-                  With no subcommand, runs the server (same as `cooplocker serve`). Without \
-                  REDIS_URL it runs one instance on an embedded in-process store."
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub settings: Settings,
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the HTTP server (the default).
-    Serve,
-    /// Administer tenants and keys through a running server's admin API.
-    Admin(crate::cli::AdminArgs),
-    /// Exit 0 if the server on this machine's COOPLOCKER_LISTEN port answers
-    /// GET /healthz, 1 otherwise (for container health checks).
-    Healthcheck,
-    /// Print the OpenAPI document of the API (as served at
-    /// /api/v1/openapi.json) and exit.
-    Openapi,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -414,46 +384,15 @@ impl Settings {
 
     /// Settings for tests and embedding: every default, embedded mode, port 0.
     pub fn for_tests() -> Self {
-        let cli = Cli::parse_from(["cooplocker", "--listen", "127.0.0.1:0"]);
-        cli.settings
-    }
-}
-
-/// Parses the command line and environment; on a bad value prints one line
-/// naming the setting (flag and environment variable) and exits with status 2.
-pub fn parse_or_exit() -> Cli {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    use clap::CommandFactory;
-    match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            e.exit()
+        use clap::Parser;
+        /// The settings alone: the command line without its subcommands.
+        #[derive(Parser)]
+        #[command(name = "cooplocker")]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
         }
-        Err(e) => {
-            let arg = match e.get(ContextKind::InvalidArg) {
-                Some(ContextValue::String(s)) => s.clone(),
-                _ => String::new(),
-            };
-            let env = Cli::command()
-                .get_arguments()
-                .find(|a| {
-                    a.get_long()
-                        .is_some_and(|l| arg.starts_with(&format!("--{l}")))
-                })
-                .and_then(|a| a.get_env().map(|v| v.to_string_lossy().into_owned()));
-            let first = e
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or("invalid configuration")
-                .trim_start_matches("error: ")
-                .to_string();
-            match env {
-                Some(env) => eprintln!("cooplocker: invalid setting {env} / {first}"),
-                None => eprintln!("cooplocker: {first} (see --help)"),
-            }
-            std::process::exit(2);
-        }
+        Only::parse_from(["cooplocker", "--listen", "127.0.0.1:0"]).settings
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`http`]: routes, extractors, strict JSON/query parsing, the one error type,
 //!   the wire shapes (`http::wire`) and the OpenAPI document built from them.
 //! - [`auth`]: API-key authentication with a fleet-invalidated cache.
+//! - [`accounts`]: the tenant and key changes the admin API and the dashboard
+//!   share, each dropping stale cached credentials in one place.
 //! - [`domain`]: parse-don't-validate newtypes and plain data.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`events`]: lock events, the per-instance fan-out hub and the SSE stream.
@@ -19,7 +21,8 @@
 //!   [`store::redis::scripts`]), the connection over standalone, Cluster and
 //!   Sentinel ([`store::topology`]), and the embedded one ([`store::embedded`]).
 //! - [`dashboard`]: the web dashboard (OIDC sign-in, keys, live reservations).
-//! - [`cli`]: the `cooplocker admin ...` subcommands.
+//! - [`cli`]: the command line (settings and subcommand) and the
+//!   `cooplocker admin ...` and `healthcheck` subcommands.
 //! - [`telemetry`](crate::telemetry): logging.
 //! - [`tokens`]: JWT exchange: tenant JWT settings and verification, service tokens.
 //!
@@ -33,6 +36,7 @@
 //! the reply decoded into domain outcomes (`store::redis::replies`) → the JSON
 //! answer. The data model and the fleet's moving parts: `docs/architecture.md`.
 
+pub mod accounts;
 pub mod address;
 pub mod auth;
 pub mod cli;

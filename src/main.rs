@@ -1,4 +1,5 @@
-use cooplocker::config::{self, Command};
+use cooplocker::cli::Command;
+use cooplocker::config;
 
 // glibc malloc/free took ~16% of the instance's CPU under load (perf); mimalloc
 // is built for many small short-lived allocations like a request's.
@@ -8,7 +9,7 @@ use cooplocker::startup::Application;
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    let cli = config::parse_or_exit();
+    let cli = cooplocker::cli::parse_or_exit();
     if let Err(e) = cooplocker::tokens::init_crypto() {
         eprintln!("cooplocker: start-up self-test: {e}");
         return std::process::ExitCode::from(1);

@@ -141,15 +141,16 @@ impl Application {
             (Some(b), None) => crate::domain::TenantId::parse(&b.tenant_id).ok(),
             _ => None,
         };
-        let dashboard = crate::dashboard::Dashboard {
+        let dashboard = web::Data::new(crate::dashboard::Dashboard {
             oidc,
             public_url: settings.public_url.clone(),
             cookie_secure: settings.cookie_secure,
             session_ttl: settings.session_ttl,
             local_tenant,
-        };
+        });
         let state = web::Data::new(AppState {
             store: store.clone(),
+            accounts: crate::accounts::Accounts::new(store.clone(), auth.clone()),
             auth,
             admin_token_hash: admin_token.as_deref().map(hash_secret),
             limits: Limits {
@@ -177,7 +178,6 @@ impl Application {
             verifier: crate::tokens::Verifier::new(),
             token_ttl: Duration::from_secs(settings.token_ttl),
             metrics: crate::metrics::init(),
-            dashboard,
         });
 
         let store_handle = store.clone();
@@ -205,13 +205,14 @@ impl Application {
             .disable_signals()
             .listen("cooplocker", listener, move || {
                 let state = state.clone();
+                let dashboard = dashboard.clone();
                 let drain_rx = drain_rx.clone();
                 let app = App::new()
                     .app_data(state)
                     .app_data(web::PayloadConfig::new(max_body))
                     .wrap(from_fn(http::middleware::front_door))
                     .configure(http::routes)
-                    .configure(crate::dashboard::routes)
+                    .configure(crate::dashboard::routes(dashboard))
                     .default_service(web::to(not_found));
                 let app = app
                     .into_factory()

@@ -1,6 +1,7 @@
 //! What every handler shares on one instance: the store, the credential cache,
-//! the event hub and the configured limits. A module of its own so the HTTP
-//! layer and the dashboard both depend on it, not on each other.
+//! the account operations, the event hub and the configured limits. A module of
+//! its own so the HTTP layer and the dashboard both depend on it, not on each
+//! other (the dashboard's own settings are its own app data).
 
 use crate::auth::Authenticator;
 use crate::fanout::hub::Hub;
@@ -38,6 +39,8 @@ pub struct Limits {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: Arc<Authenticator>,
+    /// Tenant and key changes, with the cache invalidation they need.
+    pub accounts: crate::accounts::Accounts,
     /// SHA-256 of the admin token; `None` disables the admin API.
     pub admin_token_hash: Option<String>,
     pub limits: Limits,
@@ -63,6 +66,4 @@ pub struct AppState {
     pub token_ttl: std::time::Duration,
     /// Renders the process's metrics.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// The web dashboard's settings.
-    pub dashboard: crate::dashboard::Dashboard,
 }

@@ -1,5 +1,6 @@
 //! The admin API (contract section 6): tenants and their API keys, and force
-//! release. Only the admin token opens it.
+//! release. Only the admin token opens it. Changes to tenants and keys go
+//! through [`crate::accounts`], which keeps the credential cache honest.
 
 use super::body::{invalid_items, parse_object, require_json, Fields, Object};
 use super::error::ApiError;
@@ -47,8 +48,8 @@ pub async fn create_tenant(
     };
     let request = TenantCreate { name, tier };
     let (tenant, key) = state
-        .store
-        .create_tenant(&request.name, request.tier.unwrap_or(Tier::Free), None)
+        .accounts
+        .create_tenant(&request.name, request.tier.unwrap_or(Tier::Free))
         .await?;
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant created");
     Ok(HttpResponse::Created().json(TenantCreated {
@@ -132,11 +133,10 @@ pub async fn update_tenant(
         jwt: request.jwt,
     };
     let tenant = state
-        .store
+        .accounts
         .update_tenant(&id, &patch)
         .await?
         .ok_or_else(|| not_found_tenant(&id))?;
-    state.auth.forget_tenant(&id);
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant updated");
     Ok(HttpResponse::Ok().json(TenantView::from(&tenant)))
 }
@@ -207,8 +207,7 @@ pub async fn delete_tenant(
 ) -> Result<HttpResponse, ApiError> {
     no_query(&req)?;
     let id = tenant_id(&path)?;
-    if state.store.delete_tenant(&id).await? {
-        state.auth.forget_tenant(&id);
+    if state.accounts.delete_tenant(&id).await? {
         tracing::info!(tenant = %id, "tenant deleted");
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -235,7 +234,11 @@ pub async fn create_key(
         return Err(invalid_items(details));
     };
     let request = KeyCreate { label };
-    match state.store.create_key(&id, request.label.as_str()).await? {
+    match state
+        .accounts
+        .create_key(&id, request.label.as_str())
+        .await?
+    {
         Ok(key) => {
             tracing::info!(tenant = %id, key = %key.info.id, "api key created");
             Ok(HttpResponse::Created().json(KeyView::issued(&key)))
@@ -286,11 +289,10 @@ pub async fn rotate_key(
     no_query(&req)?;
     let (tenant, key) = key_path(&path)?;
     let issued = state
-        .store
+        .accounts
         .rotate_key(&tenant, &key)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no API key {key} in tenant {tenant}")))?;
-    state.auth.forget_tenant(&tenant);
     tracing::info!(%tenant, %key, "api key rotated");
     Ok(HttpResponse::Ok().json(KeyView::issued(&issued)))
 }
@@ -304,8 +306,7 @@ pub async fn delete_key(
 ) -> Result<HttpResponse, ApiError> {
     no_query(&req)?;
     let (tenant, key) = key_path(&path)?;
-    if state.store.delete_key(&tenant, &key).await? {
-        state.auth.forget_tenant(&tenant);
+    if state.accounts.revoke_key(&tenant, &key).await? {
         tracing::info!(%tenant, %key, "api key revoked");
         Ok(HttpResponse::NoContent().finish())
     } else {
