@@ -6,7 +6,7 @@
 -- The caller appends, after the meter's key and arguments, for a request with
 -- an Idempotency-Key:
 --   KEYS  P k:<id>   the record: MessagePack {fingerprint, reply}, PX retention
---         P ki       zset id -> created ms: the tenant's records, oldest first
+--         P ki       zset id -> created µs: the tenant's records, oldest first
 --         the read limit's key (a repeat counts as a read)
 --   ARGV  fingerprint, retention ms, most records the tenant keeps, the read
 --         limit's interval µs and burst, then '1'
@@ -53,15 +53,15 @@ end
 -- Records `idem_keep` under the request's key, and keeps the tenant's records
 -- within their number: the oldest go first (their keys expire by themselves
 -- too; the index forgets those on the way).
-local function idem_record(now_ms)
+local function idem_record(now_us)
   if not idem or idem_keep == nil then
     return
   end
   local id = string.sub(idem.key, #idem.index + 1)
   local kp = string.sub(idem.index, 1, -2) .. ':'
   redis.call('SET', idem.key, cmsgpack.pack({idem.fp, idem_keep}), 'PX', idem.ttl)
-  redis.call('ZREMRANGEBYSCORE', idem.index, '-inf', string.format('(%d', now_ms - tonumber(idem.ttl)))
-  redis.call('ZADD', idem.index, string.format('%d', now_ms), id)
+  redis.call('ZREMRANGEBYSCORE', idem.index, '-inf', string.format('(%d', now_us - tonumber(idem.ttl) * 1000))
+  redis.call('ZADD', idem.index, string.format('%d', now_us), id)
   local over = redis.call('ZCARD', idem.index) - idem.cap
   if over > 0 then
     local old = redis.call('ZPOPMIN', idem.index, over)

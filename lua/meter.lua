@@ -50,7 +50,7 @@ if how == 0 then
   reply = body()
   if idem_keep ~= nil then
     local t = clock()
-    idem_record(math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000))
+    idem_record(tonumber(t[1]) * 1000000 + tonumber(t[2]))
   end
 elseif how == 2 then
   reply = 0

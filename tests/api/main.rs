@@ -16,6 +16,7 @@ mod events;
 mod fleet;
 mod ha;
 mod harness;
+mod idempotency;
 mod jwt;
 mod locklock;
 mod ops;

@@ -10,7 +10,8 @@ use std::any::Any;
 /// One recorded answer.
 struct Record {
     fingerprint: String,
-    at_ms: Millis,
+    /// Its place in the order of recording.
+    seq: u64,
     expires_ms: Millis,
     answer: Arc<dyn Any + Send + Sync>,
 }
@@ -24,25 +25,27 @@ pub(super) struct Records {
 #[derive(Default)]
 struct TenantRecords {
     records: HashMap<String, Record>,
-    /// (recorded at, id), oldest first.
-    order: BTreeSet<(Millis, String)>,
+    /// (place in the order of recording, id), oldest first.
+    order: BTreeSet<(u64, String)>,
+    next: u64,
 }
 
 impl TenantRecords {
     fn forget_expired(&mut self, now_ms: Millis) {
-        let expired: Vec<(Millis, String)> = self
+        // Records expire in the order they were made (one retention for all).
+        let expired: Vec<(u64, String)> = self
             .order
             .iter()
-            .take_while(|(at, id)| {
+            .take_while(|(seq, id)| {
                 self.records
                     .get(id)
-                    .is_none_or(|r| r.expires_ms <= now_ms || r.at_ms != *at)
+                    .is_none_or(|r| r.expires_ms <= now_ms || r.seq != *seq)
             })
             .cloned()
             .collect();
-        for (at, id) in expired {
-            self.order.remove(&(at, id.clone()));
-            if self.records.get(&id).is_some_and(|r| r.at_ms == at) {
+        for (seq, id) in expired {
+            self.order.remove(&(seq, id.clone()));
+            if self.records.get(&id).is_some_and(|r| r.seq == seq) {
                 self.records.remove(&id);
             }
         }
@@ -102,21 +105,23 @@ impl EmbeddedStore {
         }
         let out = run()?;
         if keep(&out.value) {
+            let seq = mine.next;
+            mine.next += 1;
             mine.records.insert(
                 idem.record.clone(),
                 Record {
                     fingerprint: idem.fingerprint.clone(),
-                    at_ms: now,
+                    seq,
                     expires_ms: now + idem.retain_ms,
                     answer: Arc::new(out.value.clone()),
                 },
             );
-            mine.order.insert((now, idem.record.clone()));
+            mine.order.insert((seq, idem.record.clone()));
             while mine.records.len() > idem.max_records {
-                let Some((at, id)) = mine.order.pop_first() else {
+                let Some((seq, id)) = mine.order.pop_first() else {
                     break;
                 };
-                if mine.records.get(&id).is_some_and(|r| r.at_ms == at) {
+                if mine.records.get(&id).is_some_and(|r| r.seq == seq) {
                     mine.records.remove(&id);
                 }
             }
