@@ -176,3 +176,12 @@ local function retire_before_grant(p, res, old, new_rq, at)
   end
 end
 
+-- All or nothing (contract section 13): the answer of a batch of n items in
+-- which some failed, `rows` holding the failures' rows: the others become
+-- `aborted` (ABORTED).
+local function all_or_nothing(rows, n, aborted)
+  for i = 1, n do
+    rows[i] = rows[i] or aborted
+  end
+  return rows
+end

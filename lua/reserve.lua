@@ -79,11 +79,8 @@ if ARGV[7] == '1' then
     end
   end
   if failed then
-    for i = 1, n do
-      rows[i] = rows[i] or {3}
-    end
-    idem_keep = {rows, 0}
-    return {rows, 0}
+    idem_keep = {all_or_nothing(rows, n, {3}), 0}
+    return idem_keep
   end
 end
 ev_open(KEYS[2], ARGV[3])

@@ -47,11 +47,8 @@ if ARGV[4] == '1' then
     failed = failed or rows[i] ~= nil
   end
   if failed then
-    for i = 1, n do
-      rows[i] = rows[i] or 3
-    end
-    idem_keep = rows
-    return rows
+    idem_keep = all_or_nothing(rows, n, 3)
+    return idem_keep
   end
 end
 ev_open(KEYS[2], ARGV[3])
