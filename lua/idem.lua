@@ -5,8 +5,8 @@
 --
 -- The caller appends, after the meter's key and arguments, for a request with
 -- an Idempotency-Key:
---   KEYS  P k:<id>   the record: MessagePack {fingerprint, reply}, PX retention
---         P ki       zset id -> created µs: the tenant's records, oldest first
+--   KEYS  P ik:<id>  the record: MessagePack {fingerprint, reply}, PX retention
+--         P ik!      zset id -> created µs: the tenant's records, oldest first
 --         the read limit's key (a repeat counts as a read)
 --   ARGV  fingerprint, retention ms, most records the tenant keeps, the read
 --         limit's interval µs and burst, then '1'

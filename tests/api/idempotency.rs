@@ -380,7 +380,7 @@ async fn records_are_bounded_and_the_oldest_go_first() {
         if let Some(redis) = &app.redis {
             let records: Vec<String> = crate::helpers::tenant_keys(redis, &app.tenant_id)
                 .into_iter()
-                .filter(|k| k.contains(":k:"))
+                .filter(|k| k.contains(":ik:"))
                 .collect();
             assert_eq!(records.len(), 2, "two records kept: {records:?}");
             for k in &records {

@@ -82,12 +82,12 @@ pub fn all_of(p: &str) -> String {
 /// in one step.
 /// An Idempotency-Key record of the tenant (idem.lua).
 pub fn idempotency_record(p: &str, record: &str) -> String {
-    format!("{p}k:{record}")
+    format!("{p}ik:{record}")
 }
 
 /// The tenant's Idempotency-Key records, oldest first (idem.lua).
 pub fn idempotency_index(p: &str) -> String {
-    format!("{p}ki")
+    format!("{p}ik!")
 }
 
 pub fn quota(p: &str, q: &Quota) -> String {
