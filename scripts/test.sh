@@ -27,6 +27,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 # The graceful-stop test runs deploy/nginx.conf in front of real instances.
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "error: ${missing[*]} missing and apt-get is not available; install Redis >= 6.2 and nginx, then retry" >&2
@@ -69,6 +70,8 @@ bash scripts/validate-deploy.sh
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
+say "module dependencies run one way (scripts/modules.py)"
+python3 scripts/modules.py
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 

@@ -4,27 +4,30 @@
 //! actix-web instances over Redis (or an embedded in-process store).
 //!
 //! # Layout
-//! - [`config`]: every setting, from flags and environment, validated at start.
-//! - [`startup`]: builds one instance ([`startup::Application`]) and its routes.
-//! - [`http`]: routes, extractors, strict JSON/query parsing, the one error type,
-//!   the wire shapes (`http::wire`) and the OpenAPI document built from them.
+//! (top to bottom: each module depends only on those below it; the module map
+//! with every file is in `docs/architecture.md`)
+//! - [`cli`], [`startup`]: the binary's commands; one instance
+//!   ([`startup::Application`]) and its routes.
+//! - [`dashboard`]: the web dashboard (session, sign-in, pages).
+//! - [`http`]: routes, the ready callers ([`http::extract`]), strict JSON and
+//!   query parsing, the one error type, the wire shapes (`http::wire`) and the
+//!   OpenAPI document built from them.
+//! - [`state`]: what every handler of an instance shares ([`state::AppState`]).
+//! - [`accounts`]: tenant and key changes, with the credential cache kept true.
 //! - [`auth`]: API-key authentication with a fleet-invalidated cache.
-//! - [`accounts`]: the tenant and key changes the admin API and the dashboard
-//!   share, each dropping stale cached credentials in one place.
-//! - [`domain`]: parse-don't-validate newtypes and plain data.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`events`]: lock events, the per-instance fan-out hub and the SSE stream.
+//! - [`tokens`]: JWT exchange: verification of tenants' JWTs, service tokens.
+//! - [`fanout`]: the per-instance fan-out of live events to SSE clients.
 //! - [`store`]: the [`store::Store`] trait — [`store::Reservations`],
 //!   [`store::Accounts`], [`store::EventLog`] and [`store::Upkeep`] — with the
 //!   Redis implementation ([`store::redis`]: one module per concern, every key
 //!   name in [`store::redis::keys`], the Lua scripts of `lua/` composed in
 //!   [`store::redis::scripts`]), the connection over standalone, Cluster and
 //!   Sentinel ([`store::topology`]), and the embedded one ([`store::embedded`]).
-//! - [`dashboard`]: the web dashboard (OIDC sign-in, keys, live reservations).
-//! - [`cli`]: the command line (settings and subcommand) and the
-//!   `cooplocker admin ...` and `healthcheck` subcommands.
-//! - [`telemetry`](crate::telemetry): logging.
-//! - [`tokens`]: JWT exchange: tenant JWT settings and verification, service tokens.
+//! - [`events`]: lock events, the values the store writes.
+//! - [`config`]: every setting, from flags and environment, validated at start.
+//! - [`address`]: client addresses and failed authentications per address.
+//! - [`domain`]: parse-don't-validate newtypes and plain data.
+//! - [`metrics`], [`telemetry`](crate::telemetry): Prometheus metrics; logging.
 //!
 //! # The path of one request
 //! A reserve: the middleware (`http::middleware`: request id, log line,
