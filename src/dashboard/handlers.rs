@@ -17,6 +17,7 @@ pub(super) async fn home(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
     }
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn keys_page(state: web::Data<AppState>, SignedIn(s): SignedIn) -> HttpResponse {
     keys_view(&state, &s, None).await
 }
@@ -36,6 +37,7 @@ async fn keys_view(state: &AppState, s: &Session, error: Option<&str>) -> HttpRe
     html(status, pages::keys(s, &tenant, &keys, error))
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn key_create(
     state: web::Data<AppState>,
     SignedForm { session: s, fields }: SignedForm,
@@ -62,6 +64,7 @@ pub(super) async fn key_create(
     }
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn key_rotate(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -81,6 +84,7 @@ pub(super) async fn key_rotate(
     }
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn key_revoke(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -137,6 +141,7 @@ async fn holdings(state: &AppState, s: &Session) -> Option<Vec<crate::domain::Ho
         .map(|m| m.value.items)
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn reservations_page(
     state: web::Data<AppState>,
     SignedIn(s): SignedIn,
@@ -147,6 +152,7 @@ pub(super) async fn reservations_page(
     ok(pages::reservations(&s, &items))
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn release(
     state: web::Data<AppState>,
     SignedForm { session: s, fields }: SignedForm,
@@ -161,6 +167,7 @@ pub(super) async fn release(
 }
 
 /// The most recent events (up to 200), newest first.
+#[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn events_page(state: web::Data<AppState>, SignedIn(s): SignedIn) -> HttpResponse {
     let mut after = crate::events::EventId::ZERO;
     let mut recent: std::collections::VecDeque<crate::events::Event> = Default::default();
@@ -187,6 +194,7 @@ pub(super) async fn events_page(state: web::Data<AppState>, SignedIn(s): SignedI
     ok(pages::events(&s, &events))
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn plan_page(state: web::Data<AppState>, SignedIn(s): SignedIn) -> HttpResponse {
     let (Ok(Some(tenant)), Ok(Some(keys)), Some(items)) = (
         state.store.get_tenant(&s.tenant).await,

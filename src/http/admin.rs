@@ -30,6 +30,7 @@ fn no_query(req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/tenants", tag = "admin", summary = "Create a tenant and its default key (the secret is shown only here)", request_body = TenantCreate, responses((status = 201, description = "Created", body = TenantCreated<'static>), AdminErrors), security(("adminToken" = [])))]
+#[tracing::instrument(skip_all)]
 pub async fn create_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -59,6 +60,7 @@ pub async fn create_tenant(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/tenants", tag = "admin", summary = "List tenants (creation order)", params(TenantListParams), responses((status = 200, description = "A page", body = TenantList<'static>), AdminErrors), security(("adminToken" = [])))]
+#[tracing::instrument(skip_all)]
 pub async fn list_tenants(
     req: HttpRequest,
     _: AdminCaller,
@@ -86,6 +88,7 @@ pub async fn list_tenants(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Show a tenant", params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 200, description = "The tenant", body = TenantView<'static>), AdminErrors), security(("adminToken" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %path.as_str()))]
 pub async fn get_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -103,6 +106,7 @@ pub async fn get_tenant(
 }
 
 #[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Change the name, tier or JWT settings of a tenant", request_body = TenantPatch, params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 200, description = "The tenant", body = TenantView<'static>), AdminErrors), security(("adminToken" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %path.as_str()))]
 pub async fn update_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -199,6 +203,7 @@ fn jwt_settings(
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Delete a tenant, its keys and reservations", params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 204, description = "Deleted"), AdminErrors), security(("adminToken" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %path.as_str()))]
 pub async fn delete_tenant(
     req: HttpRequest,
     _: AdminCaller,
@@ -216,6 +221,7 @@ pub async fn delete_tenant(
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "Create a key (the secret is shown only here)", request_body = KeyCreate, params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 201, description = "Created", body = KeyView<'static>), (status = 403, description = "KEY_LIMIT_REACHED", body = ErrorBody<'static>), AdminErrors), security(("adminToken" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %path.as_str()))]
 pub async fn create_key(
     req: HttpRequest,
     _: AdminCaller,
@@ -254,6 +260,7 @@ pub async fn create_key(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/tenants/{id}/keys", tag = "admin", summary = "List the keys of a tenant (never secrets)", params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 200, description = "Keys", body = KeyList<'static>), AdminErrors), security(("adminToken" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %path.as_str()))]
 pub async fn list_keys(
     req: HttpRequest,
     _: AdminCaller,
@@ -280,6 +287,7 @@ fn key_path(path: &(String, String)) -> Result<(TenantId, KeyId), ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys/{key}/rotate", tag = "admin", summary = "Give a key a new secret (the old one is refused fleet-wide within 1 s)", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("key" = String, Path, pattern = "^key_[0-9a-fA-F]{16}$", description = "Key id")), responses((status = 200, description = "The new secret", body = KeyView<'static>), AdminErrors), security(("adminToken" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %path.0))]
 pub async fn rotate_key(
     req: HttpRequest,
     _: AdminCaller,
@@ -298,6 +306,7 @@ pub async fn rotate_key(
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/keys/{key}", tag = "admin", summary = "Revoke a key", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("key" = String, Path, pattern = "^key_[0-9a-fA-F]{16}$", description = "Key id")), responses((status = 204, description = "Revoked"), AdminErrors), security(("adminToken" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %path.0))]
 pub async fn delete_key(
     req: HttpRequest,
     _: AdminCaller,
@@ -319,6 +328,7 @@ pub async fn delete_key(
 #[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/reservations/{resource}", tag = "admin", summary = "Force-release a reservation (event FORCE_RELEASED)", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("resource" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A resource name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 204, description = "Released"), AdminErrors), security(("adminToken" = [])))]
 /// `DELETE /api/v1/admin/tenants/{id}/reservations/{resource}`: the resource is
 /// the rest of the raw path, percent-decoded, so `a%2Fb` names `a/b`.
+#[tracing::instrument(skip_all, fields(tenant = %path.0))]
 pub async fn force_release(
     req: HttpRequest,
     _: AdminCaller,
