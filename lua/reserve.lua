@@ -1,6 +1,7 @@
 -- reserve.lua: reserve a batch of resources for one tenant, atomically, in order.
--- Composed as: clock.lua, events.lua, pages.lua, holds.lua, then this file as the body
--- that meter.lua (appended) runs when the rate limit allows (lua/README.md).
+-- Composed as: clock.lua, events.lua, pages.lua, holds.lua, waits.lua, idem.lua,
+-- then this file as the body that meter.lua (appended) runs when the rate
+-- limit allows (lua/README.md).
 --
 -- KEYS[1]  P t     the tenant (must exist: a deleted tenant gets nothing)
 -- KEYS[2]  P ev    the tenant's event stream (and channel name)
@@ -15,14 +16,22 @@
 --          locklock lock (one item)
 -- ARGV[7]  '1': all or nothing (contract section 13): if any item would get
 --          ALREADY_HELD, nothing is written and the others answer ABORTED
--- then per item four values starting at ARGV[4*i+4]: resource, requester, ttl
+-- ARGV[8]  how long to wait in ms ('0': no wait; contract section 12): when
+--          some item cannot be granted now, the request joins the line of
+--          every item (waits.lua) and answers QUEUED
+-- ARGV[9]  the waiter's id    ARGV[10] most waiters the tenant may have
+-- then per item four values starting at ARGV[4*i+7]: resource, requester, ttl
 --   in ms ("0" for none), and the release token to hand out (16 bytes)
+-- No barging: an item whose resource has a line answers ALREADY_HELD (with
+-- the line's length), even when the resource is free.
 --
 -- Returns -1 when the tenant does not exist, -2 when it holds its most
--- already, -3 when the requester does, else {rows, earliest}: one row per item, in order,
+-- already, -3 when the requester does, -4 when the tenant has its most
+-- waiters, else {rows, earliest}: one row per item, in order,
 --   {1, reservedAtMs, expiresAtMs or -1, fencingToken, releaseToken}   RESERVED
---   {0, heldBy, expiresAtMs or -1}                       ALREADY_HELD
+--   {0, heldBy or '', expiresAtMs or -1, queueLength}    ALREADY_HELD
 --   {3}                                                  ABORTED (all or nothing)
+--   {4, placeInLine, heldBy or '', expiresAtMs or -1}    QUEUED (waiting)
 -- and `earliest`, a second to move the tenant to in the fleet's due index (0:
 -- no change; see holds.lua due_close).
 -- A hold whose expiresAt has passed counts as free. If its EXPIRED is still
@@ -51,34 +60,59 @@ local per_rq = tonumber(ARGV[5])
 if per_rq > 0 then
   -- Counted from the requester index (holds past their time are retired
   -- within a second or two): O(log N + the limit).
-  local rq = ARGV[9]
+  local rq = ARGV[12]
   if #pg_range(p .. 'q', '[' .. rq .. '\0', '(' .. rq .. '\1', per_rq) >= per_rq then
     return -3
   end
 end
 
--- All or nothing: the batch as it would go, read only (a resource repeated in
--- the batch is held by its first item by then).
-if ARGV[7] == '1' then
+-- Whether the tenant has any line at all: if not, no item needs to look.
+local lines = redis.call('ZCARD', p .. 'wn') > 0
+
+-- The ALREADY_HELD row of an item whose resource is held or has a line; nil
+-- when it can be granted now. `taken`: the resources earlier items of the
+-- batch would take (a repeated resource is held by its first item by then).
+local function blocked(i, taken)
+  local a = 4 * i + 7
+  local res, ttl = ARGV[a], tonumber(ARGV[a + 2])
+  if taken[res] then
+    return taken[res]
+  end
+  local qlen = lines and wl_length(p, res) or 0
+  local h = hold_decode(redis.call('GET', KEYS[2 + i]))
+  if hold_live(h, now_ms) then
+    return {0, h.rq, h.ea == 0 and -1 or h.ea, qlen}
+  elseif qlen > 0 then
+    return {0, '', -1, qlen}
+  end
+  taken[res] = {0, ARGV[a + 1], ttl > 0 and now_ms + ttl or -1, 0}
+end
+
+-- All or nothing, and waiting: the batch as it would go, read only. A batch
+-- that cannot go now aborts, or, when it may wait, joins the lines.
+local wait_ms = tonumber(ARGV[8])
+if ARGV[7] == '1' or wait_ms > 0 then
   local rows, taken, failed = {}, {}, false
   for i = 1, n do
-    local a = 4 * i + 4
-    local res, ttl = ARGV[a], tonumber(ARGV[a + 2])
-    local first = taken[res]
-    if first then
-      rows[i] = first
-      failed = true
-    else
-      local h = hold_decode(redis.call('GET', KEYS[2 + i]))
-      if hold_live(h, now_ms) then
-        rows[i] = {0, h.rq, h.ea == 0 and -1 or h.ea}
-        failed = true
-      else
-        taken[res] = {0, ARGV[a + 1], ttl > 0 and now_ms + ttl or -1}
-      end
-    end
+    rows[i] = blocked(i, taken)
+    failed = failed or rows[i] ~= nil
   end
-  if failed then
+  if failed and wait_ms > 0 then
+    if wl_count(p, now_ms) >= tonumber(ARGV[10]) then
+      return -4
+    end
+    local items = {}
+    for i = 1, n do
+      local a = 4 * i + 7
+      items[i] = {ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]}
+    end
+    local places = wl_enter(p, ARGV[9], label, items, now_ms, now_ms + wait_ms)
+    for i = 1, n do
+      local r = rows[i] or {0, '', -1}
+      rows[i] = {4, places[i], r[2], r[3]}
+    end
+    return {rows, 0}
+  elseif failed then
     idem_keep = {all_or_nothing(rows, n, {3}), 0}
     return idem_keep
   end
@@ -92,53 +126,64 @@ local last_ea, eas, pxat = nil, '', ''
 for i = 1, n do
   local key = KEYS[2 + i]
   pg_more = n - i
-  local a = 4 * i + 4
+  local a = 4 * i + 7
   local res, rq, ttl, tok = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
-  local ea = 0
-  if ttl > 0 then
-    ea = now_ms + ttl
-    if ea ~= last_ea then
-      last_ea, eas, pxat = ea, num(ea), num(ea + GRACE_MS)
-    end
-  end
-  local ft = math.max(hw + 1, now_us)
-  local k = 0
-  if ttl > 0 then
-    k = bucket_slot(p, ea, n - i + 1)
-  end
-  -- Most names are free: write the hold unless one is there (SET NX GET,
-  -- one call); only when one is there, look at it. (The record of
-  -- hold_encode, packed here without the intermediate table.)
-  local set = {'SET', key, cmsgpack.pack({tok, rq, label, now_ms, ea, ft, k, ll}), 'NX', 'GET'}
-  if ttl > 0 then
-    set[6] = 'PXAT'
-    set[7] = pxat
-  end
-  local old = redis.call(unpack(set))
-  old = old and hold_decode(old)
-  if hold_live(old, now_ms) then
-    out[i] = {0, old.rq, old.ea == 0 and -1 or old.ea}
-  else
-    if old then
-      -- Past its time but not retired yet: announce its EXPIRED first,
-      -- then write the new hold over it.
-      retire_before_grant(p, res, old, rq, ats)
-      set[4] = 'XX'
-      set[5] = 'GET'
-      redis.call(unpack(set))
+  local qlen = lines and wl_length(p, res) or 0
+  if qlen > 0 then
+    -- No barging: the line comes first, even for a free resource.
+    local h = hold_decode(redis.call('GET', key))
+    if hold_live(h, now_ms) then
+      out[i] = {0, h.rq, h.ea == 0 and -1 or h.ea, qlen}
     else
-      held = held + 1
-      pg_add(by_name, res)
+      out[i] = {0, '', -1, qlen}
     end
-    if not old or old.rq ~= rq then
-      pg_add(by_requester, rq .. '\0' .. res)
-    end
-    hw = ft
+  else
+    local ea = 0
     if ttl > 0 then
-      bucket_file(p, res, k, rq, label, ea, ft)
+      ea = now_ms + ttl
+      if ea ~= last_ea then
+        last_ea, eas, pxat = ea, num(ea), num(ea + GRACE_MS)
+      end
     end
-    ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and eas or '', num(ft))
-    out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
+    local ft = math.max(hw + 1, now_us)
+    local k = 0
+    if ttl > 0 then
+      k = bucket_slot(p, ea, n - i + 1)
+    end
+    -- Most names are free: write the hold unless one is there (SET NX GET,
+    -- one call); only when one is there, look at it. (The record of
+    -- hold_encode, packed here without the intermediate table.)
+    local set = {'SET', key, cmsgpack.pack({tok, rq, label, now_ms, ea, ft, k, ll}), 'NX', 'GET'}
+    if ttl > 0 then
+      set[6] = 'PXAT'
+      set[7] = pxat
+    end
+    local old = redis.call(unpack(set))
+    old = old and hold_decode(old)
+    if hold_live(old, now_ms) then
+      out[i] = {0, old.rq, old.ea == 0 and -1 or old.ea, 0}
+    else
+      if old then
+        -- Past its time but not retired yet: announce its EXPIRED first,
+        -- then write the new hold over it.
+        retire_before_grant(p, res, old, rq, ats)
+        set[4] = 'XX'
+        set[5] = 'GET'
+        redis.call(unpack(set))
+      else
+        held = held + 1
+        pg_add(by_name, res)
+      end
+      if not old or old.rq ~= rq then
+        pg_add(by_requester, rq .. '\0' .. res)
+      end
+      hw = ft
+      if ttl > 0 then
+        bucket_file(p, res, k, rq, label, ea, ft)
+      end
+      ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and eas or '', num(ft))
+      out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
+    end
   end
 end
 redis.call('HSET', KEYS[1], 'hw', num(hw), 'n', num(held))

@@ -1,5 +1,6 @@
 -- sweep.lua: retire a tenant's holds whose time has passed, exactly once each.
--- Composed as: clock.lua, events.lua, pages.lua, holds.lua, then this file (lua/README.md).
+-- Composed as: clock.lua, events.lua, pages.lua, holds.lua, waits.lua, then this
+-- file (lua/README.md).
 --
 -- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
 -- ARGV[1]  events retained per tenant    ARGV[2]  the most holds to retire
@@ -15,13 +16,15 @@
 -- tenant's earliest second that still has buckets (-1: none).
 
 local t = clock()
-local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
 local ats = num(now_ms)
 local p = string.sub(KEYS[1], 1, -2)
 local limit = tonumber(ARGV[2])
 ev_open(KEYS[2], ARGV[1])
 
 local retired, more = 0, 0
+local freed = {}
 pg_more = limit
 local seconds = redis.call('ZRANGEBYSCORE', p .. 'xd', '-inf', math.floor(now_ms / 1000), 'LIMIT', 0, 16)
 for _, s in ipairs(seconds) do
@@ -47,6 +50,8 @@ for _, s in ipairs(seconds) do
         if not cur or cur.ft == ft then
           redis.call('DEL', key)
           unindex(p, res, rq)
+          -- The head of the resource's line gets it, in this step.
+          freed[#freed + 1] = res
         elseif cur.rq ~= rq then
           pg_rem(p .. 'q', rq .. '\0' .. res)
         end
@@ -62,6 +67,12 @@ end
 if retired > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'n', -retired)
 end
+for _, res in ipairs(freed) do
+  wl_handover(p, res, now_ms, now_us, ats)
+end
+bucket_flush()
+due_close(p)
 ev_close()
+wl_close()
 local first = redis.call('ZRANGE', p .. 'xd', '0', '0', 'WITHSCORES')[2]
 return {retired, more, first and tonumber(first) or -1}

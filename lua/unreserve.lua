@@ -1,6 +1,6 @@
 -- unreserve.lua: release a batch of holds of one tenant, atomically, in order.
--- Composed as: clock.lua, events.lua, pages.lua, holds.lua, this file as the metered
--- body, meter.lua (lua/README.md).
+-- Composed as: clock.lua, events.lua, pages.lua, holds.lua, waits.lua, idem.lua,
+-- this file as the metered body, meter.lua (lua/README.md).
 --
 -- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
 -- KEYS[2+i] P h:<resource> for each item i
@@ -10,11 +10,14 @@
 -- then per item three values starting at ARGV[3*i+2]: resource, requester,
 --   release token (16 bytes; anything else never matches)
 --
--- Returns -1 when the tenant does not exist, else one integer per item:
--- 1 UNRESERVED, 0 NOT_HELD, 2 INVALID_TOKEN, 3 ABORTED.
+-- Returns -1 when the tenant does not exist, else {codes, earliest}: one
+-- integer per item, 1 UNRESERVED, 0 NOT_HELD, 2 INVALID_TOKEN, 3 ABORTED, and
+-- the second to move the tenant to in the fleet's due index (0: none) when a
+-- hand-over granted a waiter.
 
 local t = clock()
-local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
 local ats = num(now_ms)
 local n = tonumber(ARGV[1])
 local label = ARGV[2]
@@ -47,7 +50,7 @@ if ARGV[4] == '1' then
     failed = failed or rows[i] ~= nil
   end
   if failed then
-    idem_keep = all_or_nothing(rows, n, 3)
+    idem_keep = {all_or_nothing(rows, n, 3), 0}
     return idem_keep
   end
 end
@@ -70,12 +73,17 @@ for i = 1, n do
     bucket_rem(p, res, h)
     gone = gone + 1
     ev_emit('UNRESERVED', res, rq, label, ats, h.ea == 0 and '' or num(h.ea), num(h.ft))
+    -- The head of the resource's line gets it, in this step.
+    wl_handover(p, res, now_ms, now_us, ats)
     out[i] = 1
   end
 end
 if gone > 0 then
   redis.call('HINCRBY', KEYS[1], 'n', -gone)
 end
+bucket_flush()
+local earliest = due_close(p)
 ev_close()
-idem_keep = out
-return out
+wl_close()
+idem_keep = {out, 0}
+return {out, earliest}

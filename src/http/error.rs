@@ -154,6 +154,10 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Internal(cause) => Self::Internal(cause),
             StoreError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            StoreError::TooManyWaiters => Self::RateLimited {
+                message: "this tenant has as many waiting requests as its tier allows; retry later, or without waitSeconds".into(),
+                retry_after_seconds: 1,
+            },
             StoreError::TenantGone => {
                 Self::Unauthorized("the tenant of this API key has been deleted".into())
             }

@@ -19,6 +19,7 @@ pub mod query;
 pub mod rate_headers;
 pub mod reservations;
 pub mod token;
+pub mod waiting;
 pub mod wire;
 
 use actix_web::web;

@@ -6,9 +6,10 @@ use super::extract::{ReadCaller, WriteCaller};
 use super::idempotency;
 use super::query::Query;
 use super::rate_headers::add_headers;
+use super::waiting;
 use super::wire::{
     self, BatchParams, ErrorBody, IdempotencyParams, ItemResult, ItemStatus, ListParams,
-    Reservation, ReservationPage, Results, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+    Reservation, ReservationPage, ReserveParams, Results, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
 use crate::state::AppState;
@@ -40,21 +41,29 @@ fn batch_mode(req: &HttpRequest) -> Result<BatchMode, ApiError> {
     };
     Ok(BatchMode {
         atomic: params.atomic.unwrap_or(false),
+        wait: None,
+    })
+}
+
+/// The query of a reserve (`atomic`, `waitSeconds`).
+fn reserve_query(req: &HttpRequest) -> Result<ReserveParams, ApiError> {
+    let mut q = Query::parse(req.query_string(), &["atomic", "waitSeconds"])?;
+    Ok(ReserveParams {
+        atomic: q.boolean("atomic")?,
+        wait_seconds: q.integer("waitSeconds", 0, waiting::MAX_WAIT_SECONDS)?,
     })
 }
 
 /// The answer of a batch: its results, and with `atomic=true` whether it took
 /// effect.
 fn batch_results<'a, O: Succeeded>(
-    mode: BatchMode,
+    atomic: bool,
     outcomes: &[O],
     results: Vec<ItemResult<'a>>,
 ) -> Results<'a> {
     Results {
         results,
-        committed: mode
-            .atomic
-            .then(|| outcomes.iter().all(Succeeded::succeeded)),
+        committed: atomic.then(|| outcomes.iter().all(Succeeded::succeeded)),
     }
 }
 
@@ -115,7 +124,7 @@ fn record(op: &'static str, results: &[ItemResult]) {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = wire::ReserveBatch, params(BatchParams, IdempotencyParams), responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken) or ALREADY_HELD", body = Results<'static>), (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was used for another request", body = ErrorBody<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/api/v1/Reservation/reserve", tag = "reservations", summary = "Reserve resources (a batch, atomically, in order)", request_body = wire::ReserveBatch, params(ReserveParams, IdempotencyParams), responses((status = 200, description = "One result per item: RESERVED (with releaseToken and fencingToken), ALREADY_HELD, ABORTED (atomic) or TIMED_OUT (waitSeconds)", body = Results<'static>), (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was used for another request", body = ErrorBody<'static>), wire::TenantErrors), security(("apiKey" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
 pub async fn reserve(
     req: HttpRequest,
@@ -123,7 +132,8 @@ pub async fn reserve(
     who: WriteCaller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let mode = batch_mode(&req)?;
+    let started = std::time::Instant::now();
+    let query = reserve_query(&req)?;
     let batch = items(
         &req,
         &body,
@@ -148,8 +158,61 @@ pub async fn reserve(
     })
     .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
+    let atomic = query.atomic.unwrap_or(false);
+    let mode = BatchMode {
+        atomic,
+        wait: waiting::wait_of(query.wait_seconds, atomic, &batch, who.principal.tier)?,
+    };
     let caller = idempotency::write_caller(&req, &state, &who, "reserve", &body)?;
-    let metered = state.store.reserve(&caller, &batch, mode).await?;
+    // Subscribed before the waiter enters, so no grant goes unheard.
+    let grants = mode.wait.map(|_| state.store.grants());
+    let mut metered = state.store.reserve(&caller, &batch, mode).await?;
+    let mut waited = None;
+    let mut timed_out = None;
+    let queued = metered
+        .value
+        .iter()
+        .any(|o| matches!(o, ReserveOutcome::Queued { .. }));
+    if let (true, Some(wait), Some(grants)) = (queued, mode.wait, grants) {
+        match waiting::wait_for_grant(&state, &who.caller.tenant, wait, grants, started).await? {
+            waiting::WaitEnd::Granted(rows, ms) => {
+                metered.value = rows;
+                waited = Some(ms);
+            }
+            waiting::WaitEnd::TimedOut { left, shutdown } => timed_out = Some((left, shutdown)),
+        }
+    }
+    if let Some((left, shutdown)) = &timed_out {
+        let results = batch
+            .iter()
+            .enumerate()
+            .map(|(i, it)| {
+                let (place, held_by, expires_at) = match left.get(i) {
+                    Some((place, by, ea)) => (*place, by.as_str(), *ea),
+                    None => (0, "", None),
+                };
+                ItemResult {
+                    held_by: Some(held_by).filter(|h| !h.is_empty()),
+                    expires_at: Some(expires_at.map(format_millis)),
+                    queue_position: Some(place),
+                    reason: shutdown.then_some("SHUTDOWN"),
+                    ..ItemResult::new(
+                        it.resource.as_str(),
+                        Some(it.requester.as_str()),
+                        ItemStatus::TimedOut,
+                    )
+                }
+            })
+            .collect::<Vec<_>>();
+        record("reserve", &results);
+        return Ok(ok(
+            &metered,
+            Results {
+                results,
+                committed: atomic.then_some(false),
+            },
+        ));
+    }
     let outcomes = &metered.value;
     let results = batch
         .iter()
@@ -168,22 +231,29 @@ pub async fn reserve(
                     reserved_at: Some(format_millis(*reserved_at)),
                     expires_at: Some(expires_at.map(format_millis)),
                     fencing_token: Some(*fencing_token),
+                    waited_ms: waited,
                     ..item(ItemStatus::Reserved)
                 },
                 ReserveOutcome::AlreadyHeld {
                     held_by,
                     expires_at,
+                    queue_length,
                 } => ItemResult {
-                    held_by: Some(held_by),
+                    // A free resource with a line has no holder.
+                    held_by: Some(held_by.as_str()).filter(|h| !h.is_empty()),
                     expires_at: Some(expires_at.map(format_millis)),
+                    queue_length: Some(*queue_length).filter(|q| *q > 0),
                     ..item(ItemStatus::AlreadyHeld)
                 },
                 ReserveOutcome::Aborted => item(ItemStatus::Aborted),
+                // A wait that ended returned above; a queued answer is never
+                // sent.
+                ReserveOutcome::Queued { .. } => item(ItemStatus::TimedOut),
             }
         })
         .collect::<Vec<_>>();
     record("reserve", &results);
-    Ok(ok(&metered, batch_results(mode, outcomes, results)))
+    Ok(ok(&metered, batch_results(mode.atomic, outcomes, results)))
 }
 
 fn release_items(
@@ -247,7 +317,7 @@ pub async fn unreserve(
         })
         .collect::<Vec<_>>();
     record("unreserve", &results);
-    Ok(ok(&metered, batch_results(mode, outcomes, results)))
+    Ok(ok(&metered, batch_results(mode.atomic, outcomes, results)))
 }
 
 #[utoipa::path(post, path = "/api/v1/Reservation/extend", tag = "reservations", summary = "Re-arm the TTLs of reservations from now", request_body = wire::ExtendBatch, params(BatchParams, IdempotencyParams), responses((status = 200, description = "EXTENDED (with expiresAt), NOT_HELD or INVALID_TOKEN per item", body = Results<'static>), (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was used for another request", body = ErrorBody<'static>), wire::TenantErrors), security(("apiKey" = [])))]
@@ -307,7 +377,7 @@ pub async fn extend(
         })
         .collect::<Vec<_>>();
     record("extend", &results);
-    Ok(ok(&metered, batch_results(mode, outcomes, results)))
+    Ok(ok(&metered, batch_results(mode.atomic, outcomes, results)))
 }
 
 #[utoipa::path(post, path = "/api/v1/Reservation/check", tag = "reservations", summary = "Read the state of resources", request_body = wire::CheckBatch, responses((status = 200, description = "HELD (with holder) or FREE per item", body = Results<'static>), wire::TenantErrors), security(("apiKey" = [])))]

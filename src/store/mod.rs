@@ -28,6 +28,9 @@ pub enum StoreError {
     /// The request was counted against its rate limit and refused; nothing changed.
     #[error("rate limit reached")]
     RateLimited(RateDecision),
+    /// The tenant has as many waiting requests as its tier allows.
+    #[error("the tenant has its most waiting requests")]
+    TooManyWaiters,
     /// The request's Idempotency-Key has a record of another request (another
     /// body, query or path); nothing changed.
     #[error("the Idempotency-Key was used for another request")]
@@ -149,12 +152,70 @@ pub enum ReserveOutcome {
         expires_at: Option<Millis>,
         fencing_token: u64,
     },
+    /// Held (by `held_by`, empty when the resource is free but has a line),
+    /// or free with waiters in line: no barging (contract section 12).
     AlreadyHeld {
         held_by: String,
         expires_at: Option<Millis>,
+        queue_length: u64,
     },
     /// All or nothing: another item failed, so nothing was done.
     Aborted,
+    /// Waiting: the request is in the resource's line at `place` (1 = next).
+    Queued {
+        place: u64,
+        held_by: String,
+        expires_at: Option<Millis>,
+    },
+}
+
+/// A waiting acquire (contract section 12): how long, under which id, and the
+/// most waiters the tenant may have fleet-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub ms: u64,
+    pub waiter: WaiterId,
+    pub max_waiters: usize,
+}
+
+/// A waiter's id: 128 random bits, drawn by the waiting instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WaiterId(pub u128);
+
+impl WaiterId {
+    pub fn generate() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl std::fmt::Display for WaiterId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Where a waiter stands (`Reservations::wait_poll`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitState {
+    /// Granted: one outcome per item (`Reserved`).
+    Granted(Vec<ReserveOutcome>),
+    /// Still in line: its place in each item's line.
+    Waiting(Vec<u64>),
+    /// No such waiter (it left, or its record expired).
+    Gone,
+}
+
+/// How a waiter left (`Reservations::wait_leave`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaveOutcome {
+    /// It had been granted just before: the grant is the answer.
+    Granted(Vec<ReserveOutcome>),
+    /// It left its lines: per item its place and who held the resource.
+    Left(Vec<(u64, String, Option<Millis>)>),
+    /// Its client went away after a grant: the grant was released again.
+    Released,
+    /// No such waiter.
+    Gone,
 }
 
 /// How a batch applies (contract section 13).
@@ -164,6 +225,8 @@ pub struct BatchMode {
     /// no event, no fencing token used); the failing items carry their real
     /// outcome and the others `Aborted`.
     pub atomic: bool,
+    /// Reserve only: wait in line when the batch cannot be granted now.
+    pub wait: Option<Wait>,
 }
 
 /// Whether an item's outcome is its operation's success.
@@ -392,6 +455,20 @@ pub trait Reservations: Send + Sync {
         caller: &Caller,
         resources: &[Resource],
     ) -> StoreResult<Metered<Vec<CheckOutcome>>>;
+    /// Grants to waiting requests as they happen (tenant, waiter): a waiter's
+    /// instance learns of its grant here, or at its next `wait_poll`.
+    fn grants(&self) -> tokio::sync::broadcast::Receiver<(TenantId, WaiterId)>;
+    /// Where a waiter stands: refreshes its heartbeat and tries the hand-over
+    /// of its resources (a lost notification only delays a grant).
+    async fn wait_poll(&self, tenant: &TenantId, waiter: WaiterId) -> StoreResult<WaitState>;
+    /// Takes a waiter out of its lines (its wait ended, or, with `went_away`,
+    /// its client disconnected: then a grant that came first is released).
+    async fn wait_leave(
+        &self,
+        tenant: &TenantId,
+        waiter: WaiterId,
+        went_away: bool,
+    ) -> StoreResult<LeaveOutcome>;
     /// One page of the tenant's active reservations.
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>>;
     /// Releases a reservation whoever holds it; `false` when it was not held.

@@ -283,7 +283,14 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
         assert!(
             matches!(
                 store
-                    .unreserve(&caller, &release, BatchMode { atomic: true })
+                    .unreserve(
+                        &caller,
+                        &release,
+                        BatchMode {
+                            atomic: true,
+                            wait: None
+                        }
+                    )
                     .await,
                 Err(StoreError::TenantGone)
             ),
@@ -292,7 +299,14 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
         assert!(
             matches!(
                 store
-                    .extend(&caller, &extend, BatchMode { atomic: true })
+                    .extend(
+                        &caller,
+                        &extend,
+                        BatchMode {
+                            atomic: true,
+                            wait: None
+                        }
+                    )
                     .await,
                 Err(StoreError::TenantGone)
             ),
@@ -301,7 +315,14 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
         assert!(
             matches!(
                 store
-                    .reserve(&caller, &reserve, BatchMode { atomic: true })
+                    .reserve(
+                        &caller,
+                        &reserve,
+                        BatchMode {
+                            atomic: true,
+                            wait: None
+                        }
+                    )
                     .await,
                 Err(StoreError::TenantGone)
             ),

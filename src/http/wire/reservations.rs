@@ -115,6 +115,9 @@ pub enum ItemStatus {
     Free,
     /// All or nothing: another item failed, so this one was not done.
     Aborted,
+    /// Not granted within `waitSeconds`: nothing is held, the request left
+    /// every line.
+    TimedOut,
 }
 
 impl ItemStatus {
@@ -129,6 +132,7 @@ impl ItemStatus {
             Self::Held => "HELD",
             Self::Free => "FREE",
             Self::Aborted => "ABORTED",
+            Self::TimedOut => "TIMED_OUT",
         }
     }
 }
@@ -162,6 +166,22 @@ pub struct ItemResult<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub fencing_token: Option<u64>,
+    /// RESERVED after a wait (`waitSeconds`): how long the request waited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub waited_ms: Option<u64>,
+    /// ALREADY_HELD and HELD when the resource has waiters: how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub queue_length: Option<u64>,
+    /// TIMED_OUT: the request's place in the line when its wait ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub queue_position: Option<u64>,
+    /// TIMED_OUT because the instance is shutting down: `SHUTDOWN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<&'static str>,
 }
 
 impl<'a> ItemResult<'a> {
@@ -175,6 +195,10 @@ impl<'a> ItemResult<'a> {
             reserved_at: None,
             expires_at: None,
             fencing_token: None,
+            waited_ms: None,
+            queue_length: None,
+            queue_position: None,
+            reason: None,
         }
     }
 }
@@ -207,7 +231,7 @@ pub struct IdempotencyParams {
     pub idempotency_key: Option<String>,
 }
 
-/// The query of `reserve`, `unreserve` and `extend`.
+/// The query of `unreserve` and `extend`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BatchParams {
@@ -215,6 +239,20 @@ pub struct BatchParams {
     /// otherwise nothing changes and the other items answer ABORTED.
     #[param(default = false)]
     pub atomic: Option<bool>,
+}
+
+/// The query of `reserve`: `atomic`, and `waitSeconds` (contract section 12).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct ReserveParams {
+    /// All or nothing, as for unreserve and extend.
+    #[param(default = false)]
+    pub atomic: Option<bool>,
+    /// Wait up to this many seconds in the line of each
+    /// resource (strict FIFO) when the batch cannot be granted now; every item
+    /// needs ttlSeconds, and more than one item needs atomic=true.
+    #[param(minimum = 0, maximum = 60, default = 0)]
+    pub wait_seconds: Option<u64>,
 }
 
 /// One active reservation (never its releaseToken).

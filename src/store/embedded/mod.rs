@@ -9,12 +9,14 @@ mod accounts;
 mod events;
 mod idempotency;
 mod reservations;
+mod waits;
 
 use super::{
     Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
-    Invalidation, KeyCreateError, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Quota,
-    RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser, Reservations, ReserveItem,
-    ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
+    Invalidation, KeyCreateError, LeaveOutcome, ListPage, ListQuery, LockOutcome, LockRequest,
+    Metered, Quota, RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
+    Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
+    WaitState, WaiterId,
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
@@ -39,6 +41,8 @@ struct Inner {
     limits: Mutex<HashMap<String, u64>>,
     invalidations: broadcast::Sender<Invalidation>,
     live: broadcast::Sender<Live>,
+    /// Waiters granted by a hand-over (their instance is this one).
+    grants: broadcast::Sender<(TenantId, WaiterId)>,
     /// Signs exchanged tokens when none is configured; lives with the process.
     token_secret: String,
     /// Idempotency-Key records (taken before `state` when both are).
@@ -72,6 +76,8 @@ struct TenantState {
     max_dropped: Option<EventId>,
     /// Events of the operation in progress, published when it completes.
     pending: Vec<Event>,
+    /// The lines of waiting requests (contract section 12).
+    waits: waits::Lines,
 }
 
 struct KeyRec {
@@ -140,6 +146,7 @@ impl TenantState {
             last_event: None,
             max_dropped: None,
             pending: Vec::new(),
+            waits: waits::Lines::default(),
         }
     }
 
@@ -195,6 +202,45 @@ impl TenantState {
         History::Events(self.events.range(start..).take(limit).cloned().collect())
     }
 
+    /// Grants `g.resource` (free, or held past its time: then its EXPIRED is
+    /// announced first): the lock, its indexes, a fencing token above the
+    /// tenant's mark, RESERVED.
+    fn grant(&mut self, g: Grant<'_>, now_us: u64, retain: usize) -> ReserveOutcome {
+        let now_ms = now_us / 1000;
+        let res = g.resource;
+        if let Some(old) = self.drop_lock(res) {
+            // Expired but not yet swept: announce it before the new grant.
+            let label = old.label.clone();
+            self.emit(retain, now_ms, EventKind::Expired, res, &old, &label);
+        }
+        let fencing = (self.high_water + 1).max(now_us);
+        self.high_water = fencing;
+        let expires_at = g.ttl_ms.map(|t| now_ms + t);
+        let lock = Lock {
+            locklock: g.locklock.is_some(),
+            secret_hash: g.locklock.flatten(),
+            requester: g.requester.to_string(),
+            token: g.token.as_str().to_string(),
+            reserved_at: now_ms,
+            expires_at,
+            fencing,
+            label: g.label.to_string(),
+        };
+        self.emit(retain, now_ms, EventKind::Reserved, res, &lock, g.label);
+        self.locks.insert(res.to_string(), lock);
+        self.by_requester
+            .insert((g.requester.to_string(), res.to_string()));
+        if let Some(ea) = expires_at {
+            self.expiries.insert((ea, res.to_string()));
+        }
+        ReserveOutcome::Reserved {
+            release_token: g.token,
+            reserved_at: now_ms,
+            expires_at,
+            fencing_token: fencing,
+        }
+    }
+
     /// Removes a lock and its index entries; returns it.
     fn drop_lock(&mut self, resource: &str) -> Option<Lock> {
         let lock = self.locks.remove(resource)?;
@@ -204,6 +250,25 @@ impl TenantState {
             self.expiries.remove(&(ea, resource.to_string()));
         }
         Some(lock)
+    }
+
+    /// The ALREADY_HELD of a resource that is held, or free with a line (no
+    /// barging); `None` when it can be granted now.
+    fn blocked(&self, resource: &str, now_ms: Millis) -> Option<ReserveOutcome> {
+        let queue_length = self.waits.len_of(resource);
+        match self.live_lock(resource, now_ms) {
+            Some(held) => Some(ReserveOutcome::AlreadyHeld {
+                held_by: held.requester.clone(),
+                expires_at: held.expires_at,
+                queue_length,
+            }),
+            None if queue_length > 0 => Some(ReserveOutcome::AlreadyHeld {
+                held_by: String::new(),
+                expires_at: None,
+                queue_length,
+            }),
+            None => None,
+        }
     }
 
     fn live_lock(&self, resource: &str, now_ms: Millis) -> Option<&Lock> {
@@ -224,8 +289,22 @@ impl TenantState {
                 self.emit(retain, now_ms, EventKind::Expired, resource, &lock, &label);
             }
         }
+        for (_, resource) in &due {
+            self.handover(resource, now_ms * 1000, retain);
+        }
         due.len()
     }
+}
+
+/// What `TenantState::grant` grants.
+struct Grant<'a> {
+    resource: &'a str,
+    requester: &'a str,
+    ttl_ms: Option<u64>,
+    token: ReleaseToken,
+    label: &'a str,
+    /// A locklock lock: the hash of its secret, if any.
+    locklock: Option<Option<String>>,
 }
 
 /// The name of a tenant's rate-limit partition in `Inner::limits`.
@@ -248,6 +327,7 @@ impl EmbeddedStore {
     pub fn with_retain(retain: usize) -> Self {
         let (invalidations, _) = broadcast::channel(1024);
         let (live, _) = broadcast::channel(4096);
+        let (grants, _) = broadcast::channel(4096);
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -258,6 +338,7 @@ impl EmbeddedStore {
                 }),
                 invalidations,
                 live,
+                grants,
                 limits: Mutex::new(HashMap::new()),
                 token_secret: hex::encode(rand::random::<[u8; 32]>()),
                 idempotency: Mutex::new(idempotency::Records::default()),
@@ -299,80 +380,90 @@ impl EmbeddedStore {
                 return Ok(Err(LockOutcome::TooMany));
             }
         }
-        if mode.atomic {
+        if mode.atomic || mode.wait.is_some() {
             // A resource repeated in the batch is held by its first item by then.
             let mut taken: HashMap<&str, ReserveOutcome> = HashMap::new();
-            let verdicts = items.iter().map(|it| {
-                let res = it.resource.as_str();
-                if let Some(first) = taken.get(res) {
-                    return Some(first.clone());
+            let verdicts: Vec<Option<ReserveOutcome>> = items
+                .iter()
+                .map(|it| {
+                    let res = it.resource.as_str();
+                    if let Some(first) = taken.get(res) {
+                        return Some(first.clone());
+                    }
+                    if let Some(blocked) = ts.blocked(res, now_ms) {
+                        return Some(blocked);
+                    }
+                    let by_it = ReserveOutcome::AlreadyHeld {
+                        held_by: it.requester.as_str().to_string(),
+                        expires_at: it.ttl.map(|t| now_ms + t.millis()),
+                        queue_length: 0,
+                    };
+                    taken.insert(res, by_it);
+                    None
+                })
+                .collect();
+            let failed = verdicts.iter().any(Option::is_some);
+            if let (true, Some(wait)) = (failed, mode.wait) {
+                if ts.waits.live(now_ms) >= wait.max_waiters {
+                    return Err(StoreError::TooManyWaiters);
                 }
-                if let Some(held) = ts.live_lock(res, now_ms) {
-                    return Some(ReserveOutcome::AlreadyHeld {
-                        held_by: held.requester.clone(),
-                        expires_at: held.expires_at,
-                    });
-                }
-                let by_it = ReserveOutcome::AlreadyHeld {
-                    held_by: it.requester.as_str().to_string(),
-                    expires_at: it.ttl.map(|t| now_ms + t.millis()),
-                };
-                taken.insert(res, by_it);
-                None
-            });
-            if let Some(aborted) = reservations::all_or_nothing(verdicts, ReserveOutcome::Aborted) {
+                let wanted = items
+                    .iter()
+                    .map(|it| waits::WaitItem {
+                        resource: it.resource.as_str().to_string(),
+                        requester: it.requester.as_str().to_string(),
+                        ttl_ms: it.ttl.map_or(0, |t| t.millis()),
+                        token: ReleaseToken::generate(),
+                    })
+                    .collect();
+                let places = ts.enter(wait.waiter, &caller.label, wanted, now_ms, wait.ms);
+                let out = verdicts
+                    .into_iter()
+                    .zip(places)
+                    .map(|(v, place)| match v {
+                        Some(ReserveOutcome::AlreadyHeld {
+                            held_by,
+                            expires_at,
+                            ..
+                        }) => ReserveOutcome::Queued {
+                            place,
+                            held_by,
+                            expires_at,
+                        },
+                        _ => ReserveOutcome::Queued {
+                            place,
+                            held_by: String::new(),
+                            expires_at: None,
+                        },
+                    })
+                    .collect();
+                return Ok(Ok(out));
+            }
+            if let Some(aborted) =
+                reservations::all_or_nothing(verdicts.into_iter(), ReserveOutcome::Aborted)
+            {
                 return Ok(Ok(aborted));
             }
         }
         let mut out = Vec::with_capacity(items.len());
         for it in items {
             let res = it.resource.as_str();
-            if let Some(held) = ts.live_lock(res, now_ms) {
-                out.push(ReserveOutcome::AlreadyHeld {
-                    held_by: held.requester.clone(),
-                    expires_at: held.expires_at,
-                });
+            if let Some(blocked) = ts.blocked(res, now_ms) {
+                out.push(blocked);
                 continue;
             }
-            if let Some(old) = ts.drop_lock(res) {
-                // Expired but not yet swept: announce it before the new grant.
-                let label = old.label.clone();
-                ts.emit(retain, now_ms, EventKind::Expired, res, &old, &label);
-            }
-            let fencing = (ts.high_water + 1).max(now_us);
-            ts.high_water = fencing;
-            let expires_at = it.ttl.map(|t| now_ms + t.millis());
-            let token = ReleaseToken::generate();
-            let lock = Lock {
-                locklock: locklock.is_some(),
-                secret_hash: locklock.clone().flatten(),
-                requester: it.requester.as_str().to_string(),
-                token: token.as_str().to_string(),
-                reserved_at: now_ms,
-                expires_at,
-                fencing,
-                label: caller.label.clone(),
-            };
-            ts.emit(
+            out.push(ts.grant(
+                Grant {
+                    resource: res,
+                    requester: it.requester.as_str(),
+                    ttl_ms: it.ttl.map(|t| t.millis()),
+                    token: ReleaseToken::generate(),
+                    label: &caller.label,
+                    locklock: locklock.clone(),
+                },
+                now_us,
                 retain,
-                now_ms,
-                EventKind::Reserved,
-                res,
-                &lock,
-                &caller.label,
-            );
-            ts.locks.insert(res.to_string(), lock);
-            ts.by_requester
-                .insert((it.requester.as_str().to_string(), res.to_string()));
-            if let Some(ea) = expires_at {
-                ts.expiries.insert((ea, res.to_string()));
-            }
-            out.push(ReserveOutcome::Reserved {
-                release_token: token,
-                reserved_at: now_ms,
-                expires_at,
-                fencing_token: fencing,
-            });
+            ));
         }
         self.publish(&caller.tenant, ts);
         Ok(Ok(out))
@@ -381,6 +472,9 @@ impl EmbeddedStore {
     /// Publishes the events a tenant's operation produced. Called with the state
     /// lock held, so events reach the hub in the order they happened.
     fn publish(&self, tenant: &TenantId, ts: &mut TenantState) {
+        for wid in std::mem::take(&mut ts.waits.granted_now) {
+            let _ = self.inner.grants.send((tenant.clone(), wid));
+        }
         if !ts.pending.is_empty() {
             let events = std::mem::take(&mut ts.pending);
             let _ = self

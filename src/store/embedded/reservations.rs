@@ -64,7 +64,8 @@ impl EmbeddedStore {
         mode: BatchMode,
     ) -> StoreResult<Vec<ReleaseOutcome>> {
         let mut st = self.state();
-        let now_ms = st.now_us() / 1000;
+        let now_us = st.now_us();
+        let now_ms = now_us / 1000;
         let retain = st.retain;
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
@@ -104,6 +105,8 @@ impl EmbeddedStore {
                                 &caller.label,
                             );
                         }
+                        // The head of the resource's line gets it, in this step.
+                        ts.handover(res, now_us, retain);
                         ReleaseOutcome::Unreserved
                     }
                 }
@@ -238,7 +241,8 @@ impl EmbeddedStore {
         by: &Releaser,
     ) -> StoreResult<ReleaseByName> {
         let mut st = self.state();
-        let now_ms = st.now_us() / 1000;
+        let now_us = st.now_us();
+        let now_ms = now_us / 1000;
         let retain = st.retain;
         let Some(ts) = st.tenants.get_mut(tenant) else {
             return Ok(ReleaseByName::NotHeld);
@@ -266,6 +270,8 @@ impl EmbeddedStore {
             return Ok(ReleaseByName::NotHeld);
         };
         ts.emit(retain, now_ms, kind, res, &old, &label);
+        // The head of the resource's line gets it, in this step.
+        ts.handover(res, now_us, retain);
         self.publish(tenant, ts);
         Ok(ReleaseByName::Released)
     }
@@ -299,7 +305,9 @@ impl EmbeddedStore {
                 expires_at: expires_at.unwrap_or(0),
                 fencing_token,
             },
-            ReserveOutcome::AlreadyHeld { .. } | ReserveOutcome::Aborted => LockOutcome::Locked,
+            ReserveOutcome::AlreadyHeld { .. }
+            | ReserveOutcome::Aborted
+            | ReserveOutcome::Queued { .. } => LockOutcome::Locked,
         })
     }
 }
@@ -370,6 +378,39 @@ impl Reservations for EmbeddedStore {
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {
         let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
         Ok(Metered::new(self.list_now(&caller.tenant, query)?, rate))
+    }
+
+    fn grants(&self) -> tokio::sync::broadcast::Receiver<(TenantId, WaiterId)> {
+        self.inner.grants.subscribe()
+    }
+
+    async fn wait_poll(&self, tenant: &TenantId, waiter: WaiterId) -> StoreResult<WaitState> {
+        let mut st = self.state();
+        let now_us = st.now_us();
+        let retain = st.retain;
+        let Some(ts) = st.tenants.get_mut(tenant) else {
+            return Ok(WaitState::Gone);
+        };
+        let state = ts.poll(waiter, now_us, retain);
+        self.publish(tenant, ts);
+        Ok(state)
+    }
+
+    async fn wait_leave(
+        &self,
+        tenant: &TenantId,
+        waiter: WaiterId,
+        went_away: bool,
+    ) -> StoreResult<LeaveOutcome> {
+        let mut st = self.state();
+        let now_us = st.now_us();
+        let retain = st.retain;
+        let Some(ts) = st.tenants.get_mut(tenant) else {
+            return Ok(LeaveOutcome::Gone);
+        };
+        let outcome = ts.leave(waiter, went_away, now_us, retain);
+        self.publish(tenant, ts);
+        Ok(outcome)
     }
 
     async fn release_by_name(

@@ -31,6 +31,8 @@ pub const TOKEN_SECRET: &str = "c:token-secret";
 /// Channel of cache invalidations (payload: a tenant id, or anything else for
 /// "forget everything").
 pub const AUTH_CHANNEL: &str = "c:auth";
+/// Grants to waiting requests (`lua/waits.lua`): "<tenant id> <waiter id>".
+pub const GRANTS_CHANNEL: &str = "c:grants";
 
 /// The tenant's short tag: the first 8 bytes of SHA-256 of its id, base64url.
 /// 64 bits, so two tenants of a fleet sharing one is not to be expected; tenant

@@ -52,6 +52,7 @@ struct Inner {
     subscribed: Arc<AtomicBool>,
     last_pong: Arc<std::sync::atomic::AtomicU64>,
     live: broadcast::Sender<Live>,
+    grants: broadcast::Sender<(TenantId, crate::store::WaiterId)>,
     /// Requests to the subscriber task to follow or drop a tenant's channel.
     subscriber: mpsc::UnboundedSender<subscriber::SubCmd>,
     /// Set once the Redis is known to hold this binary's data layout; until
@@ -83,6 +84,7 @@ impl RedisStore {
         conn.watch_master();
         let (invalidations, _) = broadcast::channel(1024);
         let (live, _) = broadcast::channel(4096);
+        let (grants, _) = broadcast::channel(4096);
         let (sub_tx, commands) = mpsc::unbounded_channel();
         let subscribed = Arc::new(AtomicBool::new(false));
         let last_pong = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -92,6 +94,7 @@ impl RedisStore {
             subscriber::Feeds {
                 invalidations: invalidations.clone(),
                 live: live.clone(),
+                grants: grants.clone(),
                 subscribed: subscribed.clone(),
                 last_pong: last_pong.clone(),
                 op_timeout: options.op_timeout,
@@ -107,6 +110,7 @@ impl RedisStore {
                 subscribed,
                 last_pong,
                 live,
+                grants,
                 subscriber: sub_tx,
                 layout_ok: AtomicBool::new(false),
                 reconcile_after: std::sync::Mutex::new(None),

@@ -5,9 +5,9 @@ use super::replies::{self, as_i64, as_opt_millis, as_string, as_u64, bad_reply, 
 use super::{keys, scripts, RedisStore};
 use crate::domain::{ReleaseToken, Resource, TenantId};
 use crate::store::{
-    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, ListPage, ListQuery, LockOutcome,
-    LockRequest, Metered, Quota, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
-    Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult,
+    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, LeaveOutcome, ListPage, ListQuery,
+    LockOutcome, LockRequest, Metered, Quota, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
+    Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult, WaitState, WaiterId,
 };
 use async_trait::async_trait;
 use redis::Value;
@@ -28,6 +28,37 @@ fn token_bytes(token: &ReleaseToken) -> Vec<u8> {
         Ok(u) if u.hyphenated().to_string() == token.as_str() => u.as_bytes().to_vec(),
         _ => b"-".to_vec(),
     }
+}
+
+/// One row of reserve.lua's answer (also a waiter's grant rows).
+fn reserve_row(row: Value) -> StoreResult<ReserveOutcome> {
+    let row = items(row)?;
+    let held_by = |by: &Value| as_string(by).unwrap_or_default();
+    match row.as_slice() {
+        [Value::Int(1), at, ea, ft, tok] => Ok(ReserveOutcome::Reserved {
+            release_token: token_of(tok)?,
+            reserved_at: as_u64(at).ok_or_else(|| bad_reply("reserve"))?,
+            expires_at: as_opt_millis(ea),
+            fencing_token: as_u64(ft).ok_or_else(|| bad_reply("reserve"))?,
+        }),
+        [Value::Int(0), by, ea, rest @ ..] => Ok(ReserveOutcome::AlreadyHeld {
+            held_by: held_by(by),
+            expires_at: as_opt_millis(ea),
+            queue_length: rest.first().and_then(as_u64).unwrap_or(0),
+        }),
+        [Value::Int(3)] => Ok(ReserveOutcome::Aborted),
+        [Value::Int(4), place, by, ea] => Ok(ReserveOutcome::Queued {
+            place: as_u64(place).ok_or_else(|| bad_reply("reserve"))?,
+            held_by: held_by(by),
+            expires_at: as_opt_millis(ea),
+        }),
+        _ => Err(bad_reply("reserve")),
+    }
+}
+
+/// A waiter's grant: its RESERVED rows.
+fn grant_rows(rows: &Value) -> StoreResult<Vec<ReserveOutcome>> {
+    items(rows.clone())?.into_iter().map(reserve_row).collect()
 }
 
 /// The release token a script answers (its 16 bytes).
@@ -111,6 +142,10 @@ impl RedisStore {
             .arg(per_requester)
             .arg(locklock)
             .arg(flag(mode.atomic));
+        match mode.wait {
+            Some(w) => inv.arg(w.ms).arg(w.waiter.to_string()).arg(w.max_waiters),
+            None => inv.arg(0).arg("").arg(0),
+        };
         for it in items_in {
             inv.key(keys::hold(&p, it.resource));
             inv.arg(it.resource)
@@ -178,6 +213,35 @@ impl RedisStore {
         Ok(metered)
     }
 
+    /// Runs wait_poll.lua or wait_leave.lua for `waiter`.
+    async fn run_wait(
+        &self,
+        script: &redis::Script,
+        what: &'static str,
+        tenant: &TenantId,
+        waiter: WaiterId,
+        went_away: Option<bool>,
+    ) -> StoreResult<Value> {
+        let p = keys::prefix(tenant);
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::tenant(&p)).key(keys::events(&p));
+        inv.arg(waiter.to_string()).arg(self.inner.retain);
+        if let Some(gone) = went_away {
+            inv.arg(flag(gone));
+        }
+        let mut c = self.conn();
+        self.run(what, async { inv.invoke_async(&mut c).await })
+            .await
+    }
+
+    /// Moves the tenant up in the fleet's due index when a script answered an
+    /// earlier second than it had.
+    async fn due(&self, tenant: &TenantId, earliest: &Value) {
+        if let Some(second) = as_i64(earliest).filter(|s| *s > 0) {
+            self.mark_due(tenant, second).await;
+        }
+    }
+
     /// Takes the "earliest new second" off a `{rows, earliest}` reply and moves
     /// the tenant up in the fleet's due index when there is one; other replies
     /// (-1, -2) pass through.
@@ -224,6 +288,7 @@ impl Reservations for RedisStore {
         let rows = match reply {
             Value::Int(-1) => return Err(StoreError::TenantGone),
             Value::Int(-2) | Value::Int(-3) => return Err(bad_reply("reserve (no cap was set)")),
+            Value::Int(-4) => return Err(StoreError::TooManyWaiters),
             reply => items(reply)?,
         };
         if rows.len() != items_in.len() {
@@ -231,23 +296,7 @@ impl Reservations for RedisStore {
         }
         let value = rows
             .into_iter()
-            .map(|row| {
-                let row = items(row)?;
-                match row.as_slice() {
-                    [Value::Int(1), at, ea, ft, tok] => Ok(ReserveOutcome::Reserved {
-                        release_token: token_of(tok)?,
-                        reserved_at: as_u64(at).ok_or_else(|| bad_reply("reserve"))?,
-                        expires_at: as_opt_millis(ea),
-                        fencing_token: as_u64(ft).ok_or_else(|| bad_reply("reserve"))?,
-                    }),
-                    [Value::Int(0), by, ea] => Ok(ReserveOutcome::AlreadyHeld {
-                        held_by: as_string(by).unwrap_or_default(),
-                        expires_at: as_opt_millis(ea),
-                    }),
-                    [Value::Int(3)] => Ok(ReserveOutcome::Aborted),
-                    _ => Err(bad_reply("reserve")),
-                }
-            })
+            .map(reserve_row)
             .collect::<StoreResult<_>>()?;
         Ok(Metered {
             value,
@@ -279,7 +328,7 @@ impl Reservations for RedisStore {
                 |it| (&it.resource, &it.requester, &it.release_token, None),
             )
             .await?;
-        let codes = items(value)?;
+        let codes = items(self.with_due(&caller.tenant, value).await?)?;
         if codes.len() != items_in.len() {
             return Err(bad_reply("unreserve"));
         }
@@ -399,6 +448,85 @@ impl Reservations for RedisStore {
         })
     }
 
+    fn grants(&self) -> tokio::sync::broadcast::Receiver<(TenantId, WaiterId)> {
+        self.inner.grants.subscribe()
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    async fn wait_poll(&self, tenant: &TenantId, waiter: WaiterId) -> StoreResult<WaitState> {
+        let reply = self
+            .run_wait(&scripts::WAIT_POLL, "wait poll", tenant, waiter, None)
+            .await?;
+        let parts = match reply {
+            Value::Int(-1) => return Ok(WaitState::Gone),
+            reply => items(reply)?,
+        };
+        match parts.as_slice() {
+            [Value::Int(1), rows, earliest] => {
+                self.due(tenant, earliest).await;
+                Ok(WaitState::Granted(grant_rows(rows)?))
+            }
+            [Value::Int(0), places, earliest] => {
+                self.due(tenant, earliest).await;
+                Ok(WaitState::Waiting(
+                    items(places.clone())?.iter().filter_map(as_u64).collect(),
+                ))
+            }
+            _ => Err(bad_reply("wait poll")),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    async fn wait_leave(
+        &self,
+        tenant: &TenantId,
+        waiter: WaiterId,
+        went_away: bool,
+    ) -> StoreResult<LeaveOutcome> {
+        let reply = self
+            .run_wait(
+                &scripts::WAIT_LEAVE,
+                "wait leave",
+                tenant,
+                waiter,
+                Some(went_away),
+            )
+            .await?;
+        let parts = match reply {
+            Value::Int(-1) => return Ok(LeaveOutcome::Gone),
+            reply => items(reply)?,
+        };
+        match parts.as_slice() {
+            [Value::Int(1), rows, earliest] => {
+                self.due(tenant, earliest).await;
+                Ok(LeaveOutcome::Granted(grant_rows(rows)?))
+            }
+            [Value::Int(2), earliest] => {
+                self.due(tenant, earliest).await;
+                Ok(LeaveOutcome::Released)
+            }
+            [Value::Int(0), rows, earliest] => {
+                self.due(tenant, earliest).await;
+                let left = items(rows.clone())?
+                    .into_iter()
+                    .map(|row| {
+                        let row = items(row)?;
+                        match row.as_slice() {
+                            [place, by, ea] => Ok((
+                                as_u64(place).unwrap_or(0),
+                                as_string(by).unwrap_or_default(),
+                                as_opt_millis(ea),
+                            )),
+                            _ => Err(bad_reply("wait leave")),
+                        }
+                    })
+                    .collect::<StoreResult<_>>()?;
+                Ok(LeaveOutcome::Left(left))
+            }
+            _ => Err(bad_reply("wait leave")),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {
         let p = keys::prefix(&caller.tenant);
@@ -507,7 +635,12 @@ impl Reservations for RedisStore {
             replayed,
         } = replies::metered(reply, caller)?;
         let value = match items(value)?.as_slice() {
-            [Value::Int(1), ..] => ReleaseByName::Released,
+            [Value::Int(1), _, earliest] => {
+                if let Some(second) = as_i64(earliest).filter(|s| *s > 0) {
+                    self.mark_due(&caller.tenant, second).await;
+                }
+                ReleaseByName::Released
+            }
             [Value::Int(0)] => ReleaseByName::NotHeld,
             [Value::Int(3)] => ReleaseByName::WrongSecret,
             [Value::Int(4)] => ReleaseByName::NotALock,

@@ -22,7 +22,8 @@ macro_rules! holds_preludes {
             lua!("clock.lua"),
             lua!("events.lua"),
             lua!("pages.lua"),
-            lua!("holds.lua")
+            lua!("holds.lua"),
+            lua!("waits.lua")
         )
     };
 }
@@ -64,6 +65,14 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("release", metered!(holds_preludes!(), "release.lua")),
     ("sweep", concat!(holds_preludes!(), lua!("sweep.lua"))),
     (
+        "wait_poll",
+        concat!(holds_preludes!(), lua!("wait_poll.lua")),
+    ),
+    (
+        "wait_leave",
+        concat!(holds_preludes!(), lua!("wait_leave.lua")),
+    ),
+    (
         "rate_limit",
         concat!(
             lua!("clock.lua"),
@@ -99,6 +108,8 @@ script!(CHECK, "check");
 script!(LIST, "list");
 script!(RELEASE, "release");
 script!(SWEEP, "sweep");
+script!(WAIT_POLL, "wait_poll");
+script!(WAIT_LEAVE, "wait_leave");
 script!(RATE_LIMIT, "rate_limit");
 script!(EVENTS_READ, "events_read");
 script!(KEY_ADD, "key_add");

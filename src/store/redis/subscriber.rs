@@ -5,7 +5,7 @@ use super::keys;
 use crate::domain::TenantId;
 use crate::events::{Event, EventId, EventKind, Live};
 use crate::store::topology::{Conn, Topology};
-use crate::store::{Invalidation, StoreError, StoreResult};
+use crate::store::{Invalidation, StoreError, StoreResult, WaiterId};
 use futures_util::StreamExt;
 use redis::Value;
 use std::collections::HashMap;
@@ -23,6 +23,8 @@ pub enum SubCmd {
 pub struct Feeds {
     pub invalidations: broadcast::Sender<Invalidation>,
     pub live: broadcast::Sender<Live>,
+    /// Grants to waiting requests, fleet-wide (each instance picks its own).
+    pub grants: broadcast::Sender<(TenantId, WaiterId)>,
     pub subscribed: Arc<AtomicBool>,
     /// When the feed last answered a ping ([`monotonic_ms`]).
     pub last_pong: Arc<AtomicU64>,
@@ -88,6 +90,7 @@ pub async fn run(
             let addr = client.get_connection_info().addr().to_string();
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(keys::AUTH_CHANNEL).await?;
+            pubsub.subscribe(keys::GRANTS_CHANNEL).await?;
             if !channels.is_empty() {
                 pubsub.subscribe(&channels).await?;
             }
@@ -203,6 +206,17 @@ fn route_message(msg: &redis::Msg, feeds: &Feeds, followed: &HashMap<String, Ten
             .map(Invalidation::Tenant)
             .unwrap_or(Invalidation::All);
         let _ = feeds.invalidations.send(inv);
+    } else if channel == keys::GRANTS_CHANNEL {
+        let payload: String = msg.get_payload().unwrap_or_default();
+        let granted = payload.split_once(' ').and_then(|(t, w)| {
+            Some((
+                TenantId::parse(t).ok()?,
+                WaiterId(u128::from_str_radix(w, 16).ok()?),
+            ))
+        });
+        if let Some(g) = granted {
+            let _ = feeds.grants.send(g);
+        }
     } else if let Some(tenant) = keys::tag_of_channel(channel).and_then(|t| followed.get(t)) {
         match live_events(msg.get_payload_bytes()) {
             Some(events) => {

@@ -1,0 +1,166 @@
+-- waits.lua: a prelude (see lua/README.md) — the lines of waiting requests
+-- (contract section 12) and the hand-over that grants a freed resource to the
+-- head of its line in the same atomic step as the release. Needs events.lua,
+-- pages.lua and holds.lua before it. Design: docs/design/waiting.md.
+--
+-- Keys of a tenant (P its prefix):
+--   P w:<resource>  zset waiter id -> ticket: the resource's line, in ticket
+--                   order (one ticket counter per tenant, `wt` in P t, so all
+--                   lines order waiters alike and multi-item waits cannot
+--                   deadlock)
+--   P W:<waiter>    string, the waiter: a MessagePack map
+--                   {lb = label, tk = ticket, hb = heartbeat deadline ms,
+--                    it = {{resource, requester, ttl ms, release token}...},
+--                    st = 0 waiting / 1 granted, rows = the grant's rows}
+--   P wn            zset waiter id -> heartbeat deadline: the tenant's waiters
+-- A grant is announced on `c:grants` as "<tenant id> <waiter id>".
+
+local WL_CHANNEL = 'c:grants'
+-- A waiter's record outlives its wait by this much (its instance collects a
+-- grant made at the last moment).
+local WL_KEEP_MS = 60000
+-- A waiter whose instance has not polled for this long is skipped.
+local WL_HEARTBEAT_MS = 15000
+
+local function wl_line(p, res)
+  return p .. 'w:' .. res
+end
+
+-- How many wait in the line of `res`.
+local function wl_length(p, res)
+  return redis.call('ZCARD', wl_line(p, res))
+end
+
+local function wl_get(p, wid)
+  local raw = redis.call('GET', p .. 'W:' .. wid)
+  return raw and cmsgpack.unpack(raw)
+end
+
+local function wl_put(p, wid, w, until_ms)
+  redis.call('SET', p .. 'W:' .. wid, cmsgpack.pack(w), 'PXAT', num(until_ms + WL_KEEP_MS))
+end
+
+-- Takes a waiter out of every line and out of the tenant's waiters.
+local function wl_forget(p, wid, w)
+  for _, it in ipairs(w.it) do
+    redis.call('ZREM', wl_line(p, it[1]), wid)
+  end
+  redis.call('ZREM', p .. 'wn', wid)
+end
+
+-- The waiters this script granted, announced by wl_close.
+local wl_granted = {}
+
+-- Grants waiter `w` every item, if it heads the line of each and all are free
+-- (a hold past its time counts as free and is retired here, EXPIRED first).
+-- The grant is the grant of reserve.lua: the hold, its indexes, its expiry
+-- bucket, a fencing token above the tenant's mark, RESERVED.
+local function wl_try(p, wid, w, now_ms, now_us, ats)
+  for _, it in ipairs(w.it) do
+    local head = redis.call('ZRANGE', wl_line(p, it[1]), 0, 0)
+    if head[1] ~= wid then
+      return false
+    end
+    if hold_live(hold_decode(redis.call('GET', p .. 'h:' .. it[1])), now_ms) then
+      return false
+    end
+  end
+  local tn = redis.call('HMGET', p .. 't', 'hw', 'n', 'id')
+  local hw, held = tonumber(tn[1] or '0'), tonumber(tn[2] or '0')
+  local lb = w.lb
+  local rows = {}
+  for i, it in ipairs(w.it) do
+    local res, rq, ttl, tok = it[1], it[2], it[3], it[4]
+    local key = p .. 'h:' .. res
+    local old = hold_decode(redis.call('GET', key))
+    if old then
+      retire_before_grant(p, res, old, rq, ats)
+    else
+      held = held + 1
+      pg_add(p .. 'i', res)
+    end
+    if not old or old.rq ~= rq then
+      pg_add(p .. 'q', rq .. '\0' .. res)
+    end
+    local ft = math.max(hw + 1, now_us)
+    hw = ft
+    local ea = now_ms + ttl
+    local k = bucket_slot(p, ea, 1)
+    redis.call('SET', key, cmsgpack.pack({tok, rq, lb, now_ms, ea, ft, k, ''}), 'PXAT', num(ea + GRACE_MS))
+    bucket_file(p, res, k, rq, lb, ea, ft)
+    ev_emit('RESERVED', res, rq, lb, ats, num(ea), num(ft))
+    rows[i] = {1, now_ms, ea, ft, tok}
+  end
+  redis.call('HSET', p .. 't', 'hw', num(hw), 'n', num(held))
+  wl_forget(p, wid, w)
+  w.st = 1
+  w.rows = rows
+  wl_put(p, wid, w, now_ms)
+  wl_granted[#wl_granted + 1] = (tn[3] or '') .. ' ' .. wid
+  return true
+end
+
+-- Hands the resource `res` to the head of its line when it can be granted.
+-- Heads whose heartbeat is stale (their instance died) or whose record is gone
+-- are dropped on the way, from every line, and the lines they leave get a
+-- hand-over of their own.
+local function wl_handover(p, res, now_ms, now_us, ats, depth)
+  depth = depth or 0
+  local line = wl_line(p, res)
+  while true do
+    local head = redis.call('ZRANGE', line, 0, 0)[1]
+    if not head then
+      return
+    end
+    local w = wl_get(p, head)
+    if w and w.st == 0 and w.hb >= now_ms then
+      wl_try(p, head, w, now_ms, now_us, ats)
+      return
+    end
+    if w and w.st == 0 then
+      wl_forget(p, head, w)
+      redis.call('DEL', p .. 'W:' .. head)
+      if depth < 2 then
+        for _, it in ipairs(w.it) do
+          if it[1] ~= res then
+            wl_handover(p, it[1], now_ms, now_us, ats, depth + 1)
+          end
+        end
+      end
+    else
+      redis.call('ZREM', line, head)
+    end
+  end
+end
+
+-- Announces this script's grants (after ev_close, so their RESERVED events are
+-- in the stream before a waiter learns of its grant).
+local function wl_close()
+  for _, msg in ipairs(wl_granted) do
+    redis.call('PUBLISH', WL_CHANNEL, msg)
+  end
+end
+
+-- How many live waiters the tenant has (stale ones are forgotten here; the
+-- lines drop them at their next hand-over).
+local function wl_count(p, now_ms)
+  redis.call('ZREMRANGEBYSCORE', p .. 'wn', '-inf', '(' .. num(now_ms))
+  return redis.call('ZCARD', p .. 'wn')
+end
+
+-- Puts waiter `wid` in the line of each of `items` ({resource, requester, ttl
+-- ms, release token}) with a new ticket, until `until_ms` at the latest, and
+-- answers its place (1-based) in each line.
+local function wl_enter(p, wid, lb, items, now_ms, until_ms)
+  local tk = redis.call('HINCRBY', p .. 't', 'wt', 1)
+  local hb = now_ms + WL_HEARTBEAT_MS
+  local places = {}
+  for i, it in ipairs(items) do
+    local line = wl_line(p, it[1])
+    redis.call('ZADD', line, tk, wid)
+    places[i] = redis.call('ZRANK', line, wid) + 1
+  end
+  redis.call('ZADD', p .. 'wn', hb, wid)
+  wl_put(p, wid, {lb = lb, tk = tk, hb = hb, it = items, st = 0, rows = {}}, until_ms)
+  return places
+end
