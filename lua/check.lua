@@ -5,18 +5,30 @@
 -- KEYS[i]  P h:<resource> for each item i
 --
 -- Returns one array per item: {1, requester, reservedAtMs, expiresAtMs or -1,
--- fencingToken, apiKeyLabel} when held, {0} when free.
+-- fencingToken, apiKeyLabel, queueLength} when held, {0, queueLength} when
+-- free (queueLength: the waiters in the resource's line, waits.lua).
 
 local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local out = {}
+local p = nil
+-- Lines exist only while the tenant has waiters.
+local lines = false
+if #KEYS > 0 then
+  p = string.match(KEYS[1], '^(.-)h:')
+  lines = p and redis.call('ZCARD', p .. 'wn') > 0
+end
 
 for i = 1, #KEYS do
   local h = hold_decode(redis.call('GET', KEYS[i]))
+  local qlen = 0
+  if lines then
+    qlen = redis.call('ZCARD', p .. 'w:' .. string.sub(KEYS[i], #p + 3))
+  end
   if hold_live(h, now_ms) then
-    out[i] = {1, h.rq, h.at, h.ea == 0 and -1 or h.ea, h.ft, h.lb}
+    out[i] = {1, h.rq, h.at, h.ea == 0 and -1 or h.ea, h.ft, h.lb, qlen}
   else
-    out[i] = {0}
+    out[i] = {0, qlen}
   end
 end
 return out

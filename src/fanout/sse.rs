@@ -59,7 +59,7 @@ const PEER_CHECK: Duration = Duration::from_secs(1);
 
 /// Whether the client closed its end: a non-blocking peek that reads end of
 /// stream (bytes waiting or "would block" mean it is still there).
-fn peer_closed(peer: &std::net::TcpStream) -> bool {
+pub fn peer_closed(peer: &std::net::TcpStream) -> bool {
     let mut byte = [0u8; 1];
     let _ = peer.set_nonblocking(true);
     match peer.peek(&mut byte) {

@@ -31,7 +31,7 @@ const MAX_ECHOED_ID: usize = 64;
 pub struct ConnFd(pub RawFd);
 
 /// A handle on the request's connection that the hub may shut down.
-fn connection(req: &HttpRequest) -> Option<std::net::TcpStream> {
+pub(super) fn connection(req: &HttpRequest) -> Option<std::net::TcpStream> {
     let fd = req.conn_data::<ConnFd>()?.0;
     // SAFETY: the descriptor belongs to the connection this request arrived on,
     // which stays open at least until this handler returns; it is only borrowed

@@ -174,7 +174,15 @@ pub async fn reserve(
         .iter()
         .any(|o| matches!(o, ReserveOutcome::Queued { .. }));
     if let (true, Some(wait), Some(grants)) = (queued, mode.wait, grants) {
-        match waiting::wait_for_grant(&state, &who.caller.tenant, wait, grants, started).await? {
+        match waiting::wait_for_grant(
+            &state,
+            (&who.caller.tenant, super::events::connection(&req)),
+            wait,
+            grants,
+            started,
+        )
+        .await?
+        {
             waiting::WaitEnd::Granted(rows, ms) => {
                 metered.value = rows;
                 waited = Some(ms);
@@ -401,15 +409,19 @@ pub async fn check(
         .iter()
         .zip(outcomes)
         .map(|(res, out)| match out {
-            CheckOutcome::Held(h) => {
+            CheckOutcome::Held(h, waiting) => {
                 let mut r =
                     ItemResult::new(res.as_str(), Some(h.requester.as_str()), ItemStatus::Held);
                 r.reserved_at = Some(format_millis(h.reserved_at));
                 r.expires_at = Some(h.expires_at.map(format_millis));
                 r.fencing_token = Some(h.fencing_token);
+                r.queue_length = Some(*waiting).filter(|q| *q > 0);
                 r
             }
-            CheckOutcome::Free => ItemResult::new(res.as_str(), None, ItemStatus::Free),
+            CheckOutcome::Free(waiting) => ItemResult {
+                queue_length: Some(*waiting).filter(|q| *q > 0),
+                ..ItemResult::new(res.as_str(), None, ItemStatus::Free)
+            },
         })
         .collect::<Vec<_>>();
     record("check", &results);

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 pub const MAX_WAIT_SECONDS: u64 = 60;
 /// How often a waiter's instance looks at its record at the latest.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
-/// How often a waiter checks whether the instance is shutting down.
+/// How often a waiter checks whether the instance is shutting down and
+/// whether its client is still there.
 const SHUTDOWN_CHECK: Duration = Duration::from_millis(50);
 
 /// Waiting requests a tenant may have fleet-wide, per tier.
@@ -121,7 +122,7 @@ impl Drop for LeaveOnDrop {
 /// no grant is missed.
 pub async fn wait_for_grant(
     state: &AppState,
-    tenant: &TenantId,
+    (tenant, peer): (&TenantId, Option<std::net::TcpStream>),
     wait: Wait,
     mut grants: tokio::sync::broadcast::Receiver<(TenantId, WaiterId)>,
     started: Instant,
@@ -150,6 +151,11 @@ pub async fn wait_for_grant(
             _ = shutdown.tick() => {
                 if state.shutting_down.load(Ordering::SeqCst) {
                     break true;
+                }
+                // The client went away: the guard takes the waiter out of
+                // its lines (and releases a grant that crossed it).
+                if peer.as_ref().is_some_and(crate::fanout::sse::peer_closed) {
+                    return Err(ApiError::invalid("the client closed the connection"));
                 }
                 continue;
             }

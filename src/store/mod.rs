@@ -289,8 +289,11 @@ pub enum ExtendOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckOutcome {
-    Held(Holding),
-    Free,
+    /// Held, with how many wait in its line.
+    Held(Holding, u64),
+    /// Free, with how many wait in its line (a multi-item waiter at its head
+    /// may be waiting for its other resources).
+    Free(u64),
 }
 
 /// A locklock acquire: one reservation with an optional secret.

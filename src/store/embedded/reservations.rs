@@ -179,9 +179,12 @@ impl EmbeddedStore {
         Ok(resources
             .iter()
             .map(|r| {
+                let waiting = ts.map_or(0, |ts| ts.waits.len_of(r.as_str()));
                 ts.and_then(|ts| ts.live_lock(r.as_str(), now_ms))
                     .and_then(|l| l.holding(r.as_str()))
-                    .map_or(CheckOutcome::Free, CheckOutcome::Held)
+                    .map_or(CheckOutcome::Free(waiting), |h| {
+                        CheckOutcome::Held(h, waiting)
+                    })
             })
             .collect())
     }

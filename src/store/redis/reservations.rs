@@ -434,9 +434,11 @@ impl Reservations for RedisStore {
                 let row = items(row)?;
                 match row.as_slice() {
                     [Value::Int(1), rest @ ..] => replies::holding(r.clone(), rest)
-                        .map(CheckOutcome::Held)
+                        .map(|h| CheckOutcome::Held(h, rest.get(5).and_then(as_u64).unwrap_or(0)))
                         .ok_or_else(|| bad_reply("check")),
-                    [Value::Int(0)] => Ok(CheckOutcome::Free),
+                    [Value::Int(0), rest @ ..] => Ok(CheckOutcome::Free(
+                        rest.first().and_then(as_u64).unwrap_or(0),
+                    )),
                     _ => Err(bad_reply("check")),
                 }
             })

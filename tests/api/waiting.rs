@@ -1,0 +1,356 @@
+//! Waiting acquire with a fair queue (contract section 12): `?waitSeconds=N`
+//! on reserve waits in the line of each resource, strict FIFO, no barging, and
+//! whatever frees a resource hands it to the head of its line.
+
+use crate::every_topology;
+use crate::helpers::{into_reply, Reply, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+every_topology!(
+    a_waiter_gets_the_resource_when_it_is_released,
+    waiters_are_served_in_order,
+    a_wait_that_times_out_leaves_the_line_with_its_place,
+    a_free_resource_with_a_line_is_not_taken_by_a_plain_reserve,
+    an_expiry_hands_the_resource_on,
+    a_force_release_hands_the_resource_on,
+    multi_item_waiters_in_opposite_orders_both_complete,
+    a_client_that_goes_away_leaves_the_line,
+    bad_waits_are_refused_and_change_nothing,
+);
+
+/// Starts a waiting reserve of `items` (in the background) and answers its
+/// reply when it ends.
+fn wait_for(
+    app: &TestApp,
+    query: &str,
+    items: Value,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<Reply> {
+    let url = format!("{}/api/v1/Reservation/reserve?{query}", app.address);
+    let key = app.api_key.clone();
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .expect("client");
+        match client
+            .post(url)
+            .header("X-Api-Key", key)
+            .json(&items)
+            .send()
+            .await
+        {
+            Ok(res) => into_reply(res).await,
+            // The client gave up (a test of a client that goes away).
+            Err(_) => Reply {
+                status: StatusCode::REQUEST_TIMEOUT,
+                headers: Default::default(),
+                body: Value::Null,
+            },
+        }
+    })
+}
+
+fn one(resource: &str, requester: &str) -> Value {
+    json!([{"resource": resource, "requester": requester, "ttlSeconds": 30}])
+}
+
+async fn take(app: &TestApp, resource: &str, requester: &str, ttl: Option<u64>) -> Value {
+    let held = app.reserve_one(resource, requester, ttl).await;
+    assert_eq!(held["status"], "RESERVED", "{held}");
+    held
+}
+
+async fn release(app: &TestApp, resource: &str, requester: &str, token: &Value) {
+    let r = app
+        .unreserve(json!([{"resource": resource, "requester": requester, "releaseToken": token}]))
+        .await;
+    assert_eq!(r.results()[0]["status"], "UNRESERVED", "{r:?}");
+}
+
+/// The queue length `check` reports for `resource` (0 when none).
+async fn queue_length(app: &TestApp, resource: &str) -> u64 {
+    let r = app.check(json!([{"resource": resource}])).await;
+    r.results()[0]["queueLength"].as_u64().unwrap_or(0)
+}
+
+/// Waits until `resource` has `n` waiters.
+async fn until_waiting(app: &TestApp, resource: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queue_length(app, resource).await != n {
+        assert!(
+            Instant::now() < deadline,
+            "{resource} never had {n} waiters"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_waiter_gets_the_resource_when_it_is_released(app: TestApp) {
+    let held = take(&app, "r", "a", None).await;
+    let waiter = wait_for(
+        &app,
+        "waitSeconds=10",
+        one("r", "b"),
+        Duration::from_secs(15),
+    );
+    until_waiting(&app, "r", 1).await;
+    // No barging: a plain reserve is refused with the line's length.
+    let plain = app.reserve(one("r", "c")).await;
+    let res = &plain.results()[0];
+    assert_eq!(res["status"], "ALREADY_HELD", "{res}");
+    assert_eq!(res["heldBy"], "a");
+    assert_eq!(res["queueLength"], 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release(&app, "r", "a", &held["releaseToken"]).await;
+    let got = waiter.await.expect("waiter");
+    assert_eq!(got.status, StatusCode::OK, "{got:?}");
+    let res = &got.results()[0];
+    assert_eq!(res["status"], "RESERVED", "{res}");
+    assert_eq!(res["requester"], "b");
+    assert!(res["waitedMs"].as_u64().unwrap_or(0) >= 100, "{res}");
+    assert!(
+        res["fencingToken"].as_u64() > held["fencingToken"].as_u64(),
+        "the grant's fencing token is above the released one: {res}"
+    );
+    assert!(res["releaseToken"].is_string());
+    let check = app.check(json!([{"resource": "r"}])).await;
+    assert_eq!(check.results()[0]["requester"], "b");
+    assert!(check.results()[0].get("queueLength").is_none(), "{check:?}");
+}
+
+async fn waiters_are_served_in_order(app: TestApp) {
+    let mut token = take(&app, "q", "w0", None).await["releaseToken"].clone();
+    let mut waiters = Vec::new();
+    for i in 1..=3 {
+        waiters.push(wait_for(
+            &app,
+            "waitSeconds=20",
+            one("q", &format!("w{i}")),
+            Duration::from_secs(25),
+        ));
+        until_waiting(&app, "q", i).await;
+    }
+    for (i, w) in waiters.into_iter().enumerate() {
+        release(&app, "q", &format!("w{i}"), &token).await;
+        let got = w.await.expect("waiter");
+        let res = &got.results()[0];
+        assert_eq!(res["status"], "RESERVED", "waiter {}: {res}", i + 1);
+        assert_eq!(res["requester"], format!("w{}", i + 1));
+        token = res["releaseToken"].clone();
+    }
+}
+
+async fn a_wait_that_times_out_leaves_the_line_with_its_place(app: TestApp) {
+    take(&app, "t", "a", None).await;
+    let first = wait_for(
+        &app,
+        "waitSeconds=2",
+        one("t", "b"),
+        Duration::from_secs(10),
+    );
+    until_waiting(&app, "t", 1).await;
+    let second = wait_for(
+        &app,
+        "waitSeconds=1",
+        one("t", "c"),
+        Duration::from_secs(10),
+    );
+    until_waiting(&app, "t", 2).await;
+    let started = Instant::now();
+    let got = second.await.expect("waiter");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let res = &got.results()[0];
+    assert_eq!(res["status"], "TIMED_OUT", "{res}");
+    assert_eq!(res["queuePosition"], 2);
+    assert_eq!(res["heldBy"], "a");
+    assert!(res.get("releaseToken").is_none());
+    let got = first.await.expect("waiter");
+    assert_eq!(got.results()[0]["queuePosition"], 1, "{got:?}");
+    assert_eq!(queue_length(&app, "t").await, 0, "both left the line");
+}
+
+async fn a_free_resource_with_a_line_is_not_taken_by_a_plain_reserve(app: TestApp) {
+    let x = take(&app, "x", "a", None).await;
+    let both = json!([
+        {"resource": "x", "requester": "w", "ttlSeconds": 30},
+        {"resource": "y", "requester": "w", "ttlSeconds": 30},
+    ]);
+    let waiter = wait_for(
+        &app,
+        "atomic=true&waitSeconds=10",
+        both,
+        Duration::from_secs(15),
+    );
+    until_waiting(&app, "x", 1).await;
+    // y is free, but w waits for it (with x): a plain reserve does not barge.
+    let plain = app.reserve(one("y", "c")).await;
+    let res = &plain.results()[0];
+    assert_eq!(res["status"], "ALREADY_HELD", "{res}");
+    assert!(res.get("heldBy").is_none(), "no holder: {res}");
+    assert_eq!(res["queueLength"], 1);
+    release(&app, "x", "a", &x["releaseToken"]).await;
+    let got = waiter.await.expect("waiter");
+    assert_eq!(got.body["committed"], true, "{got:?}");
+    for r in got.results() {
+        assert_eq!(r["status"], "RESERVED", "{r}");
+    }
+}
+
+async fn an_expiry_hands_the_resource_on(app: TestApp) {
+    take(&app, "e", "a", Some(1)).await;
+    let waiter = wait_for(
+        &app,
+        "waitSeconds=10",
+        one("e", "b"),
+        Duration::from_secs(15),
+    );
+    let started = Instant::now();
+    let got = waiter.await.expect("waiter");
+    let res = &got.results()[0];
+    assert_eq!(res["status"], "RESERVED", "{res}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "granted soon after the expiry: {:?}",
+        started.elapsed()
+    );
+}
+
+async fn a_force_release_hands_the_resource_on(app: TestApp) {
+    take(&app, "f", "a", None).await;
+    let waiter = wait_for(
+        &app,
+        "waitSeconds=10",
+        one("f", "b"),
+        Duration::from_secs(15),
+    );
+    until_waiting(&app, "f", 1).await;
+    let r = app
+        .admin(
+            Method::DELETE,
+            &format!("/tenants/{}/reservations/f", app.tenant_id),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    let got = waiter.await.expect("waiter");
+    assert_eq!(got.results()[0]["status"], "RESERVED", "{got:?}");
+}
+
+async fn multi_item_waiters_in_opposite_orders_both_complete(app: TestApp) {
+    let xs = take(&app, "m1", "a", None).await;
+    let ys = take(&app, "m2", "a", None).await;
+    let w1 = wait_for(
+        &app,
+        "atomic=true&waitSeconds=10",
+        json!([
+            {"resource": "m1", "requester": "w1", "ttlSeconds": 30},
+            {"resource": "m2", "requester": "w1", "ttlSeconds": 30},
+        ]),
+        Duration::from_secs(15),
+    );
+    until_waiting(&app, "m1", 1).await;
+    let w2 = wait_for(
+        &app,
+        "atomic=true&waitSeconds=10",
+        json!([
+            {"resource": "m2", "requester": "w2", "ttlSeconds": 30},
+            {"resource": "m1", "requester": "w2", "ttlSeconds": 30},
+        ]),
+        Duration::from_secs(15),
+    );
+    until_waiting(&app, "m1", 2).await;
+    release(&app, "m1", "a", &xs["releaseToken"]).await;
+    release(&app, "m2", "a", &ys["releaseToken"]).await;
+    let first = w1.await.expect("w1");
+    assert_eq!(first.body["committed"], true, "{first:?}");
+    let tokens: Vec<Value> = first
+        .results()
+        .iter()
+        .map(|r| r["releaseToken"].clone())
+        .collect();
+    release(&app, "m1", "w1", &tokens[0]).await;
+    release(&app, "m2", "w1", &tokens[1]).await;
+    let second = w2.await.expect("w2");
+    assert_eq!(second.body["committed"], true, "{second:?}");
+}
+
+async fn a_client_that_goes_away_leaves_the_line(app: TestApp) {
+    let held = take(&app, "d", "a", None).await;
+    let gone = wait_for(
+        &app,
+        "waitSeconds=30",
+        one("d", "b"),
+        Duration::from_millis(300),
+    );
+    until_waiting(&app, "d", 1).await;
+    let _ = gone.await;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while queue_length(&app, "d").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the waiter left within 1 s of its client"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    release(&app, "d", "a", &held["releaseToken"]).await;
+    assert_eq!(app.check_status("d").await, "FREE", "nobody was granted");
+}
+
+async fn bad_waits_are_refused_and_change_nothing(app: TestApp) {
+    take(&app, "h", "a", None).await;
+    let cases = [
+        (
+            "waitSeconds=5",
+            json!([{"resource": "h", "requester": "b"}]),
+        ),
+        (
+            "waitSeconds=5",
+            json!([
+                {"resource": "h", "requester": "b", "ttlSeconds": 5},
+                {"resource": "i", "requester": "b", "ttlSeconds": 5},
+            ]),
+        ),
+        (
+            "atomic=true&waitSeconds=5",
+            json!([
+                {"resource": "h", "requester": "b", "ttlSeconds": 5},
+                {"resource": "h", "requester": "c", "ttlSeconds": 5},
+            ]),
+        ),
+        ("waitSeconds=61", one("h", "b")),
+        ("waitSeconds=-1", one("h", "b")),
+        ("waitSeconds=1.5", one("h", "b")),
+        ("waitSeconds=abc", one("h", "b")),
+        ("waitSeconds=5&waitSeconds=5", one("h", "b")),
+    ];
+    for (query, items) in cases {
+        let r = app
+            .post(
+                &format!("/api/v1/Reservation/reserve?{query}"),
+                items.clone(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query} {items}: {r:?}");
+        assert_eq!(r.error_code(), "INVALID_REQUEST");
+    }
+    for other in ["unreserve", "extend"] {
+        let r = app
+            .post(
+                &format!("/api/v1/Reservation/{other}?waitSeconds=5"),
+                json!([{"resource": "h", "requester": "a", "releaseToken": "x", "ttlSeconds": 5}]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{other}: {r:?}");
+    }
+    assert_eq!(queue_length(&app, "h").await, 0, "nobody queued");
+    assert_eq!(app.check_status("i").await, "FREE");
+    // waitSeconds=0 is the plain reserve.
+    let r = app
+        .post("/api/v1/Reservation/reserve?waitSeconds=0", one("h", "b"))
+        .await;
+    assert_eq!(r.results()[0]["status"], "ALREADY_HELD", "{r:?}");
+    let _ = Method::GET;
+}
