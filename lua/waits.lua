@@ -9,7 +9,8 @@
 --                   lines order waiters alike and multi-item waits cannot
 --                   deadlock)
 --   P W:<waiter>    string, the waiter: a MessagePack map
---                   {lb = label, tk = ticket, hb = heartbeat deadline ms,
+--                   {lb = label, ll = locklock mark (as holds.lua's),
+--                    tk = ticket, hb = heartbeat deadline ms,
 --                    it = {{resource, requester, ttl ms, release token}...},
 --                    st = 0 waiting / 1 granted, rows = the grant's rows}
 --   P wn            zset waiter id -> heartbeat deadline: the tenant's waiters
@@ -86,7 +87,7 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
     hw = ft
     local ea = now_ms + ttl
     local k = bucket_slot(p, ea, 1)
-    redis.call('SET', key, cmsgpack.pack({tok, rq, lb, now_ms, ea, ft, k, ''}), 'PXAT', num(ea + GRACE_MS))
+    redis.call('SET', key, cmsgpack.pack({tok, rq, lb, now_ms, ea, ft, k, w.ll or ''}), 'PXAT', num(ea + GRACE_MS))
     bucket_file(p, res, k, rq, lb, ea, ft)
     ev_emit('RESERVED', res, rq, lb, ats, num(ea), num(ft))
     rows[i] = {1, now_ms, ea, ft, tok}
@@ -150,8 +151,9 @@ end
 
 -- Puts waiter `wid` in the line of each of `items` ({resource, requester, ttl
 -- ms, release token}) with a new ticket, until `until_ms` at the latest, and
--- answers its place (1-based) in each line.
-local function wl_enter(p, wid, lb, items, now_ms, until_ms)
+-- answers its place (1-based) in each line. `ll`: the locklock mark its holds
+-- get ('' for Reservation API holds).
+local function wl_enter(p, wid, lb, ll, items, now_ms, until_ms)
   local tk = redis.call('HINCRBY', p .. 't', 'wt', 1)
   local hb = now_ms + WL_HEARTBEAT_MS
   local places = {}
@@ -161,6 +163,6 @@ local function wl_enter(p, wid, lb, items, now_ms, until_ms)
     places[i] = redis.call('ZRANK', line, wid) + 1
   end
   redis.call('ZADD', p .. 'wn', hb, wid)
-  wl_put(p, wid, {lb = lb, tk = tk, hb = hb, it = items, st = 0, rows = {}}, until_ms)
+  wl_put(p, wid, {lb = lb, ll = ll, tk = tk, hb = hb, it = items, st = 0, rows = {}}, until_ms)
   return places
 end

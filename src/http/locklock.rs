@@ -12,15 +12,17 @@ use super::client_addr::{charge_address, AddressLimit};
 use super::error::ApiError;
 use super::extract::{has_credentials, locklock_caller};
 use super::idempotency;
+use super::query::Query;
 use super::rate_headers::headers;
 use super::wire::{
     ErrorBody, IdempotencyParams, LockAcquired, LockErrors, LockOptions, LockReleased, LockSecret,
+    LockWaitParams,
 };
 use crate::domain::{format_millis, Requester, Resource, TenantId, TenantName, Tier, Ttl};
 use crate::state::AppState;
 use crate::store::{
     secret_hash, Caller, LockOutcome, LockRequest, RateDecision, ReleaseByName, Releaser,
-    StoreError,
+    ReserveOutcome, StoreError, Wait, WaiterId,
 };
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use std::sync::atomic::Ordering;
@@ -247,6 +249,11 @@ async fn acquire(
     naming: Naming,
 ) -> Result<HttpResponse, ApiError> {
     let resource = lock_name(&req, naming)?;
+    let wait_seconds = Query::parse(req.query_string(), &["wait"])?.integer(
+        "wait",
+        0,
+        super::waiting::MAX_WAIT_SECONDS,
+    )?;
     let LockOptions { secret, expires_in } = options(&body, &["secret", "expires_in"])?;
     let mut holder = holder(&req, &state, naming).await?;
     tracing::Span::current().record("tenant", tracing::field::display(&holder.caller.tenant));
@@ -282,12 +289,47 @@ async fn acquire(
         ttl,
         max_held: holder.max_held,
         max_per_requester: holder.per_address.map(|(n, _)| n),
+        // The lock's expires_in is its TTL; keyless public locks wait among
+        // at most a free tenant's number of waiters.
+        wait: wait_seconds.filter(|s| *s > 0).map(|s| Wait {
+            ms: s * 1000,
+            waiter: WaiterId::generate(),
+            max_waiters: super::waiting::max_waiters(holder.tier.unwrap_or(Tier::Free)),
+        }),
     };
-    let outcome = state
+    let started = std::time::Instant::now();
+    // Subscribed before the waiter enters, so no grant goes unheard.
+    let grants = request.wait.map(|_| state.store.grants());
+    let mut outcome = state
         .store
         .lock(&holder.caller, &request)
         .await
         .map_err(|e| tenant_gone(e, &state))?;
+    if let (LockOutcome::Queued, Some(wait), Some(grants)) = (&outcome.value, request.wait, grants)
+    {
+        outcome.value = match super::waiting::wait_for_grant(
+            &state,
+            (&holder.caller.tenant, super::events::connection(&req)),
+            wait,
+            grants,
+            started,
+        )
+        .await?
+        {
+            super::waiting::WaitEnd::Granted(rows, _) => match rows.first() {
+                Some(ReserveOutcome::Reserved {
+                    expires_at,
+                    fencing_token,
+                    ..
+                }) => LockOutcome::Acquired {
+                    expires_at: expires_at.unwrap_or(0),
+                    fencing_token: *fencing_token,
+                },
+                _ => LockOutcome::Locked,
+            },
+            super::waiting::WaitEnd::TimedOut { .. } => LockOutcome::Locked,
+        };
+    }
     holder.answered(outcome.rate.as_ref(), outcome.replayed);
     crate::metrics::outcome(
         "lock",
@@ -296,6 +338,7 @@ async fn acquire(
             LockOutcome::Locked => "LOCKED",
             LockOutcome::Full => "FULL",
             LockOutcome::TooMany => "TOO_MANY",
+            LockOutcome::Queued => "QUEUED",
         },
         1,
     );
@@ -311,7 +354,8 @@ async fn acquire(
                 fencing_token,
             }),
         ),
-        LockOutcome::Locked => Err(ApiError::Locked(format!(
+        // A wait that ended without the lock is LOCKED too.
+        LockOutcome::Locked | LockOutcome::Queued => Err(ApiError::Locked(format!(
             "the lock {:?} is held; try again later",
             resource.as_str()
         ))
@@ -401,7 +445,7 @@ fn tenant_gone(e: StoreError, state: &AppState) -> ApiError {
     e.into()
 }
 
-#[utoipa::path(post, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Acquire a UUID lock (keyless public locks allowed)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(IdempotencyParams, ("uuid" = String, Path, format = "uuid", description = "A UUID (any case)")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors))]
+#[utoipa::path(post, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Acquire a UUID lock (keyless public locks allowed)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(LockWaitParams, IdempotencyParams, ("uuid" = String, Path, format = "uuid", description = "A UUID (any case)")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors))]
 pub async fn acquire_uuid(
     req: HttpRequest,
     body: web::Bytes,
@@ -419,7 +463,7 @@ pub async fn release_uuid(
     release(req, body, state, Naming::Uuid).await
 }
 
-#[utoipa::path(post, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Acquire a named lock (pro and enterprise keys)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(IdempotencyParams, ("name" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A lock name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors), security(("apiKey" = [])))]
+#[utoipa::path(post, path = "/v1/api/lock/key/{name}", tag = "locklock", summary = "Acquire a named lock (pro and enterprise keys)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(LockWaitParams, IdempotencyParams, ("name" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]+$", description = "A lock name, percent-decoded: 1–256 UTF-8 bytes, no control characters")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors), security(("apiKey" = [])))]
 pub async fn acquire_key(
     req: HttpRequest,
     body: web::Bytes,

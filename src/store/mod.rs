@@ -309,6 +309,8 @@ pub struct LockRequest {
     /// Most reservations the requester may hold (a public lock's client
     /// address).
     pub max_per_requester: Option<usize>,
+    /// Wait in line when the lock is held (locklock `?wait=N`).
+    pub wait: Option<Wait>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +324,8 @@ pub enum LockOutcome {
     Full,
     /// The requester holds `max_per_requester` reservations already.
     TooMany,
+    /// In the lock's line (with `wait`): the answer comes when the wait ends.
+    Queued,
 }
 
 /// Who may release a reservation by name (without its release token).

@@ -3,7 +3,10 @@
 //! whatever frees a resource hands it to the head of its line.
 
 use crate::every_topology;
-use crate::helpers::{into_reply, Reply, TestApp};
+use crate::helpers::{
+    create_tenant, into_reply, send, settings, spawn_app_with, start_instance, Kind, RedisServer,
+    Reply, TestApp,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ every_topology!(
     multi_item_waiters_in_opposite_orders_both_complete,
     a_client_that_goes_away_leaves_the_line,
     bad_waits_are_refused_and_change_nothing,
+    locklock_acquire_waits_too,
 );
 
 /// Starts a waiting reserve of `items` (in the background) and answers its
@@ -28,8 +32,19 @@ fn wait_for(
     items: Value,
     timeout: Duration,
 ) -> tokio::task::JoinHandle<Reply> {
-    let url = format!("{}/api/v1/Reservation/reserve?{query}", app.address);
-    let key = app.api_key.clone();
+    wait_on(&app.address, &app.api_key, query, items, timeout)
+}
+
+/// [`wait_for`] on the instance at `base` with `key`.
+fn wait_on(
+    base: &str,
+    key: &str,
+    query: &str,
+    items: Value,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<Reply> {
+    let url = format!("{base}/api/v1/Reservation/reserve?{query}");
+    let key = key.to_string();
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -352,5 +367,303 @@ async fn bad_waits_are_refused_and_change_nothing(app: TestApp) {
         .post("/api/v1/Reservation/reserve?waitSeconds=0", one("h", "b"))
         .await;
     assert_eq!(r.results()[0]["status"], "ALREADY_HELD", "{r:?}");
-    let _ = Method::GET;
+}
+
+async fn locklock_acquire_waits_too(app: TestApp) {
+    let lock = |query: &'static str, method: Method| {
+        let url = format!("{}/v1/api/lock/key/job{query}", app.address);
+        let key = app.api_key.clone();
+        let body = if method == Method::POST {
+            json!({"expires_in": 30})
+        } else {
+            json!({})
+        };
+        async move {
+            let client = reqwest::Client::new();
+            into_reply(
+                client
+                    .request(method, url)
+                    .header("X-Api-Key", key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("lock request"),
+            )
+            .await
+        }
+    };
+    let first = lock("", Method::POST).await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    let started = Instant::now();
+    let refused = lock("?wait=1", Method::POST).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "it waited: {:?} {refused:?}",
+        started.elapsed()
+    );
+    let waiter = tokio::spawn(lock("?wait=10", Method::POST));
+    until_waiting(&app, "job", 1).await;
+    let released = lock("", Method::DELETE).await;
+    assert_eq!(released.status, StatusCode::OK, "{released:?}");
+    let got = waiter.await.expect("waiter");
+    assert_eq!(got.status, StatusCode::OK, "{got:?}");
+    assert_eq!(got.body["acquired"], true);
+    assert!(got.body["fencingToken"].as_u64() > first.body["fencingToken"].as_u64());
+    // Granted after a wait, it is still a locklock lock: locklock releases it.
+    let released = lock("", Method::DELETE).await;
+    assert_eq!(released.status, StatusCode::OK, "{released:?}");
+    let bad = lock("?wait=61", Method::POST).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{bad:?}");
+}
+
+/// The waiters of a tenant are capped fleet-wide by its tier (free: 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiters_of_a_tenant_are_capped() {
+    for kind in [Kind::Redis, Kind::Embedded] {
+        let app = spawn_app_with(kind, |s| s.rate_limits.free = 1000).await;
+        let (_, key) = create_tenant(&app.client, &app.address, "small", "free").await;
+        let held = app
+            .post_as(&key, "/api/v1/Reservation/reserve", one("cap", "a"))
+            .await;
+        assert_eq!(held.results()[0]["status"], "RESERVED", "{held:?}");
+        let waiters: Vec<_> = (0..10)
+            .map(|i| {
+                wait_on(
+                    &app.address,
+                    &key,
+                    "waitSeconds=3",
+                    one("cap", &format!("w{i}")),
+                    Duration::from_secs(10),
+                )
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = app
+                .post_as(
+                    &key,
+                    "/api/v1/Reservation/check",
+                    json!([{"resource": "cap"}]),
+                )
+                .await;
+            if r.results()[0]["queueLength"] == 10 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{kind:?}: ten waiters: {r:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let over = app
+            .post_as(
+                &key,
+                "/api/v1/Reservation/reserve?waitSeconds=3",
+                one("cap", "eleventh"),
+            )
+            .await;
+        assert_eq!(
+            over.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{kind:?}: {over:?}"
+        );
+        assert_eq!(over.error_code(), "RATE_LIMITED");
+        assert!(over.headers.contains_key("retry-after"));
+        for w in waiters {
+            let got = w.await.expect("waiter");
+            assert_eq!(got.results()[0]["status"], "TIMED_OUT", "{kind:?}");
+        }
+    }
+}
+
+/// A grant made on one instance reaches a waiter held by another through the
+/// grant feed, well before the once-a-second poll would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_on_one_instance_reaches_a_waiter_on_another() {
+    let redis = RedisServer::start();
+    let (a, _) = start_instance(settings(Some(redis.url()))).await;
+    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = crate::helpers::client();
+    let (_, key) = create_tenant(&client, &a, "fleet", "pro").await;
+    for round in 0..5 {
+        let resource = format!("x{round}");
+        let held = send(
+            &client,
+            Method::POST,
+            format!("{a}/api/v1/Reservation/reserve"),
+            Some(&key),
+            Some(one(&resource, "a")),
+        )
+        .await;
+        let token = held.results()[0]["releaseToken"].clone();
+        let waiter = wait_on(
+            &b,
+            &key,
+            "waitSeconds=10",
+            one(&resource, "b"),
+            Duration::from_secs(15),
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let released_at = Instant::now();
+        let r = send(
+            &client,
+            Method::POST,
+            format!("{a}/api/v1/Reservation/unreserve"),
+            Some(&key),
+            Some(json!([{"resource": resource, "requester": "a", "releaseToken": token}])),
+        )
+        .await;
+        assert_eq!(r.results()[0]["status"], "UNRESERVED");
+        let got = waiter.await.expect("waiter");
+        let took = released_at.elapsed();
+        assert_eq!(got.results()[0]["status"], "RESERVED", "{got:?}");
+        assert!(
+            took < Duration::from_millis(400),
+            "round {round}: the grant came by the feed, not by the poll: {took:?}"
+        );
+    }
+}
+
+/// SIGTERM: every waiter of the instance is answered at once, TIMED_OUT with
+/// reason SHUTDOWN, and has left its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_waiters_at_once() {
+    let port = crate::helpers::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cooplocker"))
+        .env("COOPLOCKER_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "COOPLOCKER_DEFAULT_API_KEY",
+            "shutdown-test-key-0123456789abcdef",
+        )
+        .env("COOPLOCKER_SHUTDOWN_TIMEOUT", "10")
+        .env("RUST_LOG", "warn")
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start an instance");
+    let base = format!("http://127.0.0.1:{port}");
+    let key = "shutdown-test-key-0123456789abcdef";
+    let client = crate::helpers::client();
+    let up = crate::helpers::eventually(Duration::from_secs(15), || async {
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "the instance did not get ready");
+    let held = send(
+        &client,
+        Method::POST,
+        format!("{base}/api/v1/Reservation/reserve"),
+        Some(key),
+        Some(one("s", "a")),
+    )
+    .await;
+    assert_eq!(held.results()[0]["status"], "RESERVED", "{held:?}");
+    let waiter = wait_on(
+        &base,
+        key,
+        "waitSeconds=30",
+        one("s", "b"),
+        Duration::from_secs(40),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped_at = Instant::now();
+    assert!(crate::helpers::signal(child.id(), "TERM"), "SIGTERM");
+    let got = waiter.await.expect("waiter");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(3),
+        "answered at once: {:?}",
+        stopped_at.elapsed()
+    );
+    let res = &got.results()[0];
+    assert_eq!(res["status"], "TIMED_OUT", "{got:?}");
+    assert_eq!(res["reason"], "SHUTDOWN");
+    assert_eq!(res["queuePosition"], 1);
+    let status = child.wait().expect("exit");
+    assert!(status.success(), "a clean exit: {status:?}");
+}
+
+/// A waiter whose instance died (no heartbeat for 15 s) is skipped by the
+/// next hand-over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_instance_died_is_skipped() {
+    let redis = RedisServer::start();
+    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = crate::helpers::client();
+    let (_, key) = create_tenant(&client, &b, "died", "pro").await;
+    let port = crate::helpers::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cooplocker"))
+        .env("COOPLOCKER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REDIS_URL", redis.url())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start an instance");
+    let a = format!("http://127.0.0.1:{port}");
+    let up = crate::helpers::eventually(Duration::from_secs(15), || async {
+        client
+            .get(format!("{a}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "the instance did not get ready");
+    let held = send(
+        &client,
+        Method::POST,
+        format!("{b}/api/v1/Reservation/reserve"),
+        Some(&key),
+        Some(one("z", "holder")),
+    )
+    .await;
+    let token = held.results()[0]["releaseToken"].clone();
+    let doomed = wait_on(
+        &a,
+        &key,
+        "waitSeconds=60",
+        one("z", "doomed"),
+        Duration::from_secs(70),
+    );
+    let check = || {
+        let client = client.clone();
+        let (b, key) = (b.clone(), key.clone());
+        async move {
+            send(
+                &client,
+                Method::POST,
+                format!("{b}/api/v1/Reservation/check"),
+                Some(&key),
+                Some(json!([{"resource": "z"}])),
+            )
+            .await
+        }
+    };
+    let queued = crate::helpers::eventually(Duration::from_secs(5), || async {
+        check().await.results()[0]["queueLength"] == 1
+    })
+    .await;
+    assert!(queued.is_some(), "the doomed waiter is in line");
+    // Its instance dies: no goodbye, no more heartbeats.
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = doomed.await;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let r = send(
+        &client,
+        Method::POST,
+        format!("{b}/api/v1/Reservation/unreserve"),
+        Some(&key),
+        Some(json!([{"resource": "z", "requester": "holder", "releaseToken": token}])),
+    )
+    .await;
+    assert_eq!(r.results()[0]["status"], "UNRESERVED");
+    let after = check().await;
+    assert_eq!(
+        after.results()[0]["status"],
+        "FREE",
+        "the dead waiter was skipped: {after:?}"
+    );
+    assert!(after.results()[0].get("queueLength").is_none(), "{after:?}");
 }

@@ -37,3 +37,13 @@ pub struct LockAcquired<'a> {
 pub struct LockReleased {
     pub released: bool,
 }
+
+/// The query of a locklock acquire (contract section 12).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LockWaitParams {
+    /// Wait up to this many seconds in the lock's line (strict FIFO) when it
+    /// is held; not acquired in time: 409 LOCKED.
+    #[param(minimum = 0, maximum = 60, default = 0)]
+    pub wait: Option<u64>,
+}

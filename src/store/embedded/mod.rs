@@ -416,7 +416,12 @@ impl EmbeddedStore {
                         token: ReleaseToken::generate(),
                     })
                     .collect();
-                let places = ts.enter(wait.waiter, &caller.label, wanted, now_ms, wait.ms);
+                let places = ts.enter(
+                    (wait.waiter, &caller.label, locklock.clone()),
+                    wanted,
+                    now_ms,
+                    wait.ms,
+                );
                 let out = verdicts
                     .into_iter()
                     .zip(places)

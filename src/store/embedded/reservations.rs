@@ -291,7 +291,10 @@ impl EmbeddedStore {
             &[item],
             Some(req.secret_hash.clone()),
             caps,
-            BatchMode::default(),
+            BatchMode {
+                atomic: false,
+                wait: req.wait,
+            },
         )? {
             Ok(mut v) => v.pop(),
             Err(refused) => return Ok(refused),
@@ -308,9 +311,8 @@ impl EmbeddedStore {
                 expires_at: expires_at.unwrap_or(0),
                 fencing_token,
             },
-            ReserveOutcome::AlreadyHeld { .. }
-            | ReserveOutcome::Aborted
-            | ReserveOutcome::Queued { .. } => LockOutcome::Locked,
+            ReserveOutcome::AlreadyHeld { .. } | ReserveOutcome::Aborted => LockOutcome::Locked,
+            ReserveOutcome::Queued { .. } => LockOutcome::Queued,
         })
     }
 }
@@ -323,6 +325,7 @@ impl EmbeddedStore {
         caller: &Caller,
         items: &[I],
         run: impl FnOnce() -> StoreResult<Vec<T>>,
+        keep: impl FnOnce(&Vec<T>) -> bool,
     ) -> StoreResult<Metered<Vec<T>>> {
         if items.is_empty() {
             let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
@@ -334,7 +337,7 @@ impl EmbeddedStore {
                 let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
                 Ok(Metered::new(run()?, rate))
             },
-            |_| true,
+            keep,
         )
     }
 }
@@ -347,7 +350,13 @@ impl Reservations for EmbeddedStore {
         items: &[ReserveItem],
         mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
-        self.batch(caller, items, || self.reserve_now(caller, items, mode))
+        // A queued answer is no answer yet: not recorded (as lua/reserve.lua).
+        self.batch(
+            caller,
+            items,
+            || self.reserve_now(caller, items, mode),
+            |v| !v.iter().any(|o| matches!(o, ReserveOutcome::Queued { .. })),
+        )
     }
 
     async fn unreserve(
@@ -356,7 +365,12 @@ impl Reservations for EmbeddedStore {
         items: &[ReleaseItem],
         mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ReleaseOutcome>>> {
-        self.batch(caller, items, || self.unreserve_now(caller, items, mode))
+        self.batch(
+            caller,
+            items,
+            || self.unreserve_now(caller, items, mode),
+            |_| true,
+        )
     }
 
     async fn extend(
@@ -365,7 +379,12 @@ impl Reservations for EmbeddedStore {
         items: &[ExtendItem],
         mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ExtendOutcome>>> {
-        self.batch(caller, items, || self.extend_now(caller, items, mode))
+        self.batch(
+            caller,
+            items,
+            || self.extend_now(caller, items, mode),
+            |_| true,
+        )
     }
 
     async fn check(
@@ -373,9 +392,12 @@ impl Reservations for EmbeddedStore {
         caller: &Caller,
         resources: &[Resource],
     ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
-        self.batch(caller, resources, || {
-            self.check_now(&caller.tenant, resources)
-        })
+        self.batch(
+            caller,
+            resources,
+            || self.check_now(&caller.tenant, resources),
+            |_| true,
+        )
     }
 
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {

@@ -23,6 +23,8 @@ pub(super) struct WaitItem {
 #[derive(Debug, Clone)]
 pub(super) struct Waiter {
     label: String,
+    /// A locklock lock: the hash of its secret, if any.
+    locklock: Option<Option<String>>,
     ticket: u64,
     heartbeat_ms: Millis,
     /// When the record goes.
@@ -102,8 +104,7 @@ impl TenantState {
     /// Puts `wid` in the line of each item until `now + wait_ms`; its places.
     pub(super) fn enter(
         &mut self,
-        wid: WaiterId,
-        label: &str,
+        (wid, label, locklock): (WaiterId, &str, Option<Option<String>>),
         items: Vec<WaitItem>,
         now_ms: Millis,
         wait_ms: u64,
@@ -120,6 +121,7 @@ impl TenantState {
         }
         let w = Waiter {
             label: label.to_string(),
+            locklock,
             ticket,
             heartbeat_ms: now_ms + HEARTBEAT_MS,
             until_ms: now_ms + wait_ms + KEEP_MS,
@@ -159,7 +161,7 @@ impl TenantState {
                         ttl_ms: Some(it.ttl_ms),
                         token: it.token.clone(),
                         label: &w.label,
-                        locklock: None,
+                        locklock: w.locklock.clone(),
                     },
                     now_us,
                     retain,

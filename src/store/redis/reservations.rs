@@ -675,7 +675,10 @@ impl Reservations for RedisStore {
                 req.max_held.unwrap_or(0),
                 req.max_per_requester.unwrap_or(0),
                 &locklock,
-                BatchMode::default(),
+                BatchMode {
+                    atomic: false,
+                    wait: req.wait,
+                },
             )
             .await?;
         let done = |value| {
@@ -689,6 +692,7 @@ impl Reservations for RedisStore {
             Value::Int(-1) => return Err(StoreError::TenantGone),
             Value::Int(-2) => return done(LockOutcome::Full),
             Value::Int(-3) => return done(LockOutcome::TooMany),
+            Value::Int(-4) => return Err(StoreError::TooManyWaiters),
             reply => items(reply)?
                 .into_iter()
                 .next()
@@ -700,6 +704,7 @@ impl Reservations for RedisStore {
                 fencing_token: as_u64(ft).ok_or_else(|| bad_reply("lock"))?,
             }),
             [Value::Int(0), ..] => done(LockOutcome::Locked),
+            [Value::Int(4), ..] => done(LockOutcome::Queued),
             _ => Err(bad_reply("lock")),
         }
     }
