@@ -33,8 +33,9 @@ if table.remove(ARGV) == '1' then
 end
 
 -- The recorded answer of this request's key: {how, reply} where how is 0 (no
--- record), 1 (a repeat: reply is what to answer) or 2 (the key was used for
--- another request).
+-- record), 1 (a repeat: reply is what to answer), 2 (the key was used for
+-- another request) or 3 (the request under the key is still waiting: its
+-- record is pending, see idem_pending).
 local function idem_lookup()
   if not idem then
     return 0, nil
@@ -47,7 +48,24 @@ local function idem_lookup()
   if rec[1] ~= idem.fp then
     return 2, nil
   end
+  if rec[2] == false then
+    return 3, nil
+  end
   return 1, rec[2]
+end
+
+-- Records that the request under this key waits (contract section 12): a
+-- repeat meanwhile is IDEMPOTENCY_KEY_IN_USE. The grant (waits.lua) writes the
+-- answer in its own step; a wait that ends without one removes the record.
+-- Answers {record key, fingerprint, retention ms} for the waiter's record.
+local function idem_pending(now_us, until_ms)
+  if not idem then
+    return nil
+  end
+  redis.call('SET', idem.key, cmsgpack.pack({idem.fp, false}), 'PXAT', string.format('%d', until_ms + 60000))
+  redis.call('ZADD', idem.index, string.format('%d', now_us), string.sub(idem.key, #idem.index + 1))
+  redis.call('PEXPIRE', idem.index, idem.ttl)
+  return {idem.key, idem.fp, tonumber(idem.ttl)}
 end
 
 -- Records `idem_keep` under the request's key, and keeps the tenant's records

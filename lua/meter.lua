@@ -19,7 +19,8 @@
 --
 -- Returns {1, remaining, resetMs, reply, how} when the request ran or was
 -- answered — how 0: the body ran (reply is its reply), 1: a repeat (reply is
--- the recorded one), 2: the key was used for another request (reply 0) —
+-- the recorded one), 2: the key was used for another request, 3: the request
+-- under the key is still waiting (reply 0 for both) —
 -- and {0, retryAfterMs, resetMs} when it was refused.
 
 local rl_key = table.remove(KEYS)
@@ -52,7 +53,7 @@ if how == 0 then
     local t = clock()
     idem_record(tonumber(t[1]) * 1000000 + tonumber(t[2]))
   end
-elseif how == 2 then
+elseif how >= 2 then
   reply = 0
 end
 return {1, rl_remaining, rl_reset, reply, how}

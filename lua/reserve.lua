@@ -106,7 +106,8 @@ if ARGV[7] == '1' or wait_ms > 0 then
       local a = 4 * i + 7
       items[i] = {ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]}
     end
-    local places = wl_enter(p, ARGV[9], label, ll, items, now_ms, now_ms + wait_ms)
+    local ik = idem_pending(now_us, now_ms + wait_ms)
+    local places = wl_enter(p, ARGV[9], label, ll, ik, items, now_ms, now_ms + wait_ms)
     for i = 1, n do
       local r = rows[i] or {0, '', -1}
       rows[i] = {4, places[i], r[2], r[3]}

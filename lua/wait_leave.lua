@@ -49,6 +49,10 @@ if w.st == 1 then
   if gone > 0 then
     redis.call('HINCRBY', KEYS[1], 'n', -gone)
   end
+  -- Nobody got the grant: a retry under its Idempotency-Key executes again.
+  if w.ik then
+    redis.call('DEL', w.ik[1])
+  end
   answer = {2}
 else
   local rows = {}
@@ -62,6 +66,7 @@ else
     end
   end
   wl_forget(p, wid, w)
+  wl_unpend(w)
   answer = {0, rows}
 end
 for _, it in ipairs(w.it) do

@@ -12,7 +12,9 @@
 --                   {lb = label, ll = locklock mark (as holds.lua's),
 --                    tk = ticket, hb = heartbeat deadline ms,
 --                    it = {{resource, requester, ttl ms, release token}...},
---                    st = 0 waiting / 1 granted, rows = the grant's rows}
+--                    st = 0 waiting / 1 granted, rows = the grant's rows,
+--                    ik = {record key, fingerprint, retention ms} of its
+--                    Idempotency-Key, when it has one (idem.lua)}
 --   P wn            zset waiter id -> heartbeat deadline: the tenant's waiters
 -- A grant is announced on `c:grants` as "<tenant id> <waiter id>".
 
@@ -39,6 +41,18 @@ end
 
 local function wl_put(p, wid, w, until_ms)
   redis.call('SET', p .. 'W:' .. wid, cmsgpack.pack(w), 'PXAT', num(until_ms + WL_KEEP_MS))
+end
+
+-- A wait that ended without a grant: its Idempotency-Key record, still
+-- pending, goes (a retry executes again).
+local function wl_unpend(w)
+  if not w.ik then
+    return
+  end
+  local raw = redis.call('GET', w.ik[1])
+  if raw and cmsgpack.unpack(raw)[2] == false then
+    redis.call('DEL', w.ik[1])
+  end
 end
 
 -- Takes a waiter out of every line and out of the tenant's waiters.
@@ -94,6 +108,10 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
   end
   redis.call('HSET', p .. 't', 'hw', num(hw), 'n', num(held))
   wl_forget(p, wid, w)
+  if w.ik then
+    -- The request's Idempotency-Key answers with the grant from now on.
+    redis.call('SET', w.ik[1], cmsgpack.pack({w.ik[2], {rows, 0}}), 'PX', w.ik[3])
+  end
   w.st = 1
   w.rows = rows
   wl_put(p, wid, w, now_ms)
@@ -120,6 +138,7 @@ local function wl_handover(p, res, now_ms, now_us, ats, depth)
     end
     if w and w.st == 0 then
       wl_forget(p, head, w)
+      wl_unpend(w)
       redis.call('DEL', p .. 'W:' .. head)
       if depth < 2 then
         for _, it in ipairs(w.it) do
@@ -153,7 +172,7 @@ end
 -- ms, release token}) with a new ticket, until `until_ms` at the latest, and
 -- answers its place (1-based) in each line. `ll`: the locklock mark its holds
 -- get ('' for Reservation API holds).
-local function wl_enter(p, wid, lb, ll, items, now_ms, until_ms)
+local function wl_enter(p, wid, lb, ll, ik, items, now_ms, until_ms)
   local tk = redis.call('HINCRBY', p .. 't', 'wt', 1)
   local hb = now_ms + WL_HEARTBEAT_MS
   local places = {}
@@ -163,6 +182,6 @@ local function wl_enter(p, wid, lb, ll, items, now_ms, until_ms)
     places[i] = redis.call('ZRANK', line, wid) + 1
   end
   redis.call('ZADD', p .. 'wn', hb, wid)
-  wl_put(p, wid, {lb = lb, ll = ll, tk = tk, hb = hb, it = items, st = 0, rows = {}}, until_ms)
+  wl_put(p, wid, {lb = lb, ll = ll, ik = ik, tk = tk, hb = hb, it = items, st = 0, rows = {}}, until_ms)
   return places
 end

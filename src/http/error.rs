@@ -26,6 +26,8 @@ pub enum ApiError {
     Locked(String),
     /// 422: the Idempotency-Key was used for another request.
     IdempotencyKeyReused,
+    /// 409: the request under the Idempotency-Key is still waiting.
+    IdempotencyKeyInUse,
     PayloadTooLarge(String),
     UriTooLong(String),
     UnsupportedMediaType(String),
@@ -81,6 +83,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             Self::Locked(_) => "LOCKED",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::UriTooLong(_) => "URI_TOO_LONG",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
@@ -112,6 +115,9 @@ impl ApiError {
             }
             Self::IdempotencyKeyReused => {
                 "this Idempotency-Key was used for another request (other body, query or path); use a new key for a new request. Nothing was changed"
+            }
+            Self::IdempotencyKeyInUse => {
+                "the request under this Idempotency-Key is still waiting (waitSeconds); retry when it has been answered. Nothing was changed"
             }
             Self::StoreUnavailable => {
                 "the lock store cannot be reached right now; retry after the Retry-After delay"
@@ -154,6 +160,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Internal(cause) => Self::Internal(cause),
             StoreError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            StoreError::IdempotencyKeyInUse => Self::IdempotencyKeyInUse,
             StoreError::TooManyWaiters => Self::RateLimited {
                 message: "this tenant has as many waiting requests as its tier allows; retry later, or without waitSeconds".into(),
                 retry_after_seconds: 1,
@@ -188,6 +195,7 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Locked(_) => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

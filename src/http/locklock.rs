@@ -22,7 +22,7 @@ use crate::domain::{format_millis, Requester, Resource, TenantId, TenantName, Ti
 use crate::state::AppState;
 use crate::store::{
     secret_hash, Caller, LockOutcome, LockRequest, RateDecision, ReleaseByName, Releaser,
-    ReserveOutcome, StoreError, Wait, WaiterId,
+    ReserveOutcome, Settled, StoreError, Wait, WaiterId,
 };
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use std::sync::atomic::Ordering;
@@ -329,6 +329,13 @@ async fn acquire(
             },
             super::waiting::WaitEnd::TimedOut { .. } => LockOutcome::Locked,
         };
+        if holder.caller.idempotency.is_some() {
+            let how = match &outcome.value {
+                LockOutcome::Acquired { .. } => Settled::Lock(outcome.value.clone()),
+                _ => Settled::Nothing,
+            };
+            state.store.settle(&holder.caller, how).await?;
+        }
     }
     holder.answered(outcome.rate.as_ref(), outcome.replayed);
     crate::metrics::outcome(

@@ -15,7 +15,7 @@ use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
 use crate::state::AppState;
 use crate::store::{
     BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, ReleaseItem,
-    ReleaseOutcome, ReserveItem, ReserveOutcome, Succeeded,
+    ReleaseOutcome, ReserveItem, ReserveOutcome, Settled, Succeeded,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -184,10 +184,21 @@ pub async fn reserve(
         .await?
         {
             waiting::WaitEnd::Granted(rows, ms) => {
+                if caller.idempotency.is_some() {
+                    state
+                        .store
+                        .settle(&caller, Settled::Reserve(rows.clone()))
+                        .await?;
+                }
                 metered.value = rows;
                 waited = Some(ms);
             }
-            waiting::WaitEnd::TimedOut { left, shutdown } => timed_out = Some((left, shutdown)),
+            waiting::WaitEnd::TimedOut { left, shutdown } => {
+                if caller.idempotency.is_some() {
+                    state.store.settle(&caller, Settled::Nothing).await?;
+                }
+                timed_out = Some((left, shutdown))
+            }
         }
     }
     if let Some((left, shutdown)) = &timed_out {

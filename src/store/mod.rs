@@ -35,6 +35,10 @@ pub enum StoreError {
     /// body, query or path); nothing changed.
     #[error("the Idempotency-Key was used for another request")]
     IdempotencyKeyReused,
+    /// The request under the Idempotency-Key is still waiting (contract
+    /// section 12); nothing changed.
+    #[error("the request under the Idempotency-Key is still waiting")]
+    IdempotencyKeyInUse,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -203,6 +207,17 @@ pub enum WaitState {
     Waiting(Vec<u64>),
     /// No such waiter (it left, or its record expired).
     Gone,
+}
+
+/// How a wait under an Idempotency-Key ended (`Reservations::settle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// A reserve was granted: a repeat answers with this grant.
+    Reserve(Vec<ReserveOutcome>),
+    /// A locklock acquire was granted.
+    Lock(LockOutcome),
+    /// Nothing was granted: a retry executes again.
+    Nothing,
 }
 
 /// How a waiter left (`Reservations::wait_leave`).
@@ -465,6 +480,9 @@ pub trait Reservations: Send + Sync {
     /// Grants to waiting requests as they happen (tenant, waiter): a waiter's
     /// instance learns of its grant here, or at its next `wait_poll`.
     fn grants(&self) -> tokio::sync::broadcast::Receiver<(TenantId, WaiterId)>;
+    /// Settles the Idempotency-Key record of a request whose wait ended (the
+    /// Redis store does it in the grant's own script, so there it is a no-op).
+    async fn settle(&self, caller: &Caller, how: Settled) -> StoreResult<()>;
     /// Where a waiter stands: refreshes its heartbeat and tries the hand-over
     /// of its resources (a lost notification only delays a grant).
     async fn wait_poll(&self, tenant: &TenantId, waiter: WaiterId) -> StoreResult<WaitState>;

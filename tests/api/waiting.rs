@@ -22,7 +22,33 @@ every_topology!(
     a_client_that_goes_away_leaves_the_line,
     bad_waits_are_refused_and_change_nothing,
     locklock_acquire_waits_too,
+    a_waiting_request_holds_its_idempotency_key,
 );
+
+/// A waiting reserve with an Idempotency-Key, in the background.
+fn wait_keyed(
+    app: &TestApp,
+    key: &'static str,
+    query: &str,
+    items: Value,
+) -> tokio::task::JoinHandle<Reply> {
+    let url = format!("{}/api/v1/Reservation/reserve?{query}", app.address);
+    let api_key = app.api_key.clone();
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        into_reply(
+            client
+                .post(url)
+                .header("X-Api-Key", api_key)
+                .header("Idempotency-Key", key)
+                .json(&items)
+                .send()
+                .await
+                .expect("keyed request"),
+        )
+        .await
+    })
+}
 
 /// Starts a waiting reserve of `items` (in the background) and answers its
 /// reply when it ends.
@@ -666,4 +692,51 @@ async fn a_waiter_whose_instance_died_is_skipped() {
         "the dead waiter was skipped: {after:?}"
     );
     assert!(after.results()[0].get("queueLength").is_none(), "{after:?}");
+}
+
+async fn a_waiting_request_holds_its_idempotency_key(app: TestApp) {
+    let held = take(&app, "k", "a", None).await;
+    let first = wait_keyed(&app, "wait-1", "waitSeconds=10", one("k", "b"));
+    until_waiting(&app, "k", 1).await;
+    // While it waits, its key is in use.
+    let again = wait_keyed(&app, "wait-1", "waitSeconds=10", one("k", "b"))
+        .await
+        .expect("repeat");
+    assert_eq!(again.status, StatusCode::CONFLICT, "{again:?}");
+    assert_eq!(again.error_code(), "IDEMPOTENCY_KEY_IN_USE");
+    assert_eq!(queue_length(&app, "k").await, 1, "the repeat did not queue");
+    release(&app, "k", "a", &held["releaseToken"]).await;
+    let granted = first.await.expect("waiter");
+    let res = &granted.results()[0];
+    assert_eq!(res["status"], "RESERVED", "{granted:?}");
+    // After the grant, a repeat gets it: the same tokens, nothing new.
+    let replay = wait_keyed(&app, "wait-1", "waitSeconds=10", one("k", "b"))
+        .await
+        .expect("replay");
+    assert_eq!(replay.status, StatusCode::OK, "{replay:?}");
+    assert!(
+        replay.headers.contains_key("idempotent-replayed"),
+        "{replay:?}"
+    );
+    let again = &replay.results()[0];
+    assert_eq!(again["status"], "RESERVED");
+    assert_eq!(again["releaseToken"], res["releaseToken"]);
+    assert_eq!(again["fencingToken"], res["fencingToken"]);
+    // A wait that ended without a grant leaves no record: its retry executes.
+    let timed_out = wait_keyed(&app, "wait-2", "waitSeconds=1", one("k", "c"))
+        .await
+        .expect("waiter");
+    assert_eq!(
+        timed_out.results()[0]["status"],
+        "TIMED_OUT",
+        "{timed_out:?}"
+    );
+    let retry = wait_keyed(&app, "wait-2", "waitSeconds=1", one("k", "c"))
+        .await
+        .expect("retry");
+    assert!(
+        !retry.headers.contains_key("idempotent-replayed"),
+        "{retry:?}"
+    );
+    assert_eq!(retry.results()[0]["status"], "TIMED_OUT", "{retry:?}");
 }

@@ -13,7 +13,20 @@ struct Record {
     /// Its place in the order of recording.
     seq: u64,
     expires_ms: Millis,
-    answer: Arc<dyn Any + Send + Sync>,
+    /// `None` while the request under the key still waits (contract section
+    /// 12): a repeat then is `IdempotencyKeyInUse`.
+    answer: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+/// What becomes of an answer under an Idempotency-Key.
+pub(super) enum Keep {
+    /// Recorded: a repeat gets it.
+    Record,
+    /// The request waits until (ms): a repeat meanwhile is in use; the wait's
+    /// end settles it (`EmbeddedStore::settle`).
+    Pending(Millis),
+    /// Not recorded (a refusal).
+    Skip,
 }
 
 /// Every tenant's records.
@@ -59,7 +72,7 @@ impl Records {
     }
 }
 
-fn now_ms() -> Millis {
+pub(super) fn now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
@@ -76,7 +89,7 @@ impl EmbeddedStore {
         &self,
         caller: &Caller,
         run: impl FnOnce() -> StoreResult<Metered<T>>,
-        keep: impl FnOnce(&T) -> bool,
+        keep: impl FnOnce(&T) -> Keep,
     ) -> StoreResult<Metered<T>> {
         let Some(idem) = &caller.idempotency else {
             return run();
@@ -94,7 +107,10 @@ impl EmbeddedStore {
             if rec.fingerprint != idem.fingerprint {
                 return Err(StoreError::IdempotencyKeyReused);
             }
-            let value = rec.answer.downcast_ref::<T>().cloned().ok_or_else(|| {
+            let Some(answer) = &rec.answer else {
+                return Err(StoreError::IdempotencyKeyInUse);
+            };
+            let value = answer.downcast_ref::<T>().cloned().ok_or_else(|| {
                 StoreError::Internal("an idempotency record of another operation".into())
             })?;
             return Ok(Metered {
@@ -104,7 +120,13 @@ impl EmbeddedStore {
             });
         }
         let out = run()?;
-        if keep(&out.value) {
+        let (answer, expires_ms): (Option<Arc<dyn Any + Send + Sync>>, Millis) =
+            match keep(&out.value) {
+                Keep::Skip => return Ok(out),
+                Keep::Record => (Some(Arc::new(out.value.clone())), now + idem.retain_ms),
+                Keep::Pending(until) => (None, until + 60_000),
+            };
+        {
             let seq = mine.next;
             mine.next += 1;
             mine.records.insert(
@@ -112,8 +134,8 @@ impl EmbeddedStore {
                 Record {
                     fingerprint: idem.fingerprint.clone(),
                     seq,
-                    expires_ms: now + idem.retain_ms,
-                    answer: Arc::new(out.value.clone()),
+                    expires_ms,
+                    answer,
                 },
             );
             mine.order.insert((seq, idem.record.clone()));
@@ -127,5 +149,44 @@ impl EmbeddedStore {
             }
         }
         Ok(out)
+    }
+
+    /// The end of a wait under an Idempotency-Key: its pending record gets
+    /// the grant (a repeat answers with it) or, when nothing was granted,
+    /// goes (a retry executes again).
+    pub(super) fn settle_record(
+        &self,
+        caller: &Caller,
+        answer: Option<Arc<dyn Any + Send + Sync>>,
+    ) {
+        let Some(idem) = &caller.idempotency else {
+            return;
+        };
+        let mut all = self
+            .inner
+            .idempotency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(mine) = all.by_tenant.get_mut(&caller.tenant) else {
+            return;
+        };
+        let pending = mine
+            .records
+            .get(&idem.record)
+            .is_some_and(|r| r.answer.is_none() && r.fingerprint == idem.fingerprint);
+        if !pending {
+            return;
+        }
+        match answer {
+            Some(a) => {
+                if let Some(r) = mine.records.get_mut(&idem.record) {
+                    r.answer = Some(a);
+                    r.expires_ms = now_ms() + idem.retain_ms;
+                }
+            }
+            None => {
+                mine.records.remove(&idem.record);
+            }
+        }
     }
 }

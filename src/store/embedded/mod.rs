@@ -15,8 +15,8 @@ use super::{
     Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
     Invalidation, KeyCreateError, LeaveOutcome, ListPage, ListQuery, LockOutcome, LockRequest,
     Metered, Quota, RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
-    Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
-    WaitState, WaiterId,
+    Reservations, ReserveItem, ReserveOutcome, Settled, StoreError, StoreResult, TenantPatch,
+    Upkeep, WaitState, WaiterId,
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,

@@ -1,6 +1,7 @@
 //! The reservation operations: one atomic step each under the state lock; the
 //! trait methods count the request against its quota first.
 
+use super::idempotency::{now_ms, Keep};
 use super::*;
 
 /// All or nothing (contract section 13): given each item's failure (`None`:
@@ -325,7 +326,7 @@ impl EmbeddedStore {
         caller: &Caller,
         items: &[I],
         run: impl FnOnce() -> StoreResult<Vec<T>>,
-        keep: impl FnOnce(&Vec<T>) -> bool,
+        keep: impl FnOnce(&Vec<T>) -> Keep,
     ) -> StoreResult<Metered<Vec<T>>> {
         if items.is_empty() {
             let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
@@ -350,12 +351,19 @@ impl Reservations for EmbeddedStore {
         items: &[ReserveItem],
         mode: BatchMode,
     ) -> StoreResult<Metered<Vec<ReserveOutcome>>> {
-        // A queued answer is no answer yet: not recorded (as lua/reserve.lua).
+        // A queued answer is no answer yet: the record waits for the grant
+        // (as lua/reserve.lua's idem_pending).
+        let until = mode.wait.map(|w| now_ms() + w.ms);
         self.batch(
             caller,
             items,
             || self.reserve_now(caller, items, mode),
-            |v| !v.iter().any(|o| matches!(o, ReserveOutcome::Queued { .. })),
+            |v| match until {
+                Some(until) if v.iter().any(|o| matches!(o, ReserveOutcome::Queued { .. })) => {
+                    Keep::Pending(until)
+                }
+                _ => Keep::Record,
+            },
         )
     }
 
@@ -369,7 +377,7 @@ impl Reservations for EmbeddedStore {
             caller,
             items,
             || self.unreserve_now(caller, items, mode),
-            |_| true,
+            |_| Keep::Record,
         )
     }
 
@@ -383,7 +391,7 @@ impl Reservations for EmbeddedStore {
             caller,
             items,
             || self.extend_now(caller, items, mode),
-            |_| true,
+            |_| Keep::Record,
         )
     }
 
@@ -396,7 +404,7 @@ impl Reservations for EmbeddedStore {
             caller,
             resources,
             || self.check_now(&caller.tenant, resources),
-            |_| true,
+            |_| Keep::Record,
         )
     }
 
@@ -407,6 +415,16 @@ impl Reservations for EmbeddedStore {
 
     fn grants(&self) -> tokio::sync::broadcast::Receiver<(TenantId, WaiterId)> {
         self.inner.grants.subscribe()
+    }
+
+    async fn settle(&self, caller: &Caller, how: Settled) -> StoreResult<()> {
+        let answer: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> = match how {
+            Settled::Reserve(rows) => Some(std::sync::Arc::new(rows)),
+            Settled::Lock(outcome) => Some(std::sync::Arc::new(outcome)),
+            Settled::Nothing => None,
+        };
+        self.settle_record(caller, answer);
+        Ok(())
     }
 
     async fn wait_poll(&self, tenant: &TenantId, waiter: WaiterId) -> StoreResult<WaitState> {
@@ -454,7 +472,10 @@ impl Reservations for EmbeddedStore {
                 ))
             },
             // A refusal (403) is not recorded.
-            |v| matches!(v, ReleaseByName::Released | ReleaseByName::NotHeld),
+            |v| match v {
+                ReleaseByName::Released | ReleaseByName::NotHeld => Keep::Record,
+                _ => Keep::Skip,
+            },
         )
     }
 
@@ -465,8 +486,13 @@ impl Reservations for EmbeddedStore {
                 let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
                 Ok(Metered::new(self.lock_now(caller, req)?, rate))
             },
-            // A full pool or address (429) is not recorded.
-            |v| matches!(v, LockOutcome::Acquired { .. } | LockOutcome::Locked),
+            // A full pool or address (429) is not recorded; a wait's record
+            // waits for the grant.
+            |v| match (v, req.wait) {
+                (LockOutcome::Acquired { .. } | LockOutcome::Locked, _) => Keep::Record,
+                (LockOutcome::Queued, Some(w)) => Keep::Pending(now_ms() + w.ms),
+                _ => Keep::Skip,
+            },
         )
     }
 }

@@ -58,7 +58,8 @@ pub fn classify(what: &str, e: redis::RedisError) -> StoreError {
 
 /// The parts of a metered script's reply (see `lua/meter.lua`): the
 /// limiter's decision for a limit of `limit` per second, and when the request
-/// ran, the reply and how it was answered (0 ran, 1 repeat, 2 key reused).
+/// ran, the reply and how it was answered (0 ran, 1 repeat, 2 key reused, 3
+/// key in use by a waiting request).
 fn split(reply: Value, limit: impl FnOnce(bool) -> u32) -> StoreResult<(RateDecision, Value, i64)> {
     let mut parts = items(reply)?.into_iter();
     let (flag, a, b) = (parts.next(), parts.next(), parts.next());
@@ -71,7 +72,7 @@ fn split(reply: Value, limit: impl FnOnce(bool) -> u32) -> StoreResult<(RateDeci
         Some(Value::Int(1)) => {
             let body = parts.next().unwrap_or(Value::Nil);
             let how = match parts.next() {
-                Some(Value::Int(h @ 0..=2)) => h,
+                Some(Value::Int(h @ 0..=3)) => h,
                 _ => return Err(bad_reply("meter")),
             };
             let decision = RateDecision {
@@ -121,8 +122,10 @@ pub fn metered(reply: Value, caller: &Caller) -> StoreResult<Metered<Value>> {
         Some(_) => Some(decision.checked()?),
         None => None,
     };
-    if how == 2 {
-        return Err(StoreError::IdempotencyKeyReused);
+    match how {
+        2 => return Err(StoreError::IdempotencyKeyReused),
+        3 => return Err(StoreError::IdempotencyKeyInUse),
+        _ => {}
     }
     Ok(Metered {
         value: body,

@@ -7,7 +7,8 @@ use crate::domain::{ReleaseToken, Resource, TenantId};
 use crate::store::{
     BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, LeaveOutcome, ListPage, ListQuery,
     LockOutcome, LockRequest, Metered, Quota, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
-    Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult, WaitState, WaiterId,
+    Reservations, ReserveItem, ReserveOutcome, Settled, StoreError, StoreResult, WaitState,
+    WaiterId,
 };
 use async_trait::async_trait;
 use redis::Value;
@@ -452,6 +453,12 @@ impl Reservations for RedisStore {
 
     fn grants(&self) -> tokio::sync::broadcast::Receiver<(TenantId, WaiterId)> {
         self.inner.grants.subscribe()
+    }
+
+    async fn settle(&self, _caller: &Caller, _how: Settled) -> StoreResult<()> {
+        // The grant's script (lua/waits.lua) wrote the record, and a wait that
+        // ended without one removed it (wait_leave.lua).
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
