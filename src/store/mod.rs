@@ -8,7 +8,7 @@ pub mod redis;
 pub mod topology;
 
 use crate::domain::{
-    ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, Principal, ReleaseToken, Requester, Resource,
+    ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Millis, Principal, ReleaseToken, Requester, Resource,
     Tenant, TenantId, TenantName, Tier, Ttl,
 };
 use crate::events::{EventId, History, Live};
@@ -447,10 +447,12 @@ pub trait Accounts: Send + Sync {
     /// Deletes a tenant, its keys and its reservations; `false` when unknown.
     async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool>;
 
+    /// Adds a key of `scope` to a tenant, within its tier's key limit.
     async fn create_key(
         &self,
         tenant: &TenantId,
         label: &str,
+        scope: KeyScope,
     ) -> StoreResult<Result<IssuedKey, KeyCreateError>>;
     async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Option<Vec<ApiKeyInfo>>>;
     /// A new secret for an existing key (same id and label); `None` when unknown.

@@ -31,7 +31,7 @@ pub use reservations::*;
 pub use token::*;
 
 use crate::domain::{
-    KeyLabel, ReleaseToken, Requester, Resource, TenantId, TenantName, Tier, Ttl, MAX_NAME_BYTES,
+    KeyLabel, KeyScope, ReleaseToken, Requester, Resource, TenantId, TenantName, Tier, Ttl, MAX_NAME_BYTES,
     MAX_TTL_SECONDS,
 };
 use crate::tokens::JwtSettings;
@@ -115,6 +115,17 @@ schema_of!(
         .minimum(Some(1))
         .maximum(Some(MAX_TTL_SECONDS))
         .description(Some("Seconds, 1 to 31,536,000 (one year)."))
+        .into()
+);
+schema_of!(
+    KeyScope,
+    "KeyScope",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["read", "write"]))
+        .description(Some(
+            "What an API key may do: write (every tenant route) or read (check, list, validate and the event stream; anything else is 403 FORBIDDEN).",
+        ))
         .into()
 );
 schema_of!(

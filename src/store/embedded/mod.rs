@@ -17,7 +17,7 @@ use super::{
     ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
 };
 use crate::domain::{
-    constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
+    constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Millis,
     Principal, ReleaseToken, Requester, Resource, Tenant, TenantId, TenantName, Tier,
 };
 use crate::events::{Event, EventId, EventKind, History, Live};
@@ -468,6 +468,7 @@ impl EmbeddedStore {
         st: &mut State,
         tenant: &TenantId,
         label: &str,
+        scope: KeyScope,
         secret: Option<String>,
     ) -> Result<IssuedKey, KeyCreateError> {
         let now_ms = st.now_us() / 1000;
@@ -485,6 +486,7 @@ impl EmbeddedStore {
             id: KeyId::generate(),
             label: label.to_string(),
             created_at: now_ms,
+            scope,
         };
         ts.keys.insert(
             info.id.clone(),
