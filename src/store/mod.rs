@@ -230,6 +230,27 @@ pub enum CheckOutcome {
     Free,
 }
 
+/// One item of a validate batch: the fencing token a writer presented for a
+/// resource (contract section 16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceItem {
+    pub resource: Resource,
+    pub fencing_token: u64,
+}
+
+/// Whether a presented fencing token is the one an active hold has now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceOutcome {
+    /// An active hold of the resource has that token.
+    Current {
+        requester: String,
+        expires_at: Option<Millis>,
+    },
+    /// No active hold has it: `holder` is the token of the hold there is now,
+    /// `None` when the resource is free.
+    Stale { holder: Option<u64> },
+}
+
 /// A locklock acquire: one reservation with an optional secret.
 #[derive(Debug, Clone)]
 pub struct LockRequest {
@@ -392,6 +413,13 @@ pub trait Reservations: Send + Sync {
         caller: &Caller,
         resources: &[Resource],
     ) -> StoreResult<Metered<Vec<CheckOutcome>>>;
+    /// Checks presented fencing tokens against the holds now (read-only,
+    /// one atomic step).
+    async fn validate(
+        &self,
+        caller: &Caller,
+        items: &[FenceItem],
+    ) -> StoreResult<Metered<Vec<FenceOutcome>>>;
     /// One page of the tenant's active reservations.
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>>;
     /// Releases a reservation whoever holds it; `false` when it was not held.

@@ -140,12 +140,13 @@ schema_of!(
 
 /// The request objects: read strictly, so a field they do not name is a 400.
 /// [`StrictRequests`] says so in the document (`additionalProperties: false`).
-fn request_objects() -> [Cow<'static, str>; 11] {
+fn request_objects() -> [Cow<'static, str>; 12] {
     [
         ReserveItem::name(),
         ReleaseItem::name(),
         ExtendItem::name(),
         CheckItem::name(),
+        ValidateItem::name(),
         TokenRequest::name(),
         LockOptions::name(),
         LockSecret::name(),

@@ -11,7 +11,7 @@ mod idempotency;
 mod reservations;
 
 use super::{
-    Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
+    Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome,
     Invalidation, KeyCreateError, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Quota,
     RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser, Reservations, ReserveItem,
     ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,

@@ -183,6 +183,34 @@ impl EmbeddedStore {
             .collect())
     }
 
+    fn validate_now(
+        &self,
+        tenant: &TenantId,
+        items: &[FenceItem],
+    ) -> StoreResult<Vec<FenceOutcome>> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let ts = st.tenants.get(tenant);
+        Ok(items
+            .iter()
+            .map(|it| {
+                match ts
+                    .and_then(|ts| ts.live_lock(it.resource.as_str(), now_ms))
+                    .and_then(|l| l.holding(it.resource.as_str()))
+                {
+                    Some(h) if h.fencing_token == it.fencing_token => FenceOutcome::Current {
+                        requester: h.requester,
+                        expires_at: h.expires_at,
+                    },
+                    Some(h) => FenceOutcome::Stale {
+                        holder: Some(h.fencing_token),
+                    },
+                    None => FenceOutcome::Stale { holder: None },
+                }
+            })
+            .collect())
+    }
+
     fn list_now(&self, tenant: &TenantId, query: &ListQuery) -> StoreResult<ListPage> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
@@ -365,6 +393,14 @@ impl Reservations for EmbeddedStore {
         self.batch(caller, resources, || {
             self.check_now(&caller.tenant, resources)
         })
+    }
+
+    async fn validate(
+        &self,
+        caller: &Caller,
+        items: &[FenceItem],
+    ) -> StoreResult<Metered<Vec<FenceOutcome>>> {
+        self.batch(caller, items, || self.validate_now(&caller.tenant, items))
     }
 
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {

@@ -5,7 +5,7 @@ use super::replies::{self, as_i64, as_opt_millis, as_string, as_u64, bad_reply, 
 use super::{keys, scripts, RedisStore};
 use crate::domain::{ReleaseToken, Resource, TenantId};
 use crate::store::{
-    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, ListPage, ListQuery, LockOutcome,
+    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome, ListPage, ListQuery, LockOutcome,
     LockRequest, Metered, Quota, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
     Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult,
 };
@@ -389,6 +389,59 @@ impl Reservations for RedisStore {
                         .ok_or_else(|| bad_reply("check")),
                     [Value::Int(0)] => Ok(CheckOutcome::Free),
                     _ => Err(bad_reply("check")),
+                }
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered {
+            value,
+            rate,
+            replayed,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
+    async fn validate(
+        &self,
+        caller: &Caller,
+        items_in: &[FenceItem],
+    ) -> StoreResult<Metered<Vec<FenceOutcome>>> {
+        if items_in.is_empty() {
+            return self.empty_batch(caller).await;
+        }
+        let p = keys::prefix(&caller.tenant);
+        let mut inv = scripts::VALIDATE.prepare_invoke();
+        for it in items_in {
+            inv.key(keys::hold(&p, it.resource.as_str()))
+                .arg(it.fencing_token.to_string());
+        }
+        meter(&mut inv, &p, caller);
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("validate", async { inv.invoke_async(&mut c).await })
+            .await?;
+        let Metered {
+            value,
+            rate,
+            replayed,
+        } = replies::metered(reply, caller)?;
+        let rows = items(value)?;
+        if rows.len() != items_in.len() {
+            return Err(bad_reply("validate"));
+        }
+        let value = rows
+            .into_iter()
+            .map(|row| {
+                let row = items(row)?;
+                match row.as_slice() {
+                    [Value::Int(1), rq, ea] => Ok(FenceOutcome::Current {
+                        requester: as_string(rq).ok_or_else(|| bad_reply("validate"))?,
+                        expires_at: as_opt_millis(ea),
+                    }),
+                    [Value::Int(0), Value::Int(-1)] => Ok(FenceOutcome::Stale { holder: None }),
+                    [Value::Int(0), ft] => Ok(FenceOutcome::Stale {
+                        holder: Some(as_u64(ft).ok_or_else(|| bad_reply("validate"))?),
+                    }),
+                    _ => Err(bad_reply("validate")),
                 }
             })
             .collect::<StoreResult<_>>()?;
