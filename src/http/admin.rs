@@ -248,7 +248,10 @@ pub async fn create_key(
             }
         },
         Some(_) => {
-            f.problem("scope", "must be \"read\" or \"write\" (a string; leave it out for write)");
+            f.problem(
+                "scope",
+                "must be \"read\" or \"write\" (a string; leave it out for write)",
+            );
             None
         }
     };

@@ -8,14 +8,14 @@ use super::query::Query;
 use super::rate_headers::add_headers;
 use super::wire::{
     self, BatchParams, ErrorBody, FenceResult, FenceResults, FenceStatus, IdempotencyParams,
-    ItemResult, ItemStatus, ListParams,
-    Reservation, ReservationPage, Results, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+    ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, Results, DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
 };
 use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
 use crate::state::AppState;
 use crate::store::{
-    BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome, ListQuery, Metered, ReleaseItem,
-    ReleaseOutcome, ReserveItem, ReserveOutcome, Succeeded,
+    BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome, ListQuery,
+    Metered, ReleaseItem, ReleaseOutcome, ReserveItem, ReserveOutcome, Succeeded,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;

@@ -8,8 +8,8 @@ pub mod redis;
 pub mod topology;
 
 use crate::domain::{
-    ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Millis, Principal, ReleaseToken, Requester, Resource,
-    Tenant, TenantId, TenantName, Tier, Ttl,
+    ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Millis, Principal, ReleaseToken, Requester,
+    Resource, Tenant, TenantId, TenantName, Tier, Ttl,
 };
 use crate::events::{EventId, History, Live};
 use async_trait::async_trait;

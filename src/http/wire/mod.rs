@@ -31,8 +31,8 @@ pub use reservations::*;
 pub use token::*;
 
 use crate::domain::{
-    KeyLabel, KeyScope, ReleaseToken, Requester, Resource, TenantId, TenantName, Tier, Ttl, MAX_NAME_BYTES,
-    MAX_TTL_SECONDS,
+    KeyLabel, KeyScope, ReleaseToken, Requester, Resource, TenantId, TenantName, Tier, Ttl,
+    MAX_NAME_BYTES, MAX_TTL_SECONDS,
 };
 use crate::tokens::JwtSettings;
 use serde::Serialize;

@@ -36,9 +36,9 @@ impl Accounts for EmbeddedStore {
         };
         st.tenants
             .insert(tenant.id.clone(), TenantState::new(tenant.clone()));
-        let key = Self::add_key(&mut st, &tenant.id, "default", KeyScope::Write, secret).map_err(|e| {
-            super::StoreError::Internal(format!("default key for a new tenant: {e:?}"))
-        })?;
+        let key = Self::add_key(&mut st, &tenant.id, "default", KeyScope::Write, secret).map_err(
+            |e| super::StoreError::Internal(format!("default key for a new tenant: {e:?}")),
+        )?;
         Ok((tenant, key))
     }
 

@@ -11,14 +11,16 @@ mod idempotency;
 mod reservations;
 
 use super::{
-    Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome,
-    Invalidation, KeyCreateError, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Quota,
-    RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser, Reservations, ReserveItem,
-    ReserveOutcome, StoreError, StoreResult, TenantPatch, Upkeep,
+    Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
+    FenceItem, FenceOutcome, Invalidation, KeyCreateError, ListPage, ListQuery, LockOutcome,
+    LockRequest, Metered, Quota, RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome,
+    Releaser, Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult, TenantPatch,
+    Upkeep,
 };
 use crate::domain::{
-    constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Millis,
-    Principal, ReleaseToken, Requester, Resource, Tenant, TenantId, TenantName, Tier,
+    constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId,
+    KeyScope, Millis, Principal, ReleaseToken, Requester, Resource, Tenant, TenantId, TenantName,
+    Tier,
 };
 use crate::events::{Event, EventId, EventKind, History, Live};
 use async_trait::async_trait;

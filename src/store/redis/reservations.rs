@@ -5,9 +5,9 @@ use super::replies::{self, as_i64, as_opt_millis, as_string, as_u64, bad_reply, 
 use super::{keys, scripts, RedisStore};
 use crate::domain::{ReleaseToken, Resource, TenantId};
 use crate::store::{
-    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome, ListPage, ListQuery, LockOutcome,
-    LockRequest, Metered, Quota, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
-    Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult,
+    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome, ListPage,
+    ListQuery, LockOutcome, LockRequest, Metered, Quota, ReleaseByName, ReleaseItem,
+    ReleaseOutcome, Releaser, Reservations, ReserveItem, ReserveOutcome, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use redis::Value;

@@ -273,7 +273,10 @@ impl Accounts for RedisStore {
                 .await
         })
         .await?;
-        let key = match self.add_key(&id, "default", KeyScope::Write, secret).await? {
+        let key = match self
+            .add_key(&id, "default", KeyScope::Write, secret)
+            .await?
+        {
             Ok(k) => k,
             Err(e) => return Err(StoreError::Internal(format!("default key: {e:?}"))),
         };
