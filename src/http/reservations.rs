@@ -104,15 +104,19 @@ fn parse_ttl(f: &mut Fields, required: bool) -> Option<Option<Ttl>> {
 
 /// Counts a batch's per-item statuses in the metrics (one increment per status).
 fn record(op: &'static str, results: &[ItemResult]) {
-    let mut counts: Vec<(ItemStatus, u64)> = Vec::new();
-    for r in results {
-        match counts.iter_mut().find(|(s, _)| *s == r.status) {
+    count_statuses(op, results.iter().map(|r| r.status.as_str()));
+}
+
+fn count_statuses(op: &'static str, statuses: impl Iterator<Item = &'static str>) {
+    let mut counts: Vec<(&'static str, u64)> = Vec::new();
+    for status in statuses {
+        match counts.iter_mut().find(|(s, _)| *s == status) {
             Some(c) => c.1 += 1,
-            None => counts.push((r.status, 1)),
+            None => counts.push((status, 1)),
         }
     }
     for (status, n) in counts {
-        crate::metrics::outcome(op, status.as_str(), n);
+        crate::metrics::outcome(op, status, n);
     }
 }
 
@@ -398,10 +402,7 @@ pub async fn validate(
             }
         })
         .collect::<Vec<_>>();
-    for status in [FenceStatus::Current, FenceStatus::Stale] {
-        let n = results.iter().filter(|r| r.status == status).count() as u64;
-        crate::metrics::outcome("validate", status.as_str(), n);
-    }
+    count_statuses("validate", results.iter().map(|r| r.status.as_str()));
     Ok(ok(&metered, FenceResults { results }))
 }
 

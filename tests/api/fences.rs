@@ -31,7 +31,9 @@ async fn validate(app: &TestApp, resource: &str, token: &Value) -> Value {
     r.results()[0].clone()
 }
 
-fn assert_stale(v: &Value, token: &Value, current: Value) {
+/// Validates `token` for `resource` and asserts it is STALE, naming `current`.
+async fn assert_stale(app: &TestApp, resource: &str, token: &Value, current: Value) {
+    let v = validate(app, resource, token).await;
     assert_eq!(v["status"], "STALE", "{v}");
     assert_eq!(&v["fencingToken"], token, "{v}");
     assert_eq!(v["currentFencingToken"], current, "{v}");
@@ -58,32 +60,20 @@ async fn validate_follows_the_life_of_a_hold(app: TestApp) {
     assert_eq!(v["expiresAt"], Value::Null);
     assert!(v.get("currentFencingToken").is_none(), "{v}");
     let older = json!(first.as_u64().unwrap_or(1) - 1);
-    assert_stale(
-        &validate(&app, "db/primary", &older).await,
-        &older,
-        first.clone(),
-    );
+    assert_stale(&app, "db/primary", &older, first.clone()).await;
 
     // Released: STALE, and the resource is free.
     let r = app
         .unreserve(json!([{"resource": "db/primary", "requester": "writer-1", "releaseToken": held["releaseToken"]}]))
         .await;
     assert_eq!(r.results()[0]["status"], "UNRESERVED");
-    assert_stale(
-        &validate(&app, "db/primary", &first).await,
-        &first,
-        Value::Null,
-    );
+    assert_stale(&app, "db/primary", &first, Value::Null).await;
 
     // Granted again: the old token is STALE and names the new one.
     let again = app.reserve_one("db/primary", "writer-2", Some(600)).await;
     let second = again["fencingToken"].clone();
     assert!(second.as_u64() > first.as_u64(), "{again}");
-    assert_stale(
-        &validate(&app, "db/primary", &first).await,
-        &first,
-        second.clone(),
-    );
+    assert_stale(&app, "db/primary", &first, second.clone()).await;
     let v = validate(&app, "db/primary", &second).await;
     assert_eq!(v["status"], "CURRENT", "{v}");
     assert_eq!(v["requester"], "writer-2");
@@ -93,27 +83,19 @@ async fn validate_follows_the_life_of_a_hold(app: TestApp) {
     let path = format!("/tenants/{}/reservations/db%2Fprimary", app.tenant_id);
     let r = app.admin(Method::DELETE, &path, None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
-    assert_stale(
-        &validate(&app, "db/primary", &second).await,
-        &second,
-        Value::Null,
-    );
+    assert_stale(&app, "db/primary", &second, Value::Null).await;
 
     // Expired (a 1 s TTL): CURRENT until then, STALE after, with nothing held.
     let short = app.reserve_one("lease", "writer-3", Some(1)).await;
     let third = short["fencingToken"].clone();
     assert_eq!(validate(&app, "lease", &third).await["status"], "CURRENT");
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_stale(&validate(&app, "lease", &third).await, &third, Value::Null);
+    assert_stale(&app, "lease", &third, Value::Null).await;
 
     // A name never held, and a token no hold could have.
     let huge = json!(u64::MAX);
-    assert_stale(&validate(&app, "never", &huge).await, &huge, Value::Null);
-    assert_stale(
-        &validate(&app, "db/primary", &json!(0)).await,
-        &json!(0),
-        Value::Null,
-    );
+    assert_stale(&app, "never", &huge, Value::Null).await;
+    assert_stale(&app, "db/primary", &json!(0), Value::Null).await;
 }
 
 /// A batch answers in order, each item on its own; an empty batch answers
@@ -133,25 +115,19 @@ async fn validate_is_a_read_batch(app: TestApp) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
-    let got: Vec<(&str, &str)> = r
-        .results()
-        .iter()
-        .map(|v| {
-            (
-                v["resource"].as_str().unwrap_or(""),
-                v["status"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("b", "CURRENT"),
-            ("a", "STALE"),
-            ("c", "STALE"),
-            ("a", "CURRENT")
-        ]
-    );
+    let expected = [
+        ("b", "CURRENT"),
+        ("a", "STALE"),
+        ("c", "STALE"),
+        ("a", "CURRENT"),
+    ];
+    assert_eq!(r.results().len(), expected.len(), "{r:?}");
+    for (got, (resource, status)) in r.results().iter().zip(expected) {
+        assert_eq!(
+            (&got["resource"], &got["status"]),
+            (&json!(resource), &json!(status))
+        );
+    }
     assert_eq!(r.results()[1]["currentFencingToken"], a["fencingToken"]);
     assert_eq!(r.results()[2]["currentFencingToken"], Value::Null);
 
@@ -261,22 +237,17 @@ async fn new_key(app: &TestApp, label: &str, scope: Option<&str>) -> Reply {
     if let Some(s) = scope {
         body["scope"] = json!(s);
     }
-    app.admin(
-        Method::POST,
-        &format!("/tenants/{}/keys", app.tenant_id),
-        Some(body),
-    )
-    .await
+    keys_call(app, Method::POST, Some(body)).await
+}
+
+/// The admin API's keys collection of the app's tenant.
+async fn keys_call(app: &TestApp, method: Method, body: Option<Value>) -> Reply {
+    let path = format!("/tenants/{}/keys", app.tenant_id);
+    app.admin(method, &path, body).await
 }
 
 async fn key_list(app: &TestApp) -> Vec<Value> {
-    let r = app
-        .admin(
-            Method::GET,
-            &format!("/tenants/{}/keys", app.tenant_id),
-            None,
-        )
-        .await;
+    let r = keys_call(app, Method::GET, None).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     r.body["keys"].as_array().cloned().unwrap_or_default()
 }
@@ -318,32 +289,23 @@ async fn key_scopes_are_created_listed_and_kept(app: TestApp) {
 
     // Rotation keeps the scope: the new secret is still read-only.
     let id = r.body["id"].as_str().unwrap_or("");
-    let rotated = app
-        .admin(
-            Method::POST,
-            &format!("/tenants/{}/keys/{id}/rotate", app.tenant_id),
-            None,
-        )
-        .await;
+    let rotate = format!("/tenants/{}/keys/{id}/rotate", app.tenant_id);
+    let rotated = app.admin(Method::POST, &rotate, None).await;
     assert_eq!(rotated.status, StatusCode::OK, "{rotated:?}");
     assert_eq!(rotated.body["scope"], "read");
     let secret = rotated.body["key"].as_str().unwrap_or("").to_string();
-    let refused = app
-        .post_as(
-            &secret,
-            "/api/v1/Reservation/reserve",
-            json!([{"resource": "x", "requester": "q"}]),
-        )
-        .await;
-    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
-    let read = app
-        .post_as(
-            &secret,
-            "/api/v1/Reservation/check",
-            json!([{"resource": "x"}]),
-        )
-        .await;
-    assert_eq!(read.status, StatusCode::OK, "{read:?}");
+    for (path, item, status) in [
+        (
+            "reserve",
+            json!({"resource": "x", "requester": "q"}),
+            StatusCode::FORBIDDEN,
+        ),
+        ("check", json!({"resource": "x"}), StatusCode::OK),
+    ] {
+        let path = format!("/api/v1/Reservation/{path}");
+        let r = app.post_as(&secret, &path, json!([item])).await;
+        assert_eq!(r.status, status, "{path}: {r:?}");
+    }
 
     // Not a scope: 400 naming the field, no key made.
     let before = key_list(&app).await.len();
@@ -355,13 +317,8 @@ async fn key_scopes_are_created_listed_and_kept(app: TestApp) {
         json!("READ"),
         json!(["read"]),
     ] {
-        let r = app
-            .admin(
-                Method::POST,
-                &format!("/tenants/{}/keys", app.tenant_id),
-                Some(json!({"label": "bad", "scope": bad})),
-            )
-            .await;
+        let body = json!({"label": "bad", "scope": bad});
+        let r = keys_call(&app, Method::POST, Some(body)).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {r:?}");
         assert_eq!(r.error_code(), "INVALID_REQUEST");
         assert_eq!(r.body["error"]["details"][0]["field"], "scope", "{r:?}");

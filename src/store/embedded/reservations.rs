@@ -165,21 +165,32 @@ impl EmbeddedStore {
         Ok(out)
     }
 
+    /// The hold of each resource active now (`None`: free).
+    fn holdings_now<'a>(
+        &self,
+        tenant: &TenantId,
+        resources: impl Iterator<Item = &'a Resource>,
+    ) -> Vec<Option<Holding>> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let ts = st.tenants.get(tenant);
+        resources
+            .map(|r| {
+                ts.and_then(|ts| ts.live_lock(r.as_str(), now_ms))
+                    .and_then(|l| l.holding(r.as_str()))
+            })
+            .collect()
+    }
+
     fn check_now(
         &self,
         tenant: &TenantId,
         resources: &[Resource],
     ) -> StoreResult<Vec<CheckOutcome>> {
-        let mut st = self.state();
-        let now_ms = st.now_us() / 1000;
-        let ts = st.tenants.get(tenant);
-        Ok(resources
-            .iter()
-            .map(|r| {
-                ts.and_then(|ts| ts.live_lock(r.as_str(), now_ms))
-                    .and_then(|l| l.holding(r.as_str()))
-                    .map_or(CheckOutcome::Free, CheckOutcome::Held)
-            })
+        Ok(self
+            .holdings_now(tenant, resources.iter())
+            .into_iter()
+            .map(|h| h.map_or(CheckOutcome::Free, CheckOutcome::Held))
             .collect())
     }
 
@@ -188,25 +199,19 @@ impl EmbeddedStore {
         tenant: &TenantId,
         items: &[FenceItem],
     ) -> StoreResult<Vec<FenceOutcome>> {
-        let mut st = self.state();
-        let now_ms = st.now_us() / 1000;
-        let ts = st.tenants.get(tenant);
+        let holds = self.holdings_now(tenant, items.iter().map(|it| &it.resource));
         Ok(items
             .iter()
-            .map(|it| {
-                match ts
-                    .and_then(|ts| ts.live_lock(it.resource.as_str(), now_ms))
-                    .and_then(|l| l.holding(it.resource.as_str()))
-                {
-                    Some(h) if h.fencing_token == it.fencing_token => FenceOutcome::Current {
-                        requester: h.requester,
-                        expires_at: h.expires_at,
-                    },
-                    Some(h) => FenceOutcome::Stale {
-                        holder: Some(h.fencing_token),
-                    },
-                    None => FenceOutcome::Stale { holder: None },
-                }
+            .zip(holds)
+            .map(|(it, h)| match h {
+                Some(h) if h.fencing_token == it.fencing_token => FenceOutcome::Current {
+                    requester: h.requester,
+                    expires_at: h.expires_at,
+                },
+                Some(h) => FenceOutcome::Stale {
+                    holder: Some(h.fencing_token),
+                },
+                None => FenceOutcome::Stale { holder: None },
             })
             .collect())
     }

@@ -91,6 +91,56 @@ impl RedisStore {
         Ok(Metered::new(Vec::new(), rate))
     }
 
+    /// Runs a read script over the hold of each item (`KEYS[i]`, with its
+    /// `ARGV[i]` when given), metered; `read` makes each reply row, one per
+    /// item, into an outcome (`None`: not a row of this script).
+    async fn read_holds<'a, T>(
+        &self,
+        script: &redis::Script,
+        what: &'static str,
+        caller: &Caller,
+        holds: impl ExactSizeIterator<Item = (&'a Resource, Option<String>)>,
+        read: impl Fn(&Resource, &[Value]) -> Option<T>,
+    ) -> StoreResult<Metered<Vec<T>>> {
+        if holds.len() == 0 {
+            return self.empty_batch(caller).await;
+        }
+        let p = keys::prefix(&caller.tenant);
+        let mut inv = script.prepare_invoke();
+        let mut resources = Vec::with_capacity(holds.len());
+        for (r, arg) in holds {
+            inv.key(keys::hold(&p, r.as_str()));
+            if let Some(a) = arg {
+                inv.arg(a);
+            }
+            resources.push(r);
+        }
+        meter(&mut inv, &p, caller);
+        let mut c = self.conn();
+        let reply: Value = self
+            .run(what, async { inv.invoke_async(&mut c).await })
+            .await?;
+        let Metered {
+            value,
+            rate,
+            replayed,
+        } = replies::metered(reply, caller)?;
+        let rows = items(value)?;
+        if rows.len() != resources.len() {
+            return Err(bad_reply(what));
+        }
+        let value = rows
+            .into_iter()
+            .zip(resources)
+            .map(|(row, r)| read(r, &items(row)?).ok_or_else(|| bad_reply(what)))
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered {
+            value,
+            rate,
+            replayed,
+        })
+    }
+
     /// Runs reserve.lua: -1 (tenant gone), -2 (cap reached) or one row per item.
     async fn run_reserve(
         &self,
@@ -356,47 +406,21 @@ impl Reservations for RedisStore {
         caller: &Caller,
         resources: &[Resource],
     ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
-        if resources.is_empty() {
-            return self.empty_batch(caller).await;
-        }
-        let p = keys::prefix(&caller.tenant);
-        let mut inv = scripts::CHECK.prepare_invoke();
-        for r in resources {
-            inv.key(keys::hold(&p, r.as_str()));
-        }
-        meter(&mut inv, &p, caller);
-        let mut c = self.conn();
-        let reply: Value = self
-            .run("check", async { inv.invoke_async(&mut c).await })
-            .await?;
-        let Metered {
-            value,
-            rate,
-            replayed,
-        } = replies::metered(reply, caller)?;
-        let rows = items(value)?;
-        if rows.len() != resources.len() {
-            return Err(bad_reply("check"));
-        }
-        let value = rows
-            .into_iter()
-            .zip(resources)
-            .map(|(row, r)| {
-                let row = items(row)?;
-                match row.as_slice() {
-                    [Value::Int(1), rest @ ..] => replies::holding(r.clone(), rest)
-                        .map(CheckOutcome::Held)
-                        .ok_or_else(|| bad_reply("check")),
-                    [Value::Int(0)] => Ok(CheckOutcome::Free),
-                    _ => Err(bad_reply("check")),
+        let holds = resources.iter().map(|r| (r, None));
+        self.read_holds(
+            &scripts::CHECK,
+            "check",
+            caller,
+            holds,
+            |r, row| match row {
+                [Value::Int(1), rest @ ..] => {
+                    replies::holding(r.clone(), rest).map(CheckOutcome::Held)
                 }
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(Metered {
-            value,
-            rate,
-            replayed,
-        })
+                [Value::Int(0)] => Some(CheckOutcome::Free),
+                _ => None,
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
@@ -405,51 +429,27 @@ impl Reservations for RedisStore {
         caller: &Caller,
         items_in: &[FenceItem],
     ) -> StoreResult<Metered<Vec<FenceOutcome>>> {
-        if items_in.is_empty() {
-            return self.empty_batch(caller).await;
-        }
-        let p = keys::prefix(&caller.tenant);
-        let mut inv = scripts::VALIDATE.prepare_invoke();
-        for it in items_in {
-            inv.key(keys::hold(&p, it.resource.as_str()))
-                .arg(it.fencing_token.to_string());
-        }
-        meter(&mut inv, &p, caller);
-        let mut c = self.conn();
-        let reply: Value = self
-            .run("validate", async { inv.invoke_async(&mut c).await })
-            .await?;
-        let Metered {
-            value,
-            rate,
-            replayed,
-        } = replies::metered(reply, caller)?;
-        let rows = items(value)?;
-        if rows.len() != items_in.len() {
-            return Err(bad_reply("validate"));
-        }
-        let value = rows
-            .into_iter()
-            .map(|row| {
-                let row = items(row)?;
-                match row.as_slice() {
-                    [Value::Int(1), rq, ea] => Ok(FenceOutcome::Current {
-                        requester: as_string(rq).ok_or_else(|| bad_reply("validate"))?,
-                        expires_at: as_opt_millis(ea),
-                    }),
-                    [Value::Int(0), Value::Int(-1)] => Ok(FenceOutcome::Stale { holder: None }),
-                    [Value::Int(0), ft] => Ok(FenceOutcome::Stale {
-                        holder: Some(as_u64(ft).ok_or_else(|| bad_reply("validate"))?),
-                    }),
-                    _ => Err(bad_reply("validate")),
-                }
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(Metered {
-            value,
-            rate,
-            replayed,
-        })
+        let holds = items_in
+            .iter()
+            .map(|it| (&it.resource, Some(it.fencing_token.to_string())));
+        self.read_holds(
+            &scripts::VALIDATE,
+            "validate",
+            caller,
+            holds,
+            |_, row| match row {
+                [Value::Int(1), rq, ea] => Some(FenceOutcome::Current {
+                    requester: as_string(rq)?,
+                    expires_at: as_opt_millis(ea),
+                }),
+                [Value::Int(0), Value::Int(-1)] => Some(FenceOutcome::Stale { holder: None }),
+                [Value::Int(0), ft] => Some(FenceOutcome::Stale {
+                    holder: Some(as_u64(ft)?),
+                }),
+                _ => None,
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
