@@ -49,7 +49,7 @@ pub trait Scope {
     const ACCESS: Access;
 }
 
-/// Routes that only read (`check`, listing, the event stream).
+/// Routes that only read (`check`, `validate`, listing, the event stream).
 #[derive(Debug, Clone, Copy)]
 pub struct Reads;
 
