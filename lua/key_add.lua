@@ -1,7 +1,7 @@
 -- key_add.lua: add an API key record to a tenant, within its tier's key limit.
 --
 -- KEYS[1]  c:{<tag>}:t (hash: id name tier createdAt jwt hw n)
--- KEYS[2]  c:{<tag>}:k (hash: keyId -> JSON {id,label,createdAt,hash})
+-- KEYS[2]  c:{<tag>}:k (hash: keyId -> JSON {id,label,createdAt,hash,scope})
 -- ARGV[1]  keyId    ARGV[2]  the JSON record without createdAt, as a prefix
 --          (ends just before the closing brace)
 -- ARGV[3..6]  key limits for free, starter, pro, enterprise (-1 = unlimited)

@@ -1,6 +1,7 @@
--- key_rotate.lua: give an existing API key a new secret hash (same id, label).
+-- key_rotate.lua: give an existing API key a new secret hash (same id, label,
+-- scope: every field but the hash is kept as it is).
 --
--- KEYS[1]  c:{<tag>}:k (hash: keyId -> JSON {id,label,createdAt,hash})
+-- KEYS[1]  c:{<tag>}:k (hash: keyId -> JSON {id,label,createdAt,hash,scope})
 -- ARGV[1]  keyId    ARGV[2]  the new secret's hash
 --
 -- Returns {oldHash, newRecordJson}, or {} when the key does not exist. The

@@ -1,6 +1,6 @@
 
 -- meter.lua: appended to every script a tenant request runs (reserve,
--- unreserve, extend, check, list, release, and rate_limit), whose own text is
+-- unreserve, extend, check, validate, list, release, and rate_limit), whose own text is
 -- wrapped in `local function body() ... end` just before this, with idem.lua
 -- among its preludes. It counts the request against the tenant's rate limit
 -- and runs the body only if the limit allows, in the same atomic step: one

@@ -7,7 +7,7 @@
 //! round trip, so no caller changes these records except through here.
 
 use crate::auth::Authenticator;
-use crate::domain::{IssuedKey, KeyId, Tenant, TenantId, TenantName, Tier};
+use crate::domain::{IssuedKey, KeyId, KeyScope, Tenant, TenantId, TenantName, Tier};
 use crate::store::{KeyCreateError, Store, StoreError, StoreResult, TenantPatch};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -65,13 +65,15 @@ impl Accounts {
             .await
     }
 
-    /// Creates a key (a new key is in no cache, so nothing is forgotten).
+    /// Creates a key of `scope` (a new key is in no cache, so nothing is
+    /// forgotten).
     pub async fn create_key(
         &self,
         tenant: &TenantId,
         label: &str,
+        scope: KeyScope,
     ) -> StoreResult<Result<IssuedKey, KeyCreateError>> {
-        self.store.create_key(tenant, label).await
+        self.store.create_key(tenant, label, scope).await
     }
 
     /// Gives a key a new secret; `None` when the tenant has no such key.
@@ -145,7 +147,7 @@ impl Accounts {
             .map_err(sign_up_failed)?;
         let new_key = match self
             .store
-            .create_key(&tenant, "default")
+            .create_key(&tenant, "default", KeyScope::Write)
             .await
             .map_err(sign_up_failed)?
         {

@@ -16,8 +16,8 @@
 //! another, the fleet converges on the store's key instead of each instance
 //! refusing the others' tokens and sessions. Keys read earlier keep verifying.
 
-use crate::domain::Principal;
 use crate::domain::{hash_secret, TenantId, Tier};
+use crate::domain::{KeyScope, Principal};
 use crate::store::{Invalidation, Store, StoreError, StoreResult};
 use crate::tokens::{looks_like_token, TokenKeys};
 use std::collections::HashMap;
@@ -251,6 +251,7 @@ impl Authenticator {
             label: format!("jwt:{}", claims.sub),
             tier: info.tier,
             subject: Some(claims.sub),
+            scope: KeyScope::Write,
         }))
     }
 

@@ -209,8 +209,12 @@ pub enum KeyCommand {
         tenant: String,
         #[arg(long)]
         label: String,
+        /// What the key may do: write (every tenant route, the default) or
+        /// read (check, list, validate and the event stream only).
+        #[arg(long, value_parser = ["read", "write"])]
+        scope: Option<String>,
     },
-    /// List a tenant's keys (never secrets).
+    /// List a tenant's keys with their scopes (never secrets).
     List { tenant: String },
     /// Give a key a new secret; the old one stops working fleet-wide.
     Rotate { tenant: String, key: String },
@@ -288,11 +292,21 @@ pub async fn run(settings: &Settings, args: AdminArgs) -> ExitCode {
             },
         },
         AdminCommand::Keys(k) => match k {
-            KeyCommand::Create { tenant, label } => (
-                Method::POST,
-                format!("/tenants/{}/keys", seg(&tenant)),
-                Some(json!({"label": label})),
-            ),
+            KeyCommand::Create {
+                tenant,
+                label,
+                scope,
+            } => {
+                let mut b = json!({"label": label});
+                if let Some(scope) = scope {
+                    b["scope"] = json!(scope);
+                }
+                (
+                    Method::POST,
+                    format!("/tenants/{}/keys", seg(&tenant)),
+                    Some(b),
+                )
+            }
             KeyCommand::List { tenant } => {
                 (Method::GET, format!("/tenants/{}/keys", seg(&tenant)), None)
             }

@@ -5,7 +5,7 @@
 use super::pages;
 use super::reply::{forbidden, html, ok, see_other, unavailable};
 use super::session::{session, Session, SignedForm, SignedIn};
-use crate::domain::{IssuedKey, KeyId, Resource};
+use crate::domain::{IssuedKey, KeyId, KeyScope, Resource};
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -51,7 +51,17 @@ pub(super) async fn key_create(
         )
         .await;
     }
-    match state.accounts.create_key(&s.tenant, label).await {
+    // No scope field (an older form) means write, like the admin API.
+    let scope = match fields.get("scope").map(|v| v.trim()) {
+        None | Some("") => KeyScope::Write,
+        Some(v) => match KeyScope::parse(v) {
+            Ok(scope) => scope,
+            Err(_) => {
+                return keys_view(&state, &s, Some("A key's scope is read or write.")).await;
+            }
+        },
+    };
+    match state.accounts.create_key(&s.tenant, label, scope).await {
         Ok(Ok(k)) => {
             tracing::info!(tenant = %s.tenant, key = %k.info.id, "api key created from the dashboard");
             secret_page(&s, "New API key", &k)

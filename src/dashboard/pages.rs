@@ -104,12 +104,13 @@ pub fn keys(s: &Session, tenant: &Tenant, keys: &[ApiKeyInfo], error: Option<&st
             @if let Some(e) = error { p.error role="alert" { (e) } }
             table {
                 caption { (keys.len()) " key(s)" @if let Some(l) = limit { " of " (l) " allowed on the " (tenant.tier.as_str()) " plan" } }
-                thead { tr { th scope="col" { "Label" } th scope="col" { "Id" } th scope="col" { "Created" } th scope="col" { "Actions" } } }
+                thead { tr { th scope="col" { "Label" } th scope="col" { "Id" } th scope="col" { "Scope" } th scope="col" { "Created" } th scope="col" { "Actions" } } }
                 tbody {
                     @for k in keys {
                         tr data-key=(k.id.as_str()) {
                             td { (k.label) }
                             td { code { (k.id.as_str()) } }
+                            td.scope { (k.scope.as_str()) }
                             td { time datetime=(format_millis(k.created_at)) { (format_millis(k.created_at)) } }
                             td.actions {
                                 form method="post" action={ "/dashboard/keys/" (k.id.as_str()) "/rotate" } {
@@ -130,6 +131,11 @@ pub fn keys(s: &Session, tenant: &Tenant, keys: &[ApiKeyInfo], error: Option<&st
                 input type="hidden" name="csrf" value=(s.csrf);
                 label for="label" { "Label" }
                 input id="label" name="label" required maxlength="256" placeholder="worker-prod";
+                label for="scope" { "Scope" }
+                select id="scope" name="scope" {
+                    option value="write" selected { "write (every API route)" }
+                    option value="read" { "read (check, list, validate, events)" }
+                }
                 button type="submit" { "Create key" }
             }
         },

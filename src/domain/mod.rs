@@ -279,12 +279,46 @@ pub struct Tenant {
     pub jwt: Option<jwt::JwtSettings>,
 }
 
+/// What an API key may do (contract section 16): `Write` (the default, every
+/// tenant route) or `Read` (check, list, validate and the event stream only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScope {
+    Read,
+    #[default]
+    Write,
+}
+
+impl KeyScope {
+    pub fn parse(value: &str) -> Result<Self, Invalid> {
+        match value {
+            "read" => Ok(Self::Read),
+            "write" => Ok(Self::Write),
+            _ => Err(Invalid("must be \"read\" or \"write\"".into())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+}
+
+impl fmt::Display for KeyScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An API key's public metadata (never the secret, never the hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyInfo {
     pub id: KeyId,
     pub label: String,
     pub created_at: Millis,
+    pub scope: KeyScope,
 }
 
 /// A newly minted secret with its metadata: returned once, then only its hash is kept.
@@ -325,6 +359,8 @@ pub struct Principal {
     /// For an exchanged token: the JWT's `sub`, the only requester it may
     /// reserve as.
     pub subject: Option<String>,
+    /// What the credential may do; exchanged tokens are `Write`.
+    pub scope: KeyScope,
 }
 
 #[cfg(test)]

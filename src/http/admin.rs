@@ -11,7 +11,7 @@ use super::wire::{
     AdminErrors, ErrorBody, KeyCreate, KeyList, KeyView, TenantCreate, TenantCreated, TenantList,
     TenantListParams, TenantPatch, TenantView, DEFAULT_TENANT_LIMIT, MAX_TENANT_LIMIT,
 };
-use crate::domain::{KeyId, KeyLabel, Resource, TenantId, TenantName, Tier};
+use crate::domain::{KeyId, KeyLabel, KeyScope, Resource, TenantId, TenantName, Tier};
 use crate::state::AppState;
 use crate::store::KeyCreateError;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -234,15 +234,38 @@ pub async fn create_key(
     let id = tenant_id(&path)?;
     let obj = parse_object(&body, false)?;
     let mut details = Vec::new();
-    let mut f = Fields::new(None, obj, &["label"], &mut details);
+    let mut f = Fields::new(None, obj, &["label", "scope"], &mut details);
     let label = f.string("label", KeyLabel::parse);
-    let (Some(label), true) = (label, details.is_empty()) else {
+    // Absent means write; present, it must be one of the two names (a null
+    // is refused, not read as the default: it is not a scope).
+    let scope = match f.raw("scope") {
+        None => Some(None),
+        Some(serde_json::Value::String(s)) => match KeyScope::parse(&s) {
+            Ok(scope) => Some(Some(scope)),
+            Err(e) => {
+                f.problem("scope", e.0);
+                None
+            }
+        },
+        Some(_) => {
+            f.problem(
+                "scope",
+                "must be \"read\" or \"write\" (a string; leave it out for write)",
+            );
+            None
+        }
+    };
+    let (Some(label), Some(scope), true) = (label, scope, details.is_empty()) else {
         return Err(invalid_items(details));
     };
-    let request = KeyCreate { label };
+    let request = KeyCreate { label, scope };
     match state
         .accounts
-        .create_key(&id, request.label.as_str())
+        .create_key(
+            &id,
+            request.label.as_str(),
+            request.scope.unwrap_or_default(),
+        )
         .await?
     {
         Ok(key) => {

@@ -289,6 +289,29 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A required non-negative integer field (`what` says what it is, for
+    /// the problem's text); `None` after recording a problem.
+    pub fn u64(&mut self, name: &str, what: &str) -> Option<u64> {
+        let problem = format!("must be a non-negative integer ({what}) up to 18446744073709551615");
+        match self.take(name) {
+            None | Some(Value::Null) => {
+                self.problem(name, "is required");
+                None
+            }
+            Some(Value::Number(n)) => {
+                let v = n.as_u64();
+                if v.is_none() {
+                    self.problem(name, problem);
+                }
+                v
+            }
+            Some(_) => {
+                self.problem(name, problem);
+                None
+            }
+        }
+    }
+
     /// Whether the field was present at all (even as null).
     pub fn has(&self, name: &str) -> bool {
         self.fields.iter().any(|(k, _)| k == name)

@@ -6,14 +6,16 @@
 //!
 //! - [`ReadCaller`] / [`WriteCaller`]: a tenant caller (an API key, or a
 //!   token exchanged for a JWT, which needs a starter tenant or above),
-//!   counted against the tenant's read or write limit.
+//!   counted against the tenant's read or write limit. A read-only key
+//!   (scope `read`) is refused as a `WriteCaller`, here, so no writing
+//!   handler can forget it.
 //! - [`locklock_caller`]: the locklock API's caller, API keys only (`pro` and
-//!   above for named locks).
+//!   above for named locks), and write keys only.
 //! - [`AdminCaller`]: the operator, by the admin token.
 
 use super::error::ApiError;
 use crate::config::RateLimits;
-use crate::domain::{Principal, Tier};
+use crate::domain::{KeyScope, Principal, Tier};
 use crate::state::AppState;
 use crate::store::{Access, Caller, Quota};
 use actix_web::dev::Payload;
@@ -47,7 +49,7 @@ pub trait Scope {
     const ACCESS: Access;
 }
 
-/// Routes that only read (`check`, listing, the event stream).
+/// Routes that only read (`check`, `validate`, listing, the event stream).
 #[derive(Debug, Clone, Copy)]
 pub struct Reads;
 
@@ -111,6 +113,9 @@ impl<S: Scope + 'static> FromRequest for TenantCaller<S> {
             if p.subject.is_some() && p.tier == Tier::Free {
                 return Err(tier_required_for_tokens());
             }
+            if S::ACCESS == Access::Write {
+                may_write(&p)?;
+            }
             Ok(Self::ready(p, &state))
         })
     }
@@ -138,6 +143,7 @@ pub async fn locklock_caller(
             message: "a token exchanged for a JWT works with the Coop Locker API (/api/v1/Reservation/...) only; locklock locks need an API key".into(),
         });
     }
+    may_write(&p)?;
     if named && !matches!(p.tier, Tier::Pro | Tier::Enterprise) {
         return Err(ApiError::Forbidden {
             code: "TIER_REQUIRED",
@@ -148,6 +154,21 @@ pub async fn locklock_caller(
         });
     }
     Ok(WriteCaller::ready(p, state))
+}
+
+/// Refuses a read-only key (scope `read`) on a route that changes state
+/// (contract section 16): `403 FORBIDDEN`, before anything is read or changed.
+fn may_write(p: &Principal) -> Result<(), ApiError> {
+    match p.scope {
+        KeyScope::Write => Ok(()),
+        KeyScope::Read => Err(ApiError::Forbidden {
+            code: "FORBIDDEN",
+            message: format!(
+                "the API key {:?} is read-only (scope read): it may check, list, validate and follow events only; reserve, unreserve, extend and locklock locks need a write key. Nothing was changed",
+                p.label
+            ),
+        }),
+    }
 }
 
 /// The operator, authenticated by the admin token (`Authorization: Bearer`).

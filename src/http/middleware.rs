@@ -209,6 +209,7 @@ const LITERALS: &[&str] = &[
     "unreserve",
     "extend",
     "check",
+    "validate",
     "activereservations",
     "events",
     "auth",

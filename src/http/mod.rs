@@ -90,6 +90,10 @@ fn table() -> Vec<(&'static str, Vec<(&'static str, actix_web::Route)>)> {
             vec![("POST", web::post().to(r::check))],
         ),
         (
+            "/api/v1/reservation/validate",
+            vec![("POST", web::post().to(r::validate))],
+        ),
+        (
             "/api/v1/reservation",
             vec![
                 ("GET", web::get().to(r::list)),

@@ -114,6 +114,7 @@ impl Modify for Security {
         super::reservations::unreserve,
         super::reservations::extend,
         super::reservations::check,
+        super::reservations::validate,
         super::reservations::list,
         super::events::stream,
         super::token::exchange,

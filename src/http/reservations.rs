@@ -8,14 +8,15 @@ use super::query::Query;
 use super::rate_headers::add_headers;
 use super::waiting;
 use super::wire::{
-    self, BatchParams, ErrorBody, IdempotencyParams, ItemResult, ItemStatus, ListParams,
-    Reservation, ReservationPage, ReserveParams, Results, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+    self, BatchParams, ErrorBody, FenceResult, FenceResults, FenceStatus, IdempotencyParams,
+    ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, ReserveParams, Results,
+    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
 use crate::state::AppState;
 use crate::store::{
-    BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, ListQuery, Metered, ReleaseItem,
-    ReleaseOutcome, ReserveItem, ReserveOutcome, Settled, Succeeded,
+    BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome, ListQuery,
+    Metered, ReleaseItem, ReleaseOutcome, ReserveItem, ReserveOutcome, Settled, Succeeded,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -112,15 +113,19 @@ fn parse_ttl(f: &mut Fields, required: bool) -> Option<Option<Ttl>> {
 
 /// Counts a batch's per-item statuses in the metrics (one increment per status).
 fn record(op: &'static str, results: &[ItemResult]) {
-    let mut counts: Vec<(ItemStatus, u64)> = Vec::new();
-    for r in results {
-        match counts.iter_mut().find(|(s, _)| *s == r.status) {
+    count_statuses(op, results.iter().map(|r| r.status.as_str()));
+}
+
+fn count_statuses(op: &'static str, statuses: impl Iterator<Item = &'static str>) {
+    let mut counts: Vec<(&'static str, u64)> = Vec::new();
+    for status in statuses {
+        match counts.iter_mut().find(|(s, _)| *s == status) {
             Some(c) => c.1 += 1,
-            None => counts.push((r.status, 1)),
+            None => counts.push((status, 1)),
         }
     }
     for (status, n) in counts {
-        crate::metrics::outcome(op, status.as_str(), n);
+        crate::metrics::outcome(op, status, n);
     }
 }
 
@@ -443,6 +448,55 @@ pub async fn check(
             committed: None,
         },
     ))
+}
+
+#[utoipa::path(post, path = "/api/v1/Reservation/validate", tag = "reservations", summary = "Check writers' fencing tokens against the holds now (a read)", request_body = wire::ValidateBatch, responses((status = 200, description = "CURRENT (with requester and expiresAt) or STALE (with currentFencingToken, null when free) per item", body = FenceResults<'static>), wire::TenantErrors), security(("apiKey" = [])))]
+#[tracing::instrument(skip_all, fields(tenant = %who.caller.tenant))]
+pub async fn validate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: ReadCaller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let batch = items(&req, &body, &state, &["resource", "fencingToken"], |f| {
+        let resource = f.string("resource", Resource::parse);
+        let fencing_token = f.u64("fencingToken", "a fencing token the service handed out");
+        Some(FenceItem {
+            resource: resource?,
+            fencing_token: fencing_token?,
+        })
+    })?;
+    let metered = state.store.validate(&who.caller, &batch).await?;
+    let results = batch
+        .iter()
+        .zip(&metered.value)
+        .map(|(it, out)| {
+            let item = |status| FenceResult {
+                resource: it.resource.as_str(),
+                fencing_token: it.fencing_token,
+                status,
+                requester: None,
+                expires_at: None,
+                current_fencing_token: None,
+            };
+            match out {
+                FenceOutcome::Current {
+                    requester,
+                    expires_at,
+                } => FenceResult {
+                    requester: Some(requester.as_str()),
+                    expires_at: Some(expires_at.map(format_millis)),
+                    ..item(FenceStatus::Current)
+                },
+                FenceOutcome::Stale { holder } => FenceResult {
+                    current_fencing_token: Some(*holder),
+                    ..item(FenceStatus::Stale)
+                },
+            }
+        })
+        .collect::<Vec<_>>();
+    count_statuses("validate", results.iter().map(|r| r.status.as_str()));
+    Ok(ok(&metered, FenceResults { results }))
 }
 
 /// Cursors are the last resource of a page, hex-encoded and versioned, so they

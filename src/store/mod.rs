@@ -8,8 +8,8 @@ pub mod redis;
 pub mod topology;
 
 use crate::domain::{
-    ApiKeyInfo, Holding, IssuedKey, KeyId, Millis, Principal, ReleaseToken, Requester, Resource,
-    Tenant, TenantId, TenantName, Tier, Ttl,
+    ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Millis, Principal, ReleaseToken, Requester,
+    Resource, Tenant, TenantId, TenantName, Tier, Ttl,
 };
 use crate::events::{EventId, History, Live};
 use async_trait::async_trait;
@@ -311,6 +311,27 @@ pub enum CheckOutcome {
     Free(u64),
 }
 
+/// One item of a validate batch: the fencing token a writer presented for a
+/// resource (contract section 16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceItem {
+    pub resource: Resource,
+    pub fencing_token: u64,
+}
+
+/// Whether a presented fencing token is the one an active hold has now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceOutcome {
+    /// An active hold of the resource has that token.
+    Current {
+        requester: String,
+        expires_at: Option<Millis>,
+    },
+    /// No active hold has it: `holder` is the token of the hold there is now,
+    /// `None` when the resource is free.
+    Stale { holder: Option<u64> },
+}
+
 /// A locklock acquire: one reservation with an optional secret.
 #[derive(Debug, Clone)]
 pub struct LockRequest {
@@ -477,6 +498,13 @@ pub trait Reservations: Send + Sync {
         caller: &Caller,
         resources: &[Resource],
     ) -> StoreResult<Metered<Vec<CheckOutcome>>>;
+    /// Checks presented fencing tokens against the holds now (read-only,
+    /// one atomic step).
+    async fn validate(
+        &self,
+        caller: &Caller,
+        items: &[FenceItem],
+    ) -> StoreResult<Metered<Vec<FenceOutcome>>>;
     /// Grants to waiting requests as they happen (tenant, waiter): a waiter's
     /// instance learns of its grant here, or at its next `wait_poll`.
     fn grants(&self) -> tokio::sync::broadcast::Receiver<(TenantId, WaiterId)>;
@@ -549,10 +577,12 @@ pub trait Accounts: Send + Sync {
     /// Deletes a tenant, its keys and its reservations; `false` when unknown.
     async fn delete_tenant(&self, id: &TenantId) -> StoreResult<bool>;
 
+    /// Adds a key of `scope` to a tenant, within its tier's key limit.
     async fn create_key(
         &self,
         tenant: &TenantId,
         label: &str,
+        scope: KeyScope,
     ) -> StoreResult<Result<IssuedKey, KeyCreateError>>;
     async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Option<Vec<ApiKeyInfo>>>;
     /// A new secret for an existing key (same id and label); `None` when unknown.

@@ -2,7 +2,7 @@
 //! with the right code, and none of them changes anything.
 
 use crate::both_stores;
-use crate::helpers::{into_reply, TestApp};
+use crate::helpers::{into_reply, TestApp, ADMIN_TOKEN};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -19,6 +19,22 @@ pub struct Case {
     pub body: Vec<u8>,
     pub status: u16,
     pub code: &'static str,
+    /// An admin API case: sent with the admin token, not the tenant's key.
+    pub admin: bool,
+}
+
+impl Case {
+    /// The path for the tenant under test (`{tenant}` stands for its id) and
+    /// the credential header to send: the tenant's key, or the admin token.
+    pub fn target(&self, tenant: &str, key: &str) -> (String, (&'static str, String)) {
+        let path = self.path.replace("{tenant}", tenant);
+        let credential = if self.admin {
+            ("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        } else {
+            ("x-api-key", key.to_string())
+        };
+        (path, credential)
+    }
 }
 
 fn case(
@@ -36,6 +52,7 @@ fn case(
         body: body.into(),
         status,
         code,
+        admin: false,
     }
 }
 
@@ -43,6 +60,8 @@ const RESERVE: &str = "/api/v1/Reservation/reserve";
 const UNRESERVE: &str = "/api/v1/Reservation/unreserve";
 const EXTEND: &str = "/api/v1/Reservation/extend";
 const CHECK: &str = "/api/v1/Reservation/check";
+const VALIDATE: &str = "/api/v1/Reservation/validate";
+const KEYS: &str = "/api/v1/admin/tenants/{tenant}/keys";
 
 /// The table of malformed requests (also replayed at scale by the harness).
 pub fn cases() -> Vec<Case> {
@@ -255,6 +274,53 @@ pub fn cases() -> Vec<Case> {
             "INVALID_REQUEST",
         ),
     ];
+    for (name, token) in [
+        ("validate negative token", "-1"),
+        ("validate fractional token", "1.5"),
+        ("validate token as a string", "\"3\""),
+        ("validate null token", "null"),
+        ("validate token of 2^64", "18446744073709551616"),
+        ("validate token of 10^30", "1e30"),
+        ("validate token as an object", "{}"),
+    ] {
+        v.push(case(
+            name,
+            VALIDATE,
+            format!(r#"[{{"resource":"ok","fencingToken":1}},{{"resource":"a","fencingToken":{token}}}]"#),
+            400,
+            "INVALID_REQUEST",
+        ));
+    }
+    v.push(case(
+        "validate missing token",
+        VALIDATE,
+        r#"[{"resource":"a"}]"#,
+        400,
+        "INVALID_REQUEST",
+    ));
+    v.push(case(
+        "validate extra field",
+        VALIDATE,
+        r#"[{"resource":"a","fencingToken":1,"requester":"b"}]"#,
+        400,
+        "INVALID_REQUEST",
+    ));
+    for (name, scope) in [
+        ("key scope admin", "\"admin\""),
+        ("key scope empty", "\"\""),
+        ("key scope null", "null"),
+        ("key scope number", "1"),
+    ] {
+        let mut c = case(
+            name,
+            KEYS,
+            format!(r#"{{"label":"hostile","scope":{scope}}}"#),
+            400,
+            "INVALID_REQUEST",
+        );
+        c.admin = true;
+        v.push(c);
+    }
     let mut form = case(
         "form content type",
         RESERVE,
@@ -292,6 +358,7 @@ pub fn cases() -> Vec<Case> {
             body: Vec::new(),
             status: 400,
             code: "INVALID_REQUEST",
+            admin: false,
         });
     }
     v.push(Case {
@@ -302,6 +369,7 @@ pub fn cases() -> Vec<Case> {
         body: Vec::new(),
         status: 405,
         code: "METHOD_NOT_ALLOWED",
+        admin: false,
     });
     v.push(Case {
         name: "unknown route",
@@ -311,6 +379,7 @@ pub fn cases() -> Vec<Case> {
         body: Vec::new(),
         status: 404,
         code: "NOT_FOUND",
+        admin: false,
     });
     v
 }
@@ -324,11 +393,14 @@ async fn malformed_requests_change_nothing(app: TestApp) {
     let before = snapshot(&app).await;
     let cases = cases();
     assert!(cases.len() >= 30);
+    let keys_path = format!("/tenants/{}/keys", app.tenant_id);
+    let keys_before = app.admin(Method::GET, &keys_path, None).await.body;
     for c in cases {
+        let (path, (header, credential)) = c.target(&app.tenant_id, &app.api_key);
         let mut req = app
             .client
-            .request(c.method.clone(), app.url(&c.path))
-            .header("X-Api-Key", &app.api_key)
+            .request(c.method.clone(), app.url(&path))
+            .header(header, credential)
             .body(c.body.clone());
         if let Some(ct) = c.content_type {
             req = req.header("Content-Type", ct);
@@ -341,6 +413,8 @@ async fn malformed_requests_change_nothing(app: TestApp) {
     assert_eq!(app.check_status("ok").await, "FREE");
     assert_eq!(app.check_status("a").await, "FREE");
     assert_eq!(snapshot(&app).await, before, "nothing changed");
+    let keys_after = app.admin(Method::GET, &keys_path, None).await.body;
+    assert_eq!(keys_after, keys_before, "no key was made");
 
     // Details name the index and field.
     let r = app

@@ -113,6 +113,28 @@ async fn admin_subcommands_drive_a_running_server() {
     assert_eq!(keys["keys"].as_array().map(Vec::len), Some(2));
     let rotated = json_out(&run(&["admin", "keys", "rotate", &tenant, &key_id]));
     assert_ne!(rotated["key"], k["key"]);
+    assert_eq!(k["scope"], "write");
+
+    // A read-only key: --scope read, shown in the listing; anything else is
+    // refused by the CLI itself.
+    let reader = json_out(&run(&[
+        "admin", "keys", "create", &tenant, "--label", "dash", "--scope", "read",
+    ]));
+    assert_eq!(reader["scope"], "read");
+    let keys = json_out(&run(&["admin", "keys", "list", &tenant]));
+    let scopes: Vec<&str> = keys["keys"]
+        .as_array()
+        .map(|ks| ks.iter().filter_map(|k| k["scope"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(scopes, ["write", "write", "read"]);
+    let bad = run(&[
+        "admin", "keys", "create", &tenant, "--label", "x", "--scope", "admin",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let reader_id = reader["id"].as_str().expect("key id");
+    assert!(run(&["admin", "keys", "delete", &tenant, reader_id])
+        .status
+        .success());
 
     let r = app
         .post_as(

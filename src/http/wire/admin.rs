@@ -1,7 +1,7 @@
 //! The admin API: tenants, their JWT settings and API keys.
 
 use crate::domain::{
-    format_millis, ApiKeyInfo, IssuedKey, KeyLabel, Tenant, TenantId, TenantName, Tier,
+    format_millis, ApiKeyInfo, IssuedKey, KeyLabel, KeyScope, Tenant, TenantId, TenantName, Tier,
 };
 use crate::tokens::JwtSettings;
 use serde::Serialize;
@@ -84,6 +84,7 @@ pub struct KeyView<'a> {
     pub key: Option<&'a str>,
     #[schema(format = DateTime)]
     pub created_at: String,
+    pub scope: KeyScope,
 }
 
 impl<'a> KeyView<'a> {
@@ -93,6 +94,7 @@ impl<'a> KeyView<'a> {
             label: &k.label,
             key: None,
             created_at: format_millis(k.created_at),
+            scope: k.scope,
         }
     }
 
@@ -150,6 +152,8 @@ pub struct TenantCreated<'a> {
 #[derive(ToSchema)]
 pub struct KeyCreate {
     pub label: KeyLabel,
+    /// Default write. Anything but "read" or "write" (null included) is a 400.
+    pub scope: Option<KeyScope>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -31,8 +31,8 @@ pub use reservations::*;
 pub use token::*;
 
 use crate::domain::{
-    KeyLabel, ReleaseToken, Requester, Resource, TenantId, TenantName, Tier, Ttl, MAX_NAME_BYTES,
-    MAX_TTL_SECONDS,
+    KeyLabel, KeyScope, ReleaseToken, Requester, Resource, TenantId, TenantName, Tier, Ttl,
+    MAX_NAME_BYTES, MAX_TTL_SECONDS,
 };
 use crate::tokens::JwtSettings;
 use serde::Serialize;
@@ -118,6 +118,17 @@ schema_of!(
         .into()
 );
 schema_of!(
+    KeyScope,
+    "KeyScope",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["read", "write"]))
+        .description(Some(
+            "What an API key may do: write (every tenant route) or read (check, list, validate and the event stream; anything else is 403 FORBIDDEN).",
+        ))
+        .into()
+);
+schema_of!(
     Tier,
     "Tier",
     ObjectBuilder::new()
@@ -129,12 +140,13 @@ schema_of!(
 
 /// The request objects: read strictly, so a field they do not name is a 400.
 /// [`StrictRequests`] says so in the document (`additionalProperties: false`).
-fn request_objects() -> [Cow<'static, str>; 11] {
+fn request_objects() -> [Cow<'static, str>; 12] {
     [
         ReserveItem::name(),
         ReleaseItem::name(),
         ExtendItem::name(),
         CheckItem::name(),
+        ValidateItem::name(),
         TokenRequest::name(),
         LockOptions::name(),
         LockSecret::name(),

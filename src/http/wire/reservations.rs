@@ -48,6 +48,17 @@ pub struct CheckItem {
     pub resource: Resource,
 }
 
+/// One item of a validate batch: the fencing token a writer presented.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ValidateItem {
+    pub resource: Resource,
+    /// The token as the service handed it out (RESERVED, check, a locklock
+    /// acquire): a non-negative integer.
+    #[schema(minimum = 0)]
+    pub fencing_token: u64,
+}
+
 /// A batch body's schema: an array of 0 to [`DEFAULT_MAX_BATCH`] items (the
 /// default of `COOPLOCKER_MAX_BATCH`).
 macro_rules! batch {
@@ -100,6 +111,60 @@ batch!(
     CheckBatch,
     CheckItem
 );
+
+batch!(
+    /// The body of `validate`.
+    ValidateBatch,
+    ValidateItem
+);
+
+/// Whether a presented fencing token is the one an active hold has now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FenceStatus {
+    /// An active hold of the resource has this token now.
+    Current,
+    /// No active hold has it: released, expired, force-released, or the
+    /// resource was granted again since.
+    Stale,
+}
+
+impl FenceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Current => "CURRENT",
+            Self::Stale => "STALE",
+        }
+    }
+}
+
+/// The outcome of one validate item, in request order.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FenceResult<'a> {
+    pub resource: &'a str,
+    /// The token the item presented.
+    pub fencing_token: u64,
+    pub status: FenceStatus,
+    /// CURRENT only: the holder's requester.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub requester: Option<&'a str>,
+    /// CURRENT only; null when the reservation has no TTL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<String>>,
+    /// STALE only: the token of the hold there is now, null when the
+    /// resource is free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>, minimum = 0)]
+    pub current_fencing_token: Option<Option<u64>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FenceResults<'a> {
+    pub results: Vec<FenceResult<'a>>,
+}
 
 /// The status of one batch item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

@@ -36,9 +36,9 @@ impl Accounts for EmbeddedStore {
         };
         st.tenants
             .insert(tenant.id.clone(), TenantState::new(tenant.clone()));
-        let key = Self::add_key(&mut st, &tenant.id, "default", secret).map_err(|e| {
-            super::StoreError::Internal(format!("default key for a new tenant: {e:?}"))
-        })?;
+        let key = Self::add_key(&mut st, &tenant.id, "default", KeyScope::Write, secret).map_err(
+            |e| super::StoreError::Internal(format!("default key for a new tenant: {e:?}")),
+        )?;
         Ok((tenant, key))
     }
 
@@ -121,8 +121,9 @@ impl Accounts for EmbeddedStore {
         &self,
         tenant: &TenantId,
         label: &str,
+        scope: KeyScope,
     ) -> StoreResult<Result<IssuedKey, KeyCreateError>> {
-        Ok(Self::add_key(&mut self.state(), tenant, label, None))
+        Ok(Self::add_key(&mut self.state(), tenant, label, scope, None))
     }
 
     async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Option<Vec<ApiKeyInfo>>> {
@@ -197,6 +198,7 @@ impl Accounts for EmbeddedStore {
             label: rec.info.label.clone(),
             tier: ts.tenant.tier,
             subject: None,
+            scope: rec.info.scope,
         }))
     }
 

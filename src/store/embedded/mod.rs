@@ -13,14 +13,15 @@ mod waits;
 
 use super::{
     Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
-    Invalidation, KeyCreateError, LeaveOutcome, ListPage, ListQuery, LockOutcome, LockRequest,
-    Metered, Quota, RateDecision, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
-    Reservations, ReserveItem, ReserveOutcome, Settled, StoreError, StoreResult, TenantPatch,
-    Upkeep, WaitState, WaiterId,
+    FenceItem, FenceOutcome, Invalidation, KeyCreateError, LeaveOutcome, ListPage, ListQuery,
+    LockOutcome, LockRequest, Metered, Quota, RateDecision, ReleaseByName, ReleaseItem,
+    ReleaseOutcome, Releaser, Reservations, ReserveItem, ReserveOutcome, Settled, StoreError,
+    StoreResult, TenantPatch, Upkeep, WaitState, WaiterId,
 };
 use crate::domain::{
-    constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId, Millis,
-    Principal, ReleaseToken, Requester, Resource, Tenant, TenantId, TenantName, Tier,
+    constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId,
+    KeyScope, Millis, Principal, ReleaseToken, Requester, Resource, Tenant, TenantId, TenantName,
+    Tier,
 };
 use crate::events::{Event, EventId, EventKind, History, Live};
 use async_trait::async_trait;
@@ -567,6 +568,7 @@ impl EmbeddedStore {
         st: &mut State,
         tenant: &TenantId,
         label: &str,
+        scope: KeyScope,
         secret: Option<String>,
     ) -> Result<IssuedKey, KeyCreateError> {
         let now_ms = st.now_us() / 1000;
@@ -584,6 +586,7 @@ impl EmbeddedStore {
             id: KeyId::generate(),
             label: label.to_string(),
             created_at: now_ms,
+            scope,
         };
         ts.keys.insert(
             info.id.clone(),

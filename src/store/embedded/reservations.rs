@@ -169,23 +169,58 @@ impl EmbeddedStore {
         Ok(out)
     }
 
+    /// The hold of each resource active now (`None`: free).
+    fn holdings_now<'a>(
+        &self,
+        tenant: &TenantId,
+        resources: impl Iterator<Item = &'a Resource>,
+    ) -> Vec<(Option<Holding>, u64)> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let ts = st.tenants.get(tenant);
+        resources
+            .map(|r| {
+                let held = ts
+                    .and_then(|ts| ts.live_lock(r.as_str(), now_ms))
+                    .and_then(|l| l.holding(r.as_str()));
+                (held, ts.map_or(0, |ts| ts.waits.len_of(r.as_str())))
+            })
+            .collect()
+    }
+
     fn check_now(
         &self,
         tenant: &TenantId,
         resources: &[Resource],
     ) -> StoreResult<Vec<CheckOutcome>> {
-        let mut st = self.state();
-        let now_ms = st.now_us() / 1000;
-        let ts = st.tenants.get(tenant);
-        Ok(resources
+        Ok(self
+            .holdings_now(tenant, resources.iter())
+            .into_iter()
+            .map(|(h, waiting)| match h {
+                Some(h) => CheckOutcome::Held(h, waiting),
+                None => CheckOutcome::Free(waiting),
+            })
+            .collect())
+    }
+
+    fn validate_now(
+        &self,
+        tenant: &TenantId,
+        items: &[FenceItem],
+    ) -> StoreResult<Vec<FenceOutcome>> {
+        let holds = self.holdings_now(tenant, items.iter().map(|it| &it.resource));
+        Ok(items
             .iter()
-            .map(|r| {
-                let waiting = ts.map_or(0, |ts| ts.waits.len_of(r.as_str()));
-                ts.and_then(|ts| ts.live_lock(r.as_str(), now_ms))
-                    .and_then(|l| l.holding(r.as_str()))
-                    .map_or(CheckOutcome::Free(waiting), |h| {
-                        CheckOutcome::Held(h, waiting)
-                    })
+            .zip(holds)
+            .map(|(it, (h, _))| match h {
+                Some(h) if h.fencing_token == it.fencing_token => FenceOutcome::Current {
+                    requester: h.requester,
+                    expires_at: h.expires_at,
+                },
+                Some(h) => FenceOutcome::Stale {
+                    holder: Some(h.fencing_token),
+                },
+                None => FenceOutcome::Stale { holder: None },
             })
             .collect())
     }
@@ -404,6 +439,19 @@ impl Reservations for EmbeddedStore {
             caller,
             resources,
             || self.check_now(&caller.tenant, resources),
+            |_| Keep::Record,
+        )
+    }
+
+    async fn validate(
+        &self,
+        caller: &Caller,
+        items: &[FenceItem],
+    ) -> StoreResult<Metered<Vec<FenceOutcome>>> {
+        self.batch(
+            caller,
+            items,
+            || self.validate_now(&caller.tenant, items),
             |_| Keep::Record,
         )
     }

@@ -5,10 +5,10 @@ use super::replies::{self, as_i64, as_opt_millis, as_string, as_u64, bad_reply, 
 use super::{keys, scripts, RedisStore};
 use crate::domain::{ReleaseToken, Resource, TenantId};
 use crate::store::{
-    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, LeaveOutcome, ListPage, ListQuery,
-    LockOutcome, LockRequest, Metered, Quota, ReleaseByName, ReleaseItem, ReleaseOutcome, Releaser,
-    Reservations, ReserveItem, ReserveOutcome, Settled, StoreError, StoreResult, WaitState,
-    WaiterId,
+    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome,
+    LeaveOutcome, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Quota, ReleaseByName,
+    ReleaseItem, ReleaseOutcome, Releaser, Reservations, ReserveItem, ReserveOutcome, Settled,
+    StoreError, StoreResult, WaitState, WaiterId,
 };
 use async_trait::async_trait;
 use redis::Value;
@@ -121,6 +121,56 @@ impl RedisStore {
             None => None,
         };
         Ok(Metered::new(Vec::new(), rate))
+    }
+
+    /// Runs a read script over the hold of each item (`KEYS[i]`, with its
+    /// `ARGV[i]` when given), metered; `read` makes each reply row, one per
+    /// item, into an outcome (`None`: not a row of this script).
+    async fn read_holds<'a, T>(
+        &self,
+        script: &redis::Script,
+        what: &'static str,
+        caller: &Caller,
+        holds: impl ExactSizeIterator<Item = (&'a Resource, Option<String>)>,
+        read: impl Fn(&Resource, &[Value]) -> Option<T>,
+    ) -> StoreResult<Metered<Vec<T>>> {
+        if holds.len() == 0 {
+            return self.empty_batch(caller).await;
+        }
+        let p = keys::prefix(&caller.tenant);
+        let mut inv = script.prepare_invoke();
+        let mut resources = Vec::with_capacity(holds.len());
+        for (r, arg) in holds {
+            inv.key(keys::hold(&p, r.as_str()));
+            if let Some(a) = arg {
+                inv.arg(a);
+            }
+            resources.push(r);
+        }
+        meter(&mut inv, &p, caller);
+        let mut c = self.conn();
+        let reply: Value = self
+            .run(what, async { inv.invoke_async(&mut c).await })
+            .await?;
+        let Metered {
+            value,
+            rate,
+            replayed,
+        } = replies::metered(reply, caller)?;
+        let rows = items(value)?;
+        if rows.len() != resources.len() {
+            return Err(bad_reply(what));
+        }
+        let value = rows
+            .into_iter()
+            .zip(resources)
+            .map(|(row, r)| read(r, &items(row)?).ok_or_else(|| bad_reply(what)))
+            .collect::<StoreResult<_>>()?;
+        Ok(Metered {
+            value,
+            rate,
+            replayed,
+        })
     }
 
     /// Runs reserve.lua: -1 (tenant gone), -2 (cap reached) or one row per item.
@@ -406,49 +456,51 @@ impl Reservations for RedisStore {
         caller: &Caller,
         resources: &[Resource],
     ) -> StoreResult<Metered<Vec<CheckOutcome>>> {
-        if resources.is_empty() {
-            return self.empty_batch(caller).await;
-        }
-        let p = keys::prefix(&caller.tenant);
-        let mut inv = scripts::CHECK.prepare_invoke();
-        for r in resources {
-            inv.key(keys::hold(&p, r.as_str()));
-        }
-        meter(&mut inv, &p, caller);
-        let mut c = self.conn();
-        let reply: Value = self
-            .run("check", async { inv.invoke_async(&mut c).await })
-            .await?;
-        let Metered {
-            value,
-            rate,
-            replayed,
-        } = replies::metered(reply, caller)?;
-        let rows = items(value)?;
-        if rows.len() != resources.len() {
-            return Err(bad_reply("check"));
-        }
-        let value = rows
-            .into_iter()
-            .zip(resources)
-            .map(|(row, r)| {
-                let row = items(row)?;
-                match row.as_slice() {
-                    [Value::Int(1), rest @ ..] => replies::holding(r.clone(), rest)
-                        .map(|h| CheckOutcome::Held(h, rest.get(5).and_then(as_u64).unwrap_or(0)))
-                        .ok_or_else(|| bad_reply("check")),
-                    [Value::Int(0), rest @ ..] => Ok(CheckOutcome::Free(
-                        rest.first().and_then(as_u64).unwrap_or(0),
-                    )),
-                    _ => Err(bad_reply("check")),
-                }
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(Metered {
-            value,
-            rate,
-            replayed,
-        })
+        let holds = resources.iter().map(|r| (r, None));
+        self.read_holds(
+            &scripts::CHECK,
+            "check",
+            caller,
+            holds,
+            |r, row| match row {
+                [Value::Int(1), rest @ ..] => replies::holding(r.clone(), rest)
+                    .map(|h| CheckOutcome::Held(h, rest.get(5).and_then(as_u64).unwrap_or(0))),
+                [Value::Int(0), rest @ ..] => Some(CheckOutcome::Free(
+                    rest.first().and_then(as_u64).unwrap_or(0),
+                )),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, n = items_in.len()))]
+    async fn validate(
+        &self,
+        caller: &Caller,
+        items_in: &[FenceItem],
+    ) -> StoreResult<Metered<Vec<FenceOutcome>>> {
+        let holds = items_in
+            .iter()
+            .map(|it| (&it.resource, Some(it.fencing_token.to_string())));
+        self.read_holds(
+            &scripts::VALIDATE,
+            "validate",
+            caller,
+            holds,
+            |_, row| match row {
+                [Value::Int(1), rq, ea] => Some(FenceOutcome::Current {
+                    requester: as_string(rq)?,
+                    expires_at: as_opt_millis(ea),
+                }),
+                [Value::Int(0), Value::Int(-1)] => Some(FenceOutcome::Stale { holder: None }),
+                [Value::Int(0), ft] => Some(FenceOutcome::Stale {
+                    holder: Some(as_u64(ft)?),
+                }),
+                _ => None,
+            },
+        )
+        .await
     }
 
     fn grants(&self) -> tokio::sync::broadcast::Receiver<(TenantId, WaiterId)> {

@@ -56,6 +56,13 @@ pub const SOURCES: &[(&str, &str)] = &[
         ),
     ),
     (
+        "validate",
+        metered!(
+            concat!(lua!("clock.lua"), lua!("pages.lua"), lua!("holds.lua")),
+            "validate.lua"
+        ),
+    ),
+    (
         "list",
         metered!(
             concat!(lua!("clock.lua"), lua!("pages.lua"), lua!("holds.lua")),
@@ -105,6 +112,7 @@ script!(RESERVE, "reserve");
 script!(UNRESERVE, "unreserve");
 script!(EXTEND, "extend");
 script!(CHECK, "check");
+script!(VALIDATE, "validate");
 script!(LIST, "list");
 script!(RELEASE, "release");
 script!(SWEEP, "sweep");

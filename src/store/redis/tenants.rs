@@ -4,7 +4,9 @@
 //! calls, each idempotent, never one pipeline.
 
 use super::{keys, scripts, RedisStore};
-use crate::domain::{ApiKeyInfo, IssuedKey, KeyId, Principal, Tenant, TenantId, TenantName, Tier};
+use crate::domain::{
+    ApiKeyInfo, IssuedKey, KeyId, KeyScope, Principal, Tenant, TenantId, TenantName, Tier,
+};
 use crate::store::{Accounts, Invalidation, KeyCreateError, StoreError, StoreResult, TenantPatch};
 use async_trait::async_trait;
 use std::sync::atomic::Ordering;
@@ -103,12 +105,18 @@ impl RedisStore {
         &self,
         tenant: &TenantId,
         label: &str,
+        scope: KeyScope,
         secret: Option<String>,
     ) -> StoreResult<Result<IssuedKey, KeyCreateError>> {
         let id = KeyId::generate();
         let secret = secret.unwrap_or_else(crate::domain::generate_secret);
         let hash = crate::domain::hash_secret(&secret);
-        let record = serde_json::json!({"id": id.as_str(), "label": label, "hash": hash});
+        let record = serde_json::json!({
+            "id": id.as_str(),
+            "label": label,
+            "hash": hash,
+            "scope": scope,
+        });
         let mut prefix = record.to_string();
         prefix.pop(); // drop '}' so the script can append createdAt
         let limit = |t: Tier| t.key_limit().map_or(-1, |l| l as i64);
@@ -145,6 +153,7 @@ impl RedisStore {
                         id,
                         label: label.to_string(),
                         created_at: u64::try_from(*created_at).unwrap_or(0),
+                        scope,
                     },
                     secret,
                 }))
@@ -176,6 +185,9 @@ struct KeyRecord {
     hash: String,
     #[serde(rename = "createdAt", default)]
     created_at: u64,
+    /// Absent in records written before scopes: such keys write.
+    #[serde(default)]
+    scope: KeyScope,
 }
 
 impl KeyRecord {
@@ -184,6 +196,7 @@ impl KeyRecord {
             id: KeyId::parse(&self.id).ok()?,
             label: self.label.clone(),
             created_at: self.created_at,
+            scope: self.scope,
         })
     }
 }
@@ -260,7 +273,10 @@ impl Accounts for RedisStore {
                 .await
         })
         .await?;
-        let key = match self.add_key(&id, "default", secret).await? {
+        let key = match self
+            .add_key(&id, "default", KeyScope::Write, secret)
+            .await?
+        {
             Ok(k) => k,
             Err(e) => return Err(StoreError::Internal(format!("default key: {e:?}"))),
         };
@@ -426,8 +442,9 @@ impl Accounts for RedisStore {
         &self,
         tenant: &TenantId,
         label: &str,
+        scope: KeyScope,
     ) -> StoreResult<Result<IssuedKey, KeyCreateError>> {
-        self.add_key(tenant, label, None).await
+        self.add_key(tenant, label, scope, None).await
     }
 
     async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Option<Vec<ApiKeyInfo>>> {
@@ -549,6 +566,7 @@ impl Accounts for RedisStore {
             label: rec.label,
             tier,
             subject: None,
+            scope: rec.scope,
         }))
     }
 

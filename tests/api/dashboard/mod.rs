@@ -409,6 +409,35 @@ async fn keys_page_creates_rotates_and_revokes_with_csrf() {
     let keys = b.get(&app.url("/dashboard/keys")).await;
     assert!(!keys.body.contains(&key_id));
 
+    // A read-only key from the form: its scope shows on the page, and the
+    // API lets it read, not write.
+    assert!(keys.body.contains("name=\"scope\""), "{}", keys.body);
+    let r = b
+        .post(
+            &app.url("/dashboard/keys"),
+            &[("csrf", &csrf), ("label", "reader"), ("scope", "read")],
+            Some(&app.address),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let reader = shown_key(&r.body).expect("read key");
+    let keys = b.get(&app.url("/dashboard/keys")).await;
+    assert!(
+        keys.body.contains("<td class=\"scope\">read</td>"),
+        "{}",
+        keys.body
+    );
+    assert_eq!(api_status(&app, &reader).await, StatusCode::OK);
+    let w = app
+        .client
+        .post(app.url("/api/v1/Reservation/reserve"))
+        .header("X-Api-Key", &reader)
+        .json(&serde_json::json!([{"resource": "r", "requester": "w"}]))
+        .send()
+        .await
+        .expect("reserve");
+    assert_eq!(w.status(), StatusCode::FORBIDDEN);
+
     // Sign-out needs the token too, then the session is gone from the browser.
     let r = b
         .post(&app.url("/dashboard/logout"), &[("csrf", &csrf)], None)

@@ -223,7 +223,7 @@ async fn hostile_input_at_scale_changes_nothing_and_memory_stays_bounded() {
     let redis = RedisServer::start();
     let p = Process::start(&redis, "hostile", "warn").await;
     let client = crate::helpers::client();
-    let (_, key) = create_tenant(&client, &p.base, "hostile", "pro").await;
+    let (tenant, key) = create_tenant(&client, &p.base, "hostile", "pro").await;
     let held = client
         .post(format!("{}/api/v1/Reservation/reserve", p.base))
         .header("X-Api-Key", &key)
@@ -267,14 +267,15 @@ async fn hostile_input_at_scale_changes_nothing_and_memory_stays_bounded() {
         let reqs: Vec<Prepared> = table
             .iter()
             .map(|c| {
-                let mut h = vec![("x-api-key".to_string(), key.as_bytes().to_vec())];
+                let (path, (header, credential)) = c.target(&tenant, &key);
+                let mut h = vec![(header.to_string(), credential.into_bytes())];
                 if let Some(ct) = c.content_type {
                     h.push(("content-type".into(), ct.as_bytes().to_vec()));
                 }
                 (
                     c.name.to_string(),
                     c.method.clone(),
-                    c.path.clone(),
+                    path,
                     h,
                     c.body.clone(),
                     c.status,

@@ -74,6 +74,77 @@ async fn no_data_crosses_tenants_on_any_endpoint(app: TestApp) {
     .await;
     assert_eq!(r.results()[0]["status"], "FREE", "{r:?}");
     covered.insert(("POST", "/api/v1/reservation/check"));
+    // A's fencing token means nothing in B's namespace.
+    let r = call(
+        Method::POST,
+        "/api/v1/Reservation/validate".into(),
+        b(),
+        Some(json!([{"resource": "a-secret-plan", "fencingToken": a_fence}])),
+    )
+    .await;
+    assert_eq!(r.results()[0]["status"], "STALE", "{r:?}");
+    assert_eq!(r.results()[0]["currentFencingToken"], Value::Null, "{r:?}");
+    assert!(!r.body.to_string().contains("alice"), "{r:?}");
+    covered.insert(("POST", "/api/v1/reservation/validate"));
+    // The read-only column: B's read key sees what B's key sees, and may
+    // change nothing (of A's or B's) with A's token.
+    let b_read = app
+        .admin(
+            Method::POST,
+            &format!("/tenants/{b_id}/keys"),
+            Some(json!({"label": "b-reader", "scope": "read"})),
+        )
+        .await
+        .body["key"]
+        .as_str()
+        .expect("read key")
+        .to_string();
+    let b_ro = || Some(b_read.clone());
+    for (path, body) in [
+        (
+            "/api/v1/Reservation/check",
+            json!([{"resource": "a-secret-plan"}]),
+        ),
+        (
+            "/api/v1/Reservation/validate",
+            json!([{"resource": "a-secret-plan", "fencingToken": a_fence}]),
+        ),
+    ] {
+        let by_key = call(Method::POST, path.into(), b(), Some(body.clone())).await;
+        let by_read_key = call(Method::POST, path.into(), b_ro(), Some(body)).await;
+        assert_eq!(
+            by_read_key.status,
+            StatusCode::OK,
+            "{path}: {by_read_key:?}"
+        );
+        assert_eq!(by_read_key.body, by_key.body, "{path}");
+    }
+    for (path, body) in [
+        (
+            "/api/v1/Reservation/reserve",
+            json!([{"resource": "a-secret-plan", "requester": "bob"}]),
+        ),
+        (
+            "/api/v1/Reservation/unreserve",
+            json!([{"resource": "a-secret-plan", "requester": "alice", "releaseToken": a_token}]),
+        ),
+        (
+            "/api/v1/Reservation/extend",
+            json!([{"resource": "a-secret-plan", "requester": "alice", "releaseToken": a_token, "ttlSeconds": 5}]),
+        ),
+    ] {
+        let r = call(Method::POST, path.into(), b_ro(), Some(body)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {r:?}");
+    }
+    for method in [Method::POST, Method::DELETE] {
+        for path in [
+            "/v1/api/lock/key/a-lock".to_string(),
+            format!("/v1/api/lock/uuid/{uuid}"),
+        ] {
+            let r = call(method.clone(), path.clone(), b_ro(), None).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}: {r:?}");
+        }
+    }
     let r = call(
         Method::POST,
         "/api/v1/Reservation/unreserve".into(),
