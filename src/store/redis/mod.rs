@@ -17,6 +17,7 @@ pub mod scripts;
 mod subscriber;
 mod sweeper;
 mod tenants;
+mod waits;
 
 use super::topology::Conn;
 use super::{AddressLimit, Invalidation, Quota, RateDecision, StoreError, StoreResult, Upkeep};

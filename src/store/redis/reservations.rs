@@ -32,7 +32,7 @@ fn token_bytes(token: &ReleaseToken) -> Vec<u8> {
 }
 
 /// One row of reserve.lua's answer (also a waiter's grant rows).
-fn reserve_row(row: Value) -> StoreResult<ReserveOutcome> {
+pub(super) fn reserve_row(row: Value) -> StoreResult<ReserveOutcome> {
     let row = items(row)?;
     let held_by = |by: &Value| as_string(by).unwrap_or_default();
     match row.as_slice() {
@@ -57,11 +57,6 @@ fn reserve_row(row: Value) -> StoreResult<ReserveOutcome> {
     }
 }
 
-/// A waiter's grant: its RESERVED rows.
-fn grant_rows(rows: &Value) -> StoreResult<Vec<ReserveOutcome>> {
-    items(rows.clone())?.into_iter().map(reserve_row).collect()
-}
-
 /// The release token a script answers (its 16 bytes).
 fn token_of(v: &Value) -> StoreResult<ReleaseToken> {
     match v {
@@ -72,7 +67,7 @@ fn token_of(v: &Value) -> StoreResult<ReleaseToken> {
 }
 
 /// A script's yes/no argument.
-fn flag(on: bool) -> &'static str {
+pub(super) fn flag(on: bool) -> &'static str {
     if on {
         "1"
     } else {
@@ -262,35 +257,6 @@ impl RedisStore {
             return Err(StoreError::TenantGone);
         }
         Ok(metered)
-    }
-
-    /// Runs wait_poll.lua or wait_leave.lua for `waiter`.
-    async fn run_wait(
-        &self,
-        script: &redis::Script,
-        what: &'static str,
-        tenant: &TenantId,
-        waiter: WaiterId,
-        went_away: Option<bool>,
-    ) -> StoreResult<Value> {
-        let p = keys::prefix(tenant);
-        let mut inv = script.prepare_invoke();
-        inv.key(keys::tenant(&p)).key(keys::events(&p));
-        inv.arg(waiter.to_string()).arg(self.inner.retain);
-        if let Some(gone) = went_away {
-            inv.arg(flag(gone));
-        }
-        let mut c = self.conn();
-        self.run(what, async { inv.invoke_async(&mut c).await })
-            .await
-    }
-
-    /// Moves the tenant up in the fleet's due index when a script answered an
-    /// earlier second than it had.
-    async fn due(&self, tenant: &TenantId, earliest: &Value) {
-        if let Some(second) = as_i64(earliest).filter(|s| *s > 0) {
-            self.mark_due(tenant, second).await;
-        }
     }
 
     /// Takes the "earliest new second" off a `{rows, earliest}` reply and moves
@@ -513,79 +479,17 @@ impl Reservations for RedisStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     async fn wait_poll(&self, tenant: &TenantId, waiter: WaiterId) -> StoreResult<WaitState> {
-        let reply = self
-            .run_wait(&scripts::WAIT_POLL, "wait poll", tenant, waiter, None)
-            .await?;
-        let parts = match reply {
-            Value::Int(-1) => return Ok(WaitState::Gone),
-            reply => items(reply)?,
-        };
-        match parts.as_slice() {
-            [Value::Int(1), rows, earliest] => {
-                self.due(tenant, earliest).await;
-                Ok(WaitState::Granted(grant_rows(rows)?))
-            }
-            [Value::Int(0), places, earliest] => {
-                self.due(tenant, earliest).await;
-                Ok(WaitState::Waiting(
-                    items(places.clone())?.iter().filter_map(as_u64).collect(),
-                ))
-            }
-            _ => Err(bad_reply("wait poll")),
-        }
+        self.poll_waiter(tenant, waiter).await
     }
 
-    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     async fn wait_leave(
         &self,
         tenant: &TenantId,
         waiter: WaiterId,
         went_away: bool,
     ) -> StoreResult<LeaveOutcome> {
-        let reply = self
-            .run_wait(
-                &scripts::WAIT_LEAVE,
-                "wait leave",
-                tenant,
-                waiter,
-                Some(went_away),
-            )
-            .await?;
-        let parts = match reply {
-            Value::Int(-1) => return Ok(LeaveOutcome::Gone),
-            reply => items(reply)?,
-        };
-        match parts.as_slice() {
-            [Value::Int(1), rows, earliest] => {
-                self.due(tenant, earliest).await;
-                Ok(LeaveOutcome::Granted(grant_rows(rows)?))
-            }
-            [Value::Int(2), earliest] => {
-                self.due(tenant, earliest).await;
-                Ok(LeaveOutcome::Released)
-            }
-            [Value::Int(0), rows, earliest] => {
-                self.due(tenant, earliest).await;
-                let left = items(rows.clone())?
-                    .into_iter()
-                    .map(|row| {
-                        let row = items(row)?;
-                        match row.as_slice() {
-                            [place, by, ea] => Ok((
-                                as_u64(place).unwrap_or(0),
-                                as_string(by).unwrap_or_default(),
-                                as_opt_millis(ea),
-                            )),
-                            _ => Err(bad_reply("wait leave")),
-                        }
-                    })
-                    .collect::<StoreResult<_>>()?;
-                Ok(LeaveOutcome::Left(left))
-            }
-            _ => Err(bad_reply("wait leave")),
-        }
+        self.leave_waiter(tenant, waiter, went_away).await
     }
 
     #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
