@@ -1,5 +1,16 @@
 """Schemathesis hooks for scripts/schemathesis.sh (loaded via SCHEMATHESIS_HOOKS).
 
+Three things no schema keyword can say, fixed in generated cases:
+
+1. Whole floats for integer fields (below).
+2. `Idempotency-Key`: a key is one request. Schemathesis draws few distinct
+   short strings, so two different generated requests would often share a key
+   and rightly get 422 IDEMPOTENCY_KEY_REUSED. Every case gets a key of its own
+   (its drawn value plus a unique suffix, still 1-255 printable characters).
+3. Waits: `waitSeconds` / `wait` up to 60 make a request for a held resource
+   wait that long; they are cut to 1 s so a run stays within its request
+   timeout (the wait itself is still exercised).
+
 JSON Schema (draft 2020-12, which OpenAPI 3.1 uses) counts a whole float such as
 `60.0` as an integer, and schemathesis deliberately spells some of the integers
 it generates for JSON bodies that way. The service reads its integer fields
@@ -11,7 +22,11 @@ integers before they are sent; negative cases (real fractions, wrong types) go
 out untouched, so the service's refusal of them is still checked.
 """
 
+import itertools
+
 import schemathesis
+
+_unique = itertools.count()
 
 
 def _integers(value):
@@ -26,6 +41,17 @@ def _integers(value):
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    headers = case.headers or {}
+    for name in list(headers):
+        if name.lower() == "idempotency-key" and isinstance(headers[name], str):
+            headers[name] = f"{headers[name][:200]}~{next(_unique)}"
+    query = case.query or {}
+    for name in ("waitSeconds", "wait"):
+        value = query.get(name)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            query[name] = 1
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
         return

@@ -291,15 +291,16 @@ impl<'a> Fields<'a> {
 
     /// A required non-negative integer field (`what` says what it is, for
     /// the problem's text); `None` after recording a problem.
+    /// A required integer from 0 to 2^63 - 1 (an OpenAPI `int64`).
     pub fn u64(&mut self, name: &str, what: &str) -> Option<u64> {
-        let problem = format!("must be a non-negative integer ({what}) up to 18446744073709551615");
+        let problem = format!("must be a non-negative integer ({what}) up to {}", i64::MAX);
         match self.take(name) {
             None | Some(Value::Null) => {
                 self.problem(name, "is required");
                 None
             }
             Some(Value::Number(n)) => {
-                let v = n.as_u64();
+                let v = n.as_u64().filter(|v| *v <= i64::MAX as u64);
                 if v.is_none() {
                     self.problem(name, problem);
                 }

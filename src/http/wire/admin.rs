@@ -153,6 +153,7 @@ pub struct TenantCreated<'a> {
 pub struct KeyCreate {
     pub label: KeyLabel,
     /// Default write. Anything but "read" or "write" (null included) is a 400.
+    #[schema(nullable = false)]
     pub scope: Option<KeyScope>,
 }
 

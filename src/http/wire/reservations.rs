@@ -55,7 +55,7 @@ pub struct ValidateItem {
     pub resource: Resource,
     /// The token as the service handed it out (RESERVED, check, a locklock
     /// acquire): a non-negative integer.
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     pub fencing_token: u64,
 }
 
