@@ -271,7 +271,7 @@ echo "HTTP   1-item, exchanged token : $http_token"
 # The script is exactly the one the service sends (examples/dump_scripts writes
 # the composition of src/store/redis/scripts.rs); its KEYS and ARGV follow the
 # header of lua/reserve.lua, then the rate limit's key, interval (µs) and
-# burst. RL_INTERVAL=1 runs the limiter (at 1,000,000/s: never refusing); 0
+# burst, then lua/idem.lua's flag. RL_INTERVAL=1 runs the limiter (at 1,000,000/s: never refusing); 0
 # skips it, to show its cost.
 if [ "${RAW:-1}" = 1 ]; then
   alive
@@ -288,8 +288,11 @@ if [ "${RAW:-1}" = 1 ]; then
       keys+=("${P}h:b$i-__rand_int__")
       argv+=("b$i-__rand_int__" "rb" "0" "0123456789abcdef")
     done
+    # label, n, retention, no caps, a Reservation API hold, not atomic, no
+    # wait (no waiter id, no waiters' cap), the items; the limiter; no
+    # Idempotency-Key ('0', lua/idem.lua).
     RAW=(EVALSHA "$SHA" $((3 + n)) "${P}t" "${P}ev" "${keys[@]}" "${P}rl:enterprise:write"
-      label "$n" 10000 0 0 "" "${argv[@]}" "$RL_INTERVAL" 1000000)
+      label "$n" 10000 0 0 "" 0 0 "" 0 "${argv[@]}" "$RL_INTERVAL" 1000000 0)
   }
   rb() { # $1 = items, $2 = requests; a fresh tenant each
     P=$(prefix_of "$(new_tenant | cut -d' ' -f1)")

@@ -291,6 +291,48 @@ pub fn cases() -> Vec<Case> {
             "INVALID_REQUEST",
         ));
     }
+    // Waits (contract section 12) and atomic batches (section 13).
+    let one = r#"[{"resource":"w","requester":"b","ttlSeconds":5}]"#;
+    for (name, query) in [
+        ("waitSeconds of 1e9", "waitSeconds=1e9"),
+        ("waitSeconds of -0", "waitSeconds=-0"),
+        ("waitSeconds quoted", "waitSeconds=%225%22"),
+        ("waitSeconds over 60", "waitSeconds=61"),
+        ("waitSeconds fractional", "waitSeconds=1.5"),
+        ("waitSeconds empty", "waitSeconds="),
+        ("waitSeconds twice", "waitSeconds=1&waitSeconds=1"),
+        ("atomic of 1", "atomic=1"),
+        ("an unknown query parameter", "wait=5"),
+    ] {
+        v.push(case(
+            name,
+            &format!("{RESERVE}?{query}"),
+            one,
+            400,
+            "INVALID_REQUEST",
+        ));
+    }
+    v.push(case(
+        "waitSeconds without ttlSeconds",
+        &format!("{RESERVE}?waitSeconds=1"),
+        r#"[{"resource":"w","requester":"b"}]"#,
+        400,
+        "INVALID_REQUEST",
+    ));
+    v.push(case(
+        "waitSeconds on unreserve",
+        &format!("{UNRESERVE}?waitSeconds=1"),
+        r#"[{"resource":"w","requester":"b","releaseToken":"t"}]"#,
+        400,
+        "INVALID_REQUEST",
+    ));
+    v.push(case(
+        "locklock wait not a number",
+        "/v1/api/lock/key/w?wait=soon",
+        r#"{"expires_in":5}"#,
+        400,
+        "INVALID_REQUEST",
+    ));
     v.push(case(
         "validate missing token",
         VALIDATE,

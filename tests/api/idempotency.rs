@@ -245,10 +245,12 @@ async fn keys_are_scoped_by_credential_and_route(app: TestApp) {
 async fn a_malformed_key_is_400_and_changes_nothing(app: TestApp) {
     let items = json!([{"resource": "m", "requester": "x"}]);
     let long = "k".repeat(256);
+    let huge = "k".repeat(10_000);
     let path = "/api/v1/Reservation/reserve";
     for key in [
         &b""[..],
         long.as_bytes(),
+        huge.as_bytes(),
         "caf\u{e9}".as_bytes(),
         b"tab\there",
     ] {
@@ -392,4 +394,36 @@ async fn records_are_bounded_and_the_oldest_go_first() {
             }
         }
     }
+}
+
+/// A repeat through another instance of the fleet gets the first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_on_another_instance_gets_the_first_answer() {
+    use crate::helpers::{create_tenant, settings, start_instance, RedisServer};
+    let redis = RedisServer::start();
+    let (a, _) = start_instance(settings(Some(redis.url()))).await;
+    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = crate::helpers::client();
+    let (_, key) = create_tenant(&client, &a, "fleet", "pro").await;
+    let post = |base: String| {
+        let (client, key) = (client.clone(), key.clone());
+        async move {
+            into_reply(
+                client
+                    .post(format!("{base}/api/v1/Reservation/reserve"))
+                    .header("X-Api-Key", key)
+                    .header("Idempotency-Key", "across")
+                    .json(&json!([{"resource": "x", "requester": "r", "ttlSeconds": 60}]))
+                    .send()
+                    .await
+                    .expect("request"),
+            )
+            .await
+        }
+    };
+    let first = post(a.clone()).await;
+    assert_eq!(first.results()[0]["status"], "RESERVED", "{first:?}");
+    let again = post(b.clone()).await;
+    assert!(replayed(&again), "{again:?}");
+    assert_eq!(again.body, first.body);
 }

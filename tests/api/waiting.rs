@@ -740,3 +740,290 @@ async fn a_waiting_request_holds_its_idempotency_key(app: TestApp) {
     );
     assert_eq!(retry.results()[0]["status"], "TIMED_OUT", "{retry:?}");
 }
+
+/// Two instances on one Redis, and a tenant's key.
+async fn two_instances() -> (RedisServer, String, String, String) {
+    let redis = RedisServer::start();
+    let (a, _) = start_instance(settings(Some(redis.url()))).await;
+    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = crate::helpers::client();
+    let (_, key) = create_tenant(&client, &a, "two", "pro").await;
+    (redis, a, b, key)
+}
+
+async fn post_on(base: &str, key: &str, path: &str, body: Value) -> Reply {
+    send(
+        &crate::helpers::client(),
+        Method::POST,
+        format!("{base}{path}"),
+        Some(key),
+        Some(body),
+    )
+    .await
+}
+
+async fn queue_length_on(base: &str, key: &str, resource: &str) -> u64 {
+    let r = post_on(
+        base,
+        key,
+        "/api/v1/Reservation/check",
+        json!([{"resource": resource}]),
+    )
+    .await;
+    r.results()[0]["queueLength"].as_u64().unwrap_or(0)
+}
+
+/// FIFO holds across instances: waiters queued on alternating instances are
+/// served in the order they queued, whichever instance releases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_spread_over_instances_are_served_in_order() {
+    let (_redis, a, b, key) = two_instances().await;
+    let held = post_on(&a, &key, "/api/v1/Reservation/reserve", one("f", "w0")).await;
+    let mut token = held.results()[0]["releaseToken"].clone();
+    let mut waiters = Vec::new();
+    for i in 1..=4u64 {
+        let on = if i % 2 == 0 { &b } else { &a };
+        waiters.push(wait_on(
+            on,
+            &key,
+            "waitSeconds=30",
+            one("f", &format!("w{i}")),
+            Duration::from_secs(40),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while queue_length_on(&a, &key, "f").await != i {
+            assert!(Instant::now() < deadline, "waiter {i} never queued");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for (i, w) in waiters.into_iter().enumerate() {
+        // Released alternately through the other instance.
+        let on = if i % 2 == 0 { &b } else { &a };
+        let r = post_on(
+            on,
+            &key,
+            "/api/v1/Reservation/unreserve",
+            json!([{"resource": "f", "requester": format!("w{i}"), "releaseToken": token}]),
+        )
+        .await;
+        assert_eq!(r.results()[0]["status"], "UNRESERVED", "{r:?}");
+        let got = w.await.expect("waiter");
+        let res = &got.results()[0];
+        assert_eq!(res["requester"], format!("w{}", i + 1), "FIFO: {res}");
+        token = res["releaseToken"].clone();
+    }
+}
+
+/// 200 waiters on one resource over two instances: each gets it exactly once,
+/// one at a time, with rising fencing tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_waiters_each_get_the_resource_once_without_overlap() {
+    let (_redis, a, b, key) = two_instances().await;
+    let held = post_on(&a, &key, "/api/v1/Reservation/reserve", one("hot", "first")).await;
+    let first = held.results()[0]["releaseToken"].clone();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let base = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let key = key.clone();
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .expect("client");
+            let requester = format!("w{i}");
+            let got = into_reply(
+                client
+                    .post(format!("{base}/api/v1/Reservation/reserve?waitSeconds=60"))
+                    .header("X-Api-Key", &key)
+                    .json(&one("hot", &requester))
+                    .send()
+                    .await
+                    .expect("waiting reserve"),
+            )
+            .await;
+            let res = got.results()[0].clone();
+            assert_eq!(res["status"], "RESERVED", "{requester}: {res}");
+            let granted_at = Instant::now();
+            log.lock().expect("log").push((
+                res["fencingToken"].as_u64().expect("fencing token"),
+                requester.clone(),
+                granted_at,
+            ));
+            // Logged before the release is sent: the next grant can only
+            // come after the release, so it is logged after this.
+            log.lock()
+                .expect("log")
+                .push((0, requester.clone(), Instant::now()));
+            let released = into_reply(
+                client
+                    .post(format!("{base}/api/v1/Reservation/unreserve"))
+                    .header("X-Api-Key", &key)
+                    .json(&json!([{"resource": "hot", "requester": requester, "releaseToken": res["releaseToken"]}]))
+                    .send()
+                    .await
+                    .expect("unreserve"),
+            )
+            .await;
+            assert_eq!(released.results()[0]["status"], "UNRESERVED", "{released:?}");
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while queue_length_on(&a, &key, "hot").await < 200 {
+        assert!(Instant::now() < deadline, "200 waiters never queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = post_on(
+        &b,
+        &key,
+        "/api/v1/Reservation/unreserve",
+        json!([{"resource": "hot", "requester": "first", "releaseToken": first}]),
+    )
+    .await;
+    assert_eq!(r.results()[0]["status"], "UNRESERVED");
+    for t in tasks {
+        t.await.expect("a waiter failed");
+    }
+    // The log alternates grant, release, grant, release...: no two holders
+    // at once, every waiter once, fencing tokens rising.
+    let log = log.lock().expect("log").clone();
+    assert_eq!(log.len(), 400);
+    let mut last_token = held.results()[0]["fencingToken"].as_u64().unwrap_or(0);
+    let mut seen = std::collections::HashSet::new();
+    for pair in log.chunks(2) {
+        let (token, who, _) = &pair[0];
+        let (zero, released_by, _) = &pair[1];
+        assert!(
+            *token > 0 && *zero == 0,
+            "a grant, then its release: {pair:?}"
+        );
+        assert_eq!(
+            who, released_by,
+            "released by its holder before the next grant"
+        );
+        assert!(*token > last_token, "fencing tokens rise");
+        last_token = *token;
+        assert!(seen.insert(who.clone()), "{who} granted twice");
+    }
+    assert_eq!(seen.len(), 200);
+}
+
+/// A Redis that goes away during a wait: the waiter is answered (503 or
+/// TIMED_OUT), and once Redis is back nothing is stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_during_a_wait_answers_and_leaves_nothing_stuck() {
+    let mut redis = RedisServer::start_durable();
+    let (a, _) = start_instance(settings(Some(redis.url()))).await;
+    let client = crate::helpers::client();
+    let (_, key) = create_tenant(&client, &a, "lost", "pro").await;
+    let held = post_on(&a, &key, "/api/v1/Reservation/reserve", one("l", "holder")).await;
+    let token = held.results()[0]["releaseToken"].clone();
+    let waiter = wait_on(
+        &a,
+        &key,
+        "waitSeconds=5",
+        one("l", "w"),
+        Duration::from_secs(20),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queue_length_on(&a, &key, "l").await != 1 {
+        assert!(Instant::now() < deadline, "never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.kill();
+    let got = waiter.await.expect("waiter");
+    assert!(
+        got.status == StatusCode::SERVICE_UNAVAILABLE || got.results()[0]["status"] == "TIMED_OUT",
+        "{got:?}"
+    );
+    redis.restart();
+    // Back: the waiter's line is gone (its heartbeat lapses, or it left), and
+    // the resource moves on as usual.
+    let released = crate::helpers::eventually(Duration::from_secs(10), || async {
+        post_on(
+            &a,
+            &key,
+            "/api/v1/Reservation/unreserve",
+            json!([{"resource": "l", "requester": "holder", "releaseToken": token}]),
+        )
+        .await
+        .status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(released.is_some(), "the store came back");
+    let next = crate::helpers::eventually(Duration::from_secs(20), || async {
+        let r = post_on(&a, &key, "/api/v1/Reservation/reserve", one("l", "next")).await;
+        r.status == StatusCode::OK && r.results()[0]["status"] == "RESERVED"
+    })
+    .await;
+    assert!(next.is_some(), "nothing is stuck on the resource");
+}
+
+/// Atomic batches under contention, over two instances: every batch holds all
+/// its resources or none, at every moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_batches_under_contention_never_leave_a_partial_hold() {
+    let (_redis, a, b, key) = two_instances().await;
+    let pairs = [["p", "q"], ["q", "r"], ["r", "p"]];
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let base = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let key = key.clone();
+        let [x, y] = pairs[i % 3];
+        tasks.push(tokio::spawn(async move {
+            let requester = format!("c{i}");
+            let items = json!([
+                {"resource": x, "requester": requester, "ttlSeconds": 30},
+                {"resource": y, "requester": requester, "ttlSeconds": 30},
+            ]);
+            for _ in 0..10 {
+                let r = post_on(&base, &key, "/api/v1/Reservation/reserve?atomic=true", items.clone()).await;
+                let results = r.results().clone();
+                let reserved = results.iter().filter(|x| x["status"] == "RESERVED").count();
+                assert!(reserved == 0 || reserved == 2, "all or nothing: {results:?}");
+                assert_eq!(r.body["committed"], reserved == 2);
+                if reserved == 2 {
+                    let release: Vec<Value> = results
+                        .iter()
+                        .map(|x| json!({"resource": x["resource"], "requester": requester, "releaseToken": x["releaseToken"]}))
+                        .collect();
+                    let u = post_on(&base, &key, "/api/v1/Reservation/unreserve?atomic=true", Value::Array(release)).await;
+                    assert_eq!(u.body["committed"], true, "{u:?}");
+                }
+            }
+        }));
+    }
+    // Meanwhile, no requester ever holds just one of its pair.
+    let watcher = {
+        let (a, key) = (a.clone(), key.clone());
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let r = send(
+                    &crate::helpers::client(),
+                    Method::GET,
+                    format!("{a}/api/v1/Reservation"),
+                    Some(&key),
+                    None,
+                )
+                .await;
+                let mut per: std::collections::HashMap<String, usize> = Default::default();
+                for h in r.body["reservations"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    *per.entry(h["requester"].as_str().unwrap_or("").to_string())
+                        .or_default() += 1;
+                }
+                assert!(per.values().all(|n| *n == 2), "a partial hold: {per:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    for t in tasks {
+        t.await.expect("a client failed");
+    }
+    watcher.await.expect("the watcher saw a partial hold");
+}
