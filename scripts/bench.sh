@@ -17,8 +17,10 @@
 #   TENANTS=2000     idle tenants of the sweeper figure
 #   SWEEP_SECS=10    its measuring window (seconds)
 #   FILL_CONC=2      connections of the fills (1000-item batches)
-#   ETCD=1 SSE=1 RAW=1   0 skips the etcd comparison / the SSE runs / the raw
-#                        reserve.lua runs; SSE_CLIENTS="1000 5000", SSE_RATE=20
+#   ETCD=1 SSE=1 RAW=1 WAITS=1   0 skips the etcd comparison / the SSE runs /
+#                        the raw reserve.lua runs / the waiting and
+#                        Idempotency-Key figures (scripts/bench_waits.py, with
+#                        a second instance); SSE_CLIENTS="1000 5000", SSE_RATE=20
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-${SECS:-10}}
@@ -44,11 +46,11 @@ cargo build --release --quiet --bin cooplocker --example loadgen --example ssebe
 LOADGEN=target/release/examples/loadgen
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TOKEN=bench-admin-token-0123456789
-RPID="" APID="" EPID=""
+RPID="" APID="" EPID="" BPID=""
 TMPD=$(mktemp -d /tmp/bench-run.XXXXXX) # etcd's data, Redis dirs, logs
 cleanup() {
-  for p in $APID $EPID $RPID; do kill "$p" 2>/dev/null || true; done
-  for p in $APID $EPID $RPID; do wait "$p" 2>/dev/null || true; done
+  for p in $APID $BPID $EPID $RPID; do kill "$p" 2>/dev/null || true; done
+  for p in $APID $BPID $EPID $RPID; do wait "$p" 2>/dev/null || true; done
   rm -rf "$TMPD"
 }
 trap cleanup EXIT
@@ -361,6 +363,26 @@ read -r p_small p_big pp_small pp_big < <(printf '%s\n' "${p99s[@]}" | awk '
   END { printf "%.2f %.2f %.2f %.2f\n", p["small"] / n["small"], p["big"] / n["big"], pp["small"] / n["small"], pp["big"] / n["big"] }')
 echo "p99_ms (mean of two runs) with $BIG=$p_big with $SMALL=$p_small ratio=$(ratio "$p_big" "$p_small") (reserve+unreserve pair p99_ms: $pp_big vs $pp_small, ratio $(ratio "$pp_big" "$pp_small"))"
 SUMMARY+=("1-item reserve+unreserve p99 per request, $P99_CONC connections: with $BIG live=$p_big ms, with $SMALL=$p_small ms, ratio=$(ratio "$p_big" "$p_small") (fill: $(field "$fill_big" items_per_s) items/s)")
+
+if [ "${WAITS:-1}" = 1 ]; then
+  echo "== waiting acquire and Idempotency-Key (a second instance on the same Redis)"
+  alive
+  HPORT2=$(free_port)
+  RUST_LOG=warn REDIS_URL="redis://127.0.0.1:$RPORT" COOPLOCKER_ADMIN_TOKEN=$TOKEN \
+    COOPLOCKER_LISTEN="127.0.0.1:$HPORT2" \
+    COOPLOCKER_RATE_LIMITS=free=1000000,starter=1000000,pro=1000000,enterprise=1000000 \
+    "$TMPD/bench-instance" >"$TMPD/cooplocker-$HPORT2.log" 2>&1 &
+  BPID=$!
+  wait_for cooplocker-b curl -sf "http://127.0.0.1:$HPORT2/readyz"
+  waits=$(python3 scripts/bench_waits.py "127.0.0.1:$HPORT" "127.0.0.1:$HPORT2" "$(key_of)" "$SECS") ||
+    ERRORS+=("waits")
+  kill "$BPID"; wait "$BPID" 2>/dev/null || true; BPID=""
+  echo "$waits"
+  w() { awk -v k="$1" '$1 == k' <<<"$waits" | tr ' ' '\n' | awk -F= -v f="$2" '$1 == f { print $2 }'; }
+  SUMMARY+=("hand-over from release to the waiter's answer: same instance p50 $(w handover_same p50_ms) ms p99 $(w handover_same p99_ms) ms; across instances p50 $(w handover_cross p50_ms) ms p99 $(w handover_cross p99_ms) ms")
+  SUMMARY+=("a hot resource along 64 clients: waiting in line $(w line64 grants_per_s) grants/s vs polling with 10 ms back-off $(w poll64 grants_per_s) grants/s")
+  SUMMARY+=("1-item reserve+unreserve with an Idempotency-Key vs without: $(w idem keyed_pair_ms) vs $(w idem plain_pair_ms) ms per pair, ratio $(w idem ratio)")
+fi
 
 alive
 stop_stack
