@@ -93,7 +93,7 @@ async fn validate_follows_the_life_of_a_hold(app: TestApp) {
     assert_stale(&app, "lease", &third, Value::Null).await;
 
     // A name never held, and a token no hold could have.
-    let huge = json!(u64::MAX);
+    let huge = json!(i64::MAX);
     assert_stale(&app, "never", &huge, Value::Null).await;
     assert_stale(&app, "db/primary", &json!(0), Value::Null).await;
 }

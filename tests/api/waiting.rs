@@ -1027,3 +1027,107 @@ async fn atomic_batches_under_contention_never_leave_a_partial_hold() {
     }
     watcher.await.expect("the watcher saw a partial hold");
 }
+
+/// A grant that crosses its client's disconnect is released again at once
+/// (store level, so the crossing is deterministic), on both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_crosses_a_disconnect_is_released_again() {
+    use cooplocker::domain::{Requester, Resource, TenantName, Tier, Ttl};
+    use cooplocker::store::{
+        embedded::EmbeddedStore, redis::RedisOptions, redis::RedisStore, BatchMode, Caller,
+        CheckOutcome, LeaveOutcome, ReleaseItem, ReserveItem, ReserveOutcome, Store, Wait,
+        WaiterId,
+    };
+    let redis = RedisServer::start();
+    let on_redis = RedisStore::connect(RedisOptions {
+        url: redis.url(),
+        op_timeout: Duration::from_millis(500),
+        events_retain: 100,
+    })
+    .await
+    .expect("redis store");
+    let stores: Vec<(&str, Box<dyn Store>)> = vec![
+        ("redis", Box::new(on_redis)),
+        ("embedded", Box::new(EmbeddedStore::new())),
+    ];
+    for (name, store) in stores {
+        let (tenant, _) = store
+            .create_tenant(&TenantName::parse("cross").expect("name"), Tier::Pro, None)
+            .await
+            .expect("tenant");
+        let caller = Caller {
+            tenant: tenant.id.clone(),
+            label: "default".into(),
+            quota: None,
+            idempotency: None,
+        };
+        let resource = Resource::parse("r").expect("resource");
+        let item = |rq: &str| ReserveItem {
+            resource: resource.clone(),
+            requester: Requester::parse(rq).expect("requester"),
+            ttl: Some(Ttl::from_seconds(30).expect("ttl")),
+        };
+        let held = store
+            .reserve(&caller, &[item("holder")], BatchMode::default())
+            .await
+            .expect("reserve");
+        let ReserveOutcome::Reserved { release_token, .. } = held.value[0].clone() else {
+            panic!("{name}: not reserved");
+        };
+        let waiter = WaiterId::generate();
+        let wait = BatchMode {
+            atomic: false,
+            wait: Some(Wait {
+                ms: 10_000,
+                waiter,
+                max_waiters: 10,
+            }),
+        };
+        let queued = store
+            .reserve(&caller, &[item("waiter")], wait)
+            .await
+            .expect("queue");
+        assert!(
+            matches!(queued.value[0], ReserveOutcome::Queued { place: 1, .. }),
+            "{name}: {:?}",
+            queued.value
+        );
+        // The release grants the waiter...
+        store
+            .unreserve(
+                &caller,
+                &[ReleaseItem {
+                    resource: resource.clone(),
+                    requester: Requester::parse("holder").expect("requester"),
+                    release_token,
+                }],
+                BatchMode::default(),
+            )
+            .await
+            .expect("unreserve");
+        let check = store
+            .check(&caller, std::slice::from_ref(&resource))
+            .await
+            .expect("check");
+        assert!(
+            matches!(&check.value[0], CheckOutcome::Held(h, _) if h.requester == "waiter"),
+            "{name}: granted: {:?}",
+            check.value
+        );
+        // ...while its client is already gone: the grant is released again.
+        let left = store
+            .wait_leave(&tenant.id, waiter, true)
+            .await
+            .expect("leave");
+        assert_eq!(left, LeaveOutcome::Released, "{name}");
+        let check = store
+            .check(&caller, std::slice::from_ref(&resource))
+            .await
+            .expect("check");
+        assert!(
+            matches!(check.value[0], CheckOutcome::Free(0)),
+            "{name}: free again: {:?}",
+            check.value
+        );
+    }
+}
