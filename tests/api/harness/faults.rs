@@ -1,7 +1,8 @@
 //! The fault-injection run: three instances (real processes of the binary
 //! under test: the test profile's build, debug by default) on one durable
 //! Redis, each behind its own TCP proxy; 120 naive clients taking 320
-//! resources with a 2 s TTL, 30% of their reserves a batch of several, and
+//! resources with a 2 s TTL, 30% of their reserves a batch of several, a
+//! quarter of them waiting in line (up to 1 s), and
 //! writing to a fenced test resource, well over 1,000 calls/s; one fault every
 //! few seconds; then heal, final operations, the history checker and the load
 //! and availability figures.
@@ -35,6 +36,10 @@ const TTL_SECONDS: u64 = 2;
 /// token and expiry).
 const BATCH_SHARE: f64 = 0.3;
 const MAX_BATCH: usize = 4;
+/// Share of reserve calls that wait in line (`atomic=true&waitSeconds=1`):
+/// their grants are made by whoever frees the resource, in that release's
+/// own step, and judged by the checker like every other grant.
+const WAIT_SHARE: f64 = 0.25;
 /// Critical sections: most are short (up to `SHORT_CRITICAL_MS`), so the
 /// clients offer well over 1,000 calls/s; one in `LONG_ONE_IN` runs up to
 /// `CRITICAL_MS`, as long as the TTL, so leases also run out under holders
@@ -105,6 +110,8 @@ struct FaultWindow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
     Reserve,
+    /// A reserve that waits in line (contract section 12).
+    WaitReserve,
     Extend,
     Unreserve,
 }
@@ -113,6 +120,7 @@ impl Call {
     fn path(self) -> &'static str {
         match self {
             Call::Reserve => "/api/v1/Reservation/reserve",
+            Call::WaitReserve => "/api/v1/Reservation/reserve?atomic=true&waitSeconds=1",
             Call::Extend => "/api/v1/Reservation/extend",
             Call::Unreserve => "/api/v1/Reservation/unreserve",
         }
@@ -337,12 +345,14 @@ struct Held {
 
 /// Records every RESERVED item of a 200 reserve answer as its own grant (the
 /// fencing token, `reservedAt` and `expiresAt` the client was told); items
-/// ALREADY_HELD are not grants; anything else fails the client (and the run).
+/// ALREADY_HELD, and those of a wait that timed out (TIMED_OUT) or of an
+/// atomic batch that did not commit (ABORTED), are not grants; anything else
+/// fails the client (and the run).
 fn granted(shared: &Shared, client: usize, resources: &[String], answer: &Value) -> Vec<Held> {
     let mut held = Vec::new();
     for (i, resource) in resources.iter().enumerate() {
         let r = item(answer, i, resources.len(), resource);
-        if r["status"] == "ALREADY_HELD" {
+        if r["status"] == "ALREADY_HELD" || r["status"] == "TIMED_OUT" || r["status"] == "ABORTED" {
             continue;
         }
         let parsed = (r["status"] == "RESERVED").then(|| {
@@ -399,7 +409,12 @@ async fn client_loop(shared: Arc<Shared>, id: usize, seed: u64) {
             .iter()
             .map(|r| json!({"requester": requester, "resource": r, "ttlSeconds": TTL_SECONDS}))
             .collect();
-        let answer = shared.call(instance, Call::Reserve, items).await;
+        let call = if rng.random_bool(WAIT_SHARE) {
+            Call::WaitReserve
+        } else {
+            Call::Reserve
+        };
+        let answer = shared.call(instance, call, items).await;
         let held = match &answer {
             Some((200, body)) => granted(&shared, id, &resources, body),
             _ => Vec::new(),
@@ -755,9 +770,11 @@ pub async fn run(cfg: RunConfig) -> Outcome {
     let _ = writeln!(
         r,
         "load: {CLIENTS} clients ({} per instance) on {RESOURCES} resources, TTL {TTL_SECONDS} s; \
-         {:.0}% of reserves a batch of 2-{MAX_BATCH} items (each item its own grant)",
+         {:.0}% of reserves a batch of 2-{MAX_BATCH} items (each item its own grant), \
+         {:.0}% waiting in line up to 1 s",
         CLIENTS / INSTANCES,
-        100.0 * BATCH_SHARE
+        100.0 * BATCH_SHARE,
+        100.0 * WAIT_SHARE
     );
     let _ = writeln!(
         r,
@@ -773,11 +790,12 @@ pub async fn run(cfg: RunConfig) -> Outcome {
     let count = |call: Call| ops.iter().filter(|o| o.call == call).count();
     let _ = writeln!(
         r,
-        "calls by kind: {} reserve ({} of them batches), {} extend, {} unreserve",
+        "calls by kind: {} reserve ({} of them batches), {} waiting reserve, {} extend, {} unreserve",
         count(Call::Reserve),
         ops.iter()
             .filter(|o| o.call == Call::Reserve && o.items > 1)
             .count(),
+        count(Call::WaitReserve),
         count(Call::Extend),
         count(Call::Unreserve)
     );
