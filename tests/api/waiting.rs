@@ -815,7 +815,7 @@ async fn waiters_spread_over_instances_are_served_in_order() {
 }
 
 /// 200 waiters on one resource over two instances: each gets it exactly once,
-/// one at a time, with rising fencing tokens.
+/// one at a time, in the order they queued, with rising fencing tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_waiters_each_get_the_resource_once_without_overlap() {
     let (_redis, a, b, key) = two_instances().await;
@@ -825,9 +825,10 @@ async fn two_hundred_waiters_each_get_the_resource_once_without_overlap() {
     let mut tasks = Vec::new();
     for i in 0..200 {
         let base = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let key = key.clone();
+        let task_key = key.clone();
         let log = log.clone();
         tasks.push(tokio::spawn(async move {
+            let key = task_key;
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(90))
                 .build()
@@ -868,11 +869,12 @@ async fn two_hundred_waiters_each_get_the_resource_once_without_overlap() {
             .await;
             assert_eq!(released.results()[0]["status"], "UNRESERVED", "{released:?}");
         }));
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while queue_length_on(&a, &key, "hot").await < 200 {
-        assert!(Instant::now() < deadline, "200 waiters never queued");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // In line before the next one comes: the line's order is known.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queue_length_on(&a, &key, "hot").await < i as u64 + 1 {
+            assert!(Instant::now() < deadline, "waiter {i} never queued");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
     let r = post_on(
         &b,
@@ -886,7 +888,8 @@ async fn two_hundred_waiters_each_get_the_resource_once_without_overlap() {
         t.await.expect("a waiter failed");
     }
     // The log alternates grant, release, grant, release...: no two holders
-    // at once, every waiter once, fencing tokens rising.
+    // at once, every waiter once, in the order they queued (ticket order),
+    // fencing tokens rising.
     let log = log.lock().expect("log").clone();
     assert_eq!(log.len(), 400);
     let mut last_token = held.results()[0]["fencingToken"].as_u64().unwrap_or(0);
@@ -905,6 +908,11 @@ async fn two_hundred_waiters_each_get_the_resource_once_without_overlap() {
         assert!(*token > last_token, "fencing tokens rise");
         last_token = *token;
         assert!(seen.insert(who.clone()), "{who} granted twice");
+        assert_eq!(
+            *who,
+            format!("w{}", seen.len() - 1),
+            "granted in ticket order"
+        );
     }
     assert_eq!(seen.len(), 200);
 }
