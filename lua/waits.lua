@@ -10,7 +10,7 @@
 --                   deadlock)
 --   P W:<waiter>    string, the waiter: a MessagePack map
 --                   {lb = label, ll = locklock mark (as holds.lua's),
---                    tk = ticket, hb = heartbeat deadline ms,
+--                    tk = ticket, hb = heartbeat deadline ms, en = entered ms,
 --                    it = {{resource, requester, ttl ms, release token}...},
 --                    st = 0 waiting / 1 granted, rows = the grant's rows,
 --                    ik = {record key, fingerprint, retention ms} of its
@@ -69,7 +69,8 @@ local wl_granted = {}
 -- Grants waiter `w` every item, if it heads the line of each and all are free
 -- (a hold past its time counts as free and is retired here, EXPIRED first).
 -- The grant is the grant of reserve.lua: the hold, its indexes, its expiry
--- bucket, a fencing token above the tenant's mark, RESERVED.
+-- bucket, a fencing token above the tenant's mark, RESERVED; its rows add
+-- how long the waiter waited (ms).
 local function wl_try(p, wid, w, now_ms, now_us, ats)
   for _, it in ipairs(w.it) do
     local head = redis.call('ZRANGE', wl_line(p, it[1]), 0, 0)
@@ -104,7 +105,7 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
     redis.call('SET', key, cmsgpack.pack({tok, rq, lb, now_ms, ea, ft, k, w.ll or ''}), 'PXAT', num(ea + GRACE_MS))
     bucket_file(p, res, k, rq, lb, ea, ft)
     ev_emit('RESERVED', res, rq, lb, ats, num(ea), num(ft))
-    rows[i] = {1, now_ms, ea, ft, tok}
+    rows[i] = {1, now_ms, ea, ft, tok, now_ms - (w.en or now_ms)}
   end
   redis.call('HSET', p .. 't', 'hw', num(hw), 'n', num(held))
   wl_forget(p, wid, w)
@@ -182,6 +183,6 @@ local function wl_enter(p, wid, lb, ll, ik, items, now_ms, until_ms)
     places[i] = redis.call('ZRANK', line, wid) + 1
   end
   redis.call('ZADD', p .. 'wn', hb, wid)
-  wl_put(p, wid, {lb = lb, ll = ll, ik = ik, tk = tk, hb = hb, it = items, st = 0, rows = {}}, until_ms)
+  wl_put(p, wid, {lb = lb, ll = ll, ik = ik, tk = tk, hb = hb, en = now_ms, it = items, st = 0, rows = {}}, until_ms)
   return places
 end

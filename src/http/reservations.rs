@@ -250,12 +250,15 @@ pub async fn reserve(
                     reserved_at,
                     expires_at,
                     fencing_token,
+                    waited_ms,
                 } => ItemResult {
                     release_token: Some(release_token.as_str()),
                     reserved_at: Some(format_millis(*reserved_at)),
                     expires_at: Some(expires_at.map(format_millis)),
                     fencing_token: Some(*fencing_token),
-                    waited_ms: waited,
+                    // The store's count (a repeat answers the same), else
+                    // what this instance saw.
+                    waited_ms: waited_ms.or(waited),
                     ..item(ItemStatus::Reserved)
                 },
                 ReserveOutcome::AlreadyHeld {

@@ -155,6 +155,9 @@ pub enum ReserveOutcome {
         reserved_at: Millis,
         expires_at: Option<Millis>,
         fencing_token: u64,
+        /// A grant after a wait: how long the request waited in line (store
+        /// clock, entering to grant), so a repeat answers the same.
+        waited_ms: Option<Millis>,
     },
     /// Held (by `held_by`, empty when the resource is free but has a line),
     /// or free with waiters in line: no barging (contract section 12).

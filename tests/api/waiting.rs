@@ -722,6 +722,11 @@ async fn a_waiting_request_holds_its_idempotency_key(app: TestApp) {
     assert_eq!(again["status"], "RESERVED");
     assert_eq!(again["releaseToken"], res["releaseToken"]);
     assert_eq!(again["fencingToken"], res["fencingToken"]);
+    assert!(res["waitedMs"].is_u64(), "{res}");
+    assert_eq!(
+        replay.body, granted.body,
+        "the same body, waitedMs included"
+    );
     // A wait that ended without a grant leaves no record: its retry executes.
     let timed_out = wait_keyed(&app, "wait-2", "waitSeconds=1", one("k", "c"))
         .await

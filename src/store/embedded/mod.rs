@@ -239,6 +239,7 @@ impl TenantState {
             reserved_at: now_ms,
             expires_at,
             fencing_token: fencing,
+            waited_ms: None,
         }
     }
 

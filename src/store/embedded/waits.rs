@@ -27,6 +27,8 @@ pub(super) struct Waiter {
     locklock: Option<Option<String>>,
     ticket: u64,
     heartbeat_ms: Millis,
+    /// When it entered its lines.
+    entered_ms: Millis,
     /// When the record goes.
     until_ms: Millis,
     items: Vec<WaitItem>,
@@ -124,6 +126,7 @@ impl TenantState {
             locklock,
             ticket,
             heartbeat_ms: now_ms + HEARTBEAT_MS,
+            entered_ms: now_ms,
             until_ms: now_ms + wait_ms + KEEP_MS,
             items,
             granted: None,
@@ -166,6 +169,12 @@ impl TenantState {
                     now_us,
                     retain,
                 )
+            })
+            .map(|mut row| {
+                if let ReserveOutcome::Reserved { waited_ms, .. } = &mut row {
+                    *waited_ms = Some(now_ms.saturating_sub(w.entered_ms));
+                }
+                row
             })
             .collect();
         self.waits.unline(wid);

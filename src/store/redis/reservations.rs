@@ -36,11 +36,12 @@ pub(super) fn reserve_row(row: Value) -> StoreResult<ReserveOutcome> {
     let row = items(row)?;
     let held_by = |by: &Value| as_string(by).unwrap_or_default();
     match row.as_slice() {
-        [Value::Int(1), at, ea, ft, tok] => Ok(ReserveOutcome::Reserved {
+        [Value::Int(1), at, ea, ft, tok, waited @ ..] => Ok(ReserveOutcome::Reserved {
             release_token: token_of(tok)?,
             reserved_at: as_u64(at).ok_or_else(|| bad_reply("reserve"))?,
             expires_at: as_opt_millis(ea),
             fencing_token: as_u64(ft).ok_or_else(|| bad_reply("reserve"))?,
+            waited_ms: waited.first().and_then(as_u64),
         }),
         [Value::Int(0), by, ea, rest @ ..] => Ok(ReserveOutcome::AlreadyHeld {
             held_by: held_by(by),
@@ -662,7 +663,7 @@ impl Reservations for RedisStore {
                 .ok_or_else(|| bad_reply("lock"))?,
         };
         match items(row)?.as_slice() {
-            [Value::Int(1), _at, ea, ft, _tok] => done(LockOutcome::Acquired {
+            [Value::Int(1), _at, ea, ft, _tok, ..] => done(LockOutcome::Acquired {
                 expires_at: as_u64(ea).ok_or_else(|| bad_reply("lock"))?,
                 fencing_token: as_u64(ft).ok_or_else(|| bad_reply("lock"))?,
             }),
