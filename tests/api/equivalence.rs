@@ -218,34 +218,13 @@ async fn redis_and_embedded_stores_agree_step_by_step() {
 /// rather than one of them answering NOT_HELD.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
-    use cooplocker::domain::{ReleaseToken, Requester, Resource, TenantName, Tier, Ttl};
+    use cooplocker::domain::{ReleaseToken, Requester, Resource, Ttl};
     use cooplocker::store::{
-        embedded::EmbeddedStore, redis::RedisOptions, redis::RedisStore, BatchMode, Caller,
-        ExtendItem, ReleaseItem, ReserveItem, ReserveOutcome, Store, StoreError,
+        BatchMode, ExtendItem, ReleaseItem, ReserveItem, ReserveOutcome, StoreError,
     };
     let redis = crate::helpers::RedisServer::start();
-    let on_redis = RedisStore::connect(RedisOptions {
-        url: redis.url(),
-        op_timeout: std::time::Duration::from_millis(500),
-        events_retain: 100,
-    })
-    .await
-    .expect("redis store");
-    let stores: Vec<(&str, Box<dyn Store>)> = vec![
-        ("redis", Box::new(on_redis)),
-        ("embedded", Box::new(EmbeddedStore::new())),
-    ];
-    for (name, store) in stores {
-        let (tenant, _) = store
-            .create_tenant(&TenantName::parse("gone").expect("name"), Tier::Pro, None)
-            .await
-            .expect("tenant");
-        let caller = Caller {
-            tenant: tenant.id.clone(),
-            label: "default".into(),
-            quota: None,
-            idempotency: None,
-        };
+    for (name, store, caller) in crate::helpers::raw_stores(&redis, "gone").await {
+        let tenant_id = caller.tenant.clone();
         let resource = Resource::parse("r").expect("resource");
         let requester = Requester::parse("q").expect("requester");
         let got = store
@@ -263,7 +242,7 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
         let ReserveOutcome::Reserved { release_token, .. } = got.value[0].clone() else {
             panic!("{name}: not reserved");
         };
-        assert!(store.delete_tenant(&tenant.id).await.expect("delete"));
+        assert!(store.delete_tenant(&tenant_id).await.expect("delete"));
         let release = [ReleaseItem {
             resource: resource.clone(),
             requester: requester.clone(),

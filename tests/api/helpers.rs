@@ -601,3 +601,43 @@ macro_rules! every_topology {
         )*
     };
 }
+
+/// The two stores, driven directly (no HTTP): one on `redis`, one embedded,
+/// each with a fresh tenant `name` and an unmetered caller of it.
+pub async fn raw_stores(
+    redis: &RedisServer,
+    name: &str,
+) -> Vec<(
+    &'static str,
+    Box<dyn cooplocker::store::Store>,
+    cooplocker::store::Caller,
+)> {
+    use cooplocker::domain::{TenantName, Tier};
+    use cooplocker::store::{embedded::EmbeddedStore, redis::RedisOptions, redis::RedisStore};
+    let on_redis = RedisStore::connect(RedisOptions {
+        url: redis.url(),
+        op_timeout: Duration::from_millis(500),
+        events_retain: 100,
+    })
+    .await
+    .expect("redis store");
+    let stores: Vec<(&'static str, Box<dyn cooplocker::store::Store>)> = vec![
+        ("redis", Box::new(on_redis)),
+        ("embedded", Box::new(EmbeddedStore::new())),
+    ];
+    let mut out = Vec::new();
+    for (kind, store) in stores {
+        let (tenant, _) = store
+            .create_tenant(&TenantName::parse(name).expect("name"), Tier::Pro, None)
+            .await
+            .expect("tenant");
+        let caller = cooplocker::store::Caller {
+            tenant: tenant.id,
+            label: "default".into(),
+            quota: None,
+            idempotency: None,
+        };
+        out.push((kind, store, caller));
+    }
+    out
+}

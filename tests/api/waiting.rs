@@ -1045,35 +1045,14 @@ async fn atomic_batches_under_contention_never_leave_a_partial_hold() {
 /// (store level, so the crossing is deterministic), on both stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_that_crosses_a_disconnect_is_released_again() {
-    use cooplocker::domain::{Requester, Resource, TenantName, Tier, Ttl};
+    use cooplocker::domain::{Requester, Resource, Ttl};
     use cooplocker::store::{
-        embedded::EmbeddedStore, redis::RedisOptions, redis::RedisStore, BatchMode, Caller,
-        CheckOutcome, LeaveOutcome, ReleaseItem, ReserveItem, ReserveOutcome, Store, Wait,
+        BatchMode, CheckOutcome, LeaveOutcome, ReleaseItem, ReserveItem, ReserveOutcome, Wait,
         WaiterId,
     };
     let redis = RedisServer::start();
-    let on_redis = RedisStore::connect(RedisOptions {
-        url: redis.url(),
-        op_timeout: Duration::from_millis(500),
-        events_retain: 100,
-    })
-    .await
-    .expect("redis store");
-    let stores: Vec<(&str, Box<dyn Store>)> = vec![
-        ("redis", Box::new(on_redis)),
-        ("embedded", Box::new(EmbeddedStore::new())),
-    ];
-    for (name, store) in stores {
-        let (tenant, _) = store
-            .create_tenant(&TenantName::parse("cross").expect("name"), Tier::Pro, None)
-            .await
-            .expect("tenant");
-        let caller = Caller {
-            tenant: tenant.id.clone(),
-            label: "default".into(),
-            quota: None,
-            idempotency: None,
-        };
+    for (name, store, caller) in crate::helpers::raw_stores(&redis, "cross").await {
+        let tenant_id = caller.tenant.clone();
         let resource = Resource::parse("r").expect("resource");
         let item = |rq: &str| ReserveItem {
             resource: resource.clone(),
@@ -1129,7 +1108,7 @@ async fn a_grant_that_crosses_a_disconnect_is_released_again() {
         );
         // ...while its client is already gone: the grant is released again.
         let left = store
-            .wait_leave(&tenant.id, waiter, true)
+            .wait_leave(&tenant_id, waiter, true)
             .await
             .expect("leave");
         assert_eq!(left, LeaveOutcome::Released, "{name}");
