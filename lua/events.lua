@@ -8,7 +8,9 @@
 -- ev_open(streamKey, retain) first; ev_emit(...) per event; ev_close() last.
 -- The channel has the stream key's name. All values are strings; the message is
 -- a JSON array of {id, type, resource, requester, label, atMs, expiresAtMs or '',
--- fencingToken}.
+-- fencingToken, kind code}: the kind code of holds.lua ('' exclusive, 's'
+-- shared, the limit of a semaphore), stored in the stream as field `m` only
+-- when it is not ''.
 
 local ev_key, ev_retain, ev_out = nil, 0, {}
 
@@ -16,10 +18,17 @@ local function ev_open(key, retain)
   ev_key, ev_retain = key, retain
 end
 
-local function ev_emit(kind, res, rq, label, at, ea, ft)
-  local id = redis.call('XADD', ev_key, 'MAXLEN', '~', ev_retain, '*',
-    't', kind, 'r', res, 'q', rq, 'l', label, 'a', at, 'x', ea, 'f', ft)
-  ev_out[#ev_out + 1] = {id, kind, res, rq, label, at, ea, ft}
+local function ev_emit(kind, res, rq, label, at, ea, ft, kc)
+  local id
+  if kc and kc ~= '' then
+    id = redis.call('XADD', ev_key, 'MAXLEN', '~', ev_retain, '*',
+      't', kind, 'r', res, 'q', rq, 'l', label, 'a', at, 'x', ea, 'f', ft, 'm', kc)
+  else
+    kc = ''
+    id = redis.call('XADD', ev_key, 'MAXLEN', '~', ev_retain, '*',
+      't', kind, 'r', res, 'q', rq, 'l', label, 'a', at, 'x', ea, 'f', ft)
+  end
+  ev_out[#ev_out + 1] = {id, kind, res, rq, label, at, ea, ft, kc}
 end
 
 local function ev_close()

@@ -266,6 +266,81 @@ pub struct Holding {
     pub expires_at: Option<Millis>,
     pub fencing_token: u64,
     pub api_key_label: String,
+    /// What kind of hold it is (contract section 15).
+    pub kind: Kind,
+}
+
+/// The most permits a semaphore may have, and the most shared holders one
+/// resource may have at once (contract section 15).
+pub const MAX_HOLDERS: u16 = 10_000;
+
+/// The kind of a hold (contract section 15). Exclusive and shared are the two
+/// modes of one read-write lock; a semaphore admits `limit` holders that ask
+/// for the same `limit`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Kind {
+    #[default]
+    Exclusive,
+    Shared,
+    /// A semaphore of this many permits (1..=MAX_HOLDERS).
+    Semaphore(u16),
+}
+
+impl Kind {
+    /// The wire name of its mode: `exclusive`, `shared` or `semaphore`.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Self::Exclusive => "exclusive",
+            Self::Shared => "shared",
+            Self::Semaphore(_) => "semaphore",
+        }
+    }
+
+    /// The semaphore's permits, `None` for the lock modes.
+    pub fn limit(self) -> Option<u16> {
+        match self {
+            Self::Semaphore(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Whether a resource may have more than one holder of this kind.
+    pub fn is_multi(self) -> bool {
+        !matches!(self, Self::Exclusive)
+    }
+
+    /// The most holders of this kind one resource may have at once.
+    pub fn capacity(self) -> usize {
+        match self {
+            Self::Exclusive => 1,
+            Self::Shared => usize::from(MAX_HOLDERS),
+            Self::Semaphore(n) => usize::from(n),
+        }
+    }
+
+    /// The kind's code in the store's records and events (Lua and the
+    /// embedded store alike): `""` exclusive, `"s"` shared, the limit in
+    /// decimal for a semaphore.
+    pub fn code(self) -> String {
+        match self {
+            Self::Exclusive => String::new(),
+            Self::Shared => "s".into(),
+            Self::Semaphore(n) => n.to_string(),
+        }
+    }
+
+    /// The kind of a code written by [`Kind::code`]; `None` for anything else.
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code {
+            "" => Some(Self::Exclusive),
+            "s" => Some(Self::Shared),
+            n => n
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (1..=MAX_HOLDERS).contains(n))
+                .map(Self::Semaphore),
+        }
+    }
 }
 
 /// A tenant as the admin API shows it.

@@ -103,6 +103,8 @@ pub struct Event {
     /// for the other kinds. `None` when it has no TTL.
     pub expires_at: Option<Millis>,
     pub fencing_token: u64,
+    /// The kind of the hold it is about (contract section 15).
+    pub hold: crate::domain::Kind,
 }
 
 /// The `data` of one Server-Sent Event (its `id:` is `id`, its `event:` is
@@ -126,6 +128,13 @@ pub struct EventData<'a> {
     #[schema(format = DateTime, required = true)]
     pub expires_at: Option<String>,
     pub fencing_token: u64,
+    /// `exclusive`, `shared` or `semaphore` (contract section 15).
+    #[schema(pattern = "^(exclusive|shared|semaphore)$")]
+    pub mode: &'static str,
+    /// The semaphore's permits (only with `"mode":"semaphore"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub limit: Option<u16>,
 }
 
 impl Event {
@@ -140,6 +149,8 @@ impl Event {
             at: format_millis(self.at),
             expires_at: self.expires_at.map(format_millis),
             fencing_token: self.fencing_token,
+            mode: self.hold.mode(),
+            limit: self.hold.limit(),
         })
         .unwrap_or_default()
     }
@@ -253,6 +264,7 @@ mod tests {
             at: 0,
             expires_at: None,
             fencing_token: 1,
+            hold: crate::domain::Kind::Exclusive,
         }
     }
 

@@ -12,7 +12,7 @@ use super::wire::{
     ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, ReserveParams, Results,
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
-use crate::domain::{format_millis, ReleaseToken, Requester, Resource, Ttl};
+use crate::domain::{format_millis, Kind, ReleaseToken, Requester, Resource, Ttl, MAX_HOLDERS};
 use crate::state::AppState;
 use crate::store::{
     BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome, ListQuery,
@@ -20,6 +20,7 @@ use crate::store::{
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
+use serde_json::Value;
 
 /// A 200 with the `RateLimit-*` headers of the request (and
 /// `Idempotent-Replayed` for a repeat's answer).
@@ -111,6 +112,49 @@ fn parse_ttl(f: &mut Fields, required: bool) -> Option<Option<Ttl>> {
     }
 }
 
+/// The kind of a reserve item (contract section 15): `"limit":N` a semaphore
+/// of N permits, `"mode":"shared"` a read lock, neither (or `"mode":
+/// "exclusive"`) an exclusive lock; both at once is a problem.
+fn parse_kind(f: &mut Fields) -> Option<Kind> {
+    let mode = f.raw("mode");
+    let limit = f.raw("limit");
+    let limit_problem = "must be an integer from 1 to 10000 (a semaphore's permits)";
+    match (mode, limit) {
+        (Some(_), Some(_)) => {
+            f.problem(
+                "limit",
+                "cannot be given with mode (limit makes a semaphore; mode is for locks)",
+            );
+            None
+        }
+        (None, None) => Some(Kind::Exclusive),
+        (Some(Value::String(m)), None) if m == "shared" => Some(Kind::Shared),
+        (Some(Value::String(m)), None) if m == "exclusive" => Some(Kind::Exclusive),
+        (Some(_), None) => {
+            f.problem(
+                "mode",
+                "must be \"shared\" or \"exclusive\" (leave it out for an exclusive lock)",
+            );
+            None
+        }
+        (None, Some(Value::Number(n))) => {
+            let kind = n
+                .as_u64()
+                .filter(|n| (1..=u64::from(MAX_HOLDERS)).contains(n))
+                .and_then(|n| u16::try_from(n).ok())
+                .map(Kind::Semaphore);
+            if kind.is_none() {
+                f.problem("limit", limit_problem);
+            }
+            kind
+        }
+        (None, Some(_)) => {
+            f.problem("limit", limit_problem);
+            None
+        }
+    }
+}
+
 /// Counts a batch's per-item statuses in the metrics (one increment per status).
 fn record(op: &'static str, results: &[ItemResult]) {
     count_statuses(op, results.iter().map(|r| r.status.as_str()));
@@ -143,23 +187,30 @@ pub async fn reserve(
         &req,
         &body,
         &state,
-        &["requester", "resource", "ttlSeconds"],
+        &["requester", "resource", "ttlSeconds", "mode", "limit"],
         |f| {
             let requester = f.string("requester", Requester::parse);
             let resource = f.string("resource", Resource::parse);
             let ttl = parse_ttl(f, false);
-            Some(wire::ReserveItem {
-                requester: requester?,
-                resource: resource?,
-                ttl_seconds: ttl?,
-            })
+            let kind = parse_kind(f);
+            Some((
+                wire::ReserveItem {
+                    requester: requester?,
+                    resource: resource?,
+                    ttl_seconds: ttl?,
+                    mode: None,
+                    limit: None,
+                },
+                kind?,
+            ))
         },
     )?
     .into_iter()
-    .map(|it| ReserveItem {
+    .map(|(it, kind)| ReserveItem {
         requester: it.requester,
         resource: it.resource,
         ttl: it.ttl_seconds,
+        kind,
     })
     .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
@@ -225,6 +276,7 @@ pub async fn reserve(
                         Some(it.requester.as_str()),
                         ItemStatus::TimedOut,
                     )
+                    .kind(it.kind)
                 }
             })
             .collect::<Vec<_>>();
@@ -259,23 +311,30 @@ pub async fn reserve(
                     // The store's count (a repeat answers the same), else
                     // what this instance saw.
                     waited_ms: waited_ms.or(waited),
-                    ..item(ItemStatus::Reserved)
+                    ..item(ItemStatus::Reserved).kind(it.kind)
                 },
                 ReserveOutcome::AlreadyHeld {
                     held_by,
                     expires_at,
                     queue_length,
+                    holders,
+                    available,
                 } => ItemResult {
                     // A free resource with a line has no holder.
                     held_by: Some(held_by.as_str()).filter(|h| !h.is_empty()),
                     expires_at: Some(expires_at.map(format_millis)),
                     queue_length: Some(*queue_length).filter(|q| *q > 0),
-                    ..item(ItemStatus::AlreadyHeld)
+                    holders: Some(wire::Holders::Count(*holders)),
+                    available: *available,
+                    ..item(ItemStatus::AlreadyHeld).kind(it.kind)
                 },
-                ReserveOutcome::Aborted => item(ItemStatus::Aborted),
+                ReserveOutcome::LimitMismatch { kind } => {
+                    item(ItemStatus::LimitMismatch).kind(*kind)
+                }
+                ReserveOutcome::Aborted => item(ItemStatus::Aborted).kind(it.kind),
                 // A wait that ended returned above; a queued answer is never
                 // sent.
-                ReserveOutcome::Queued { .. } => item(ItemStatus::TimedOut),
+                ReserveOutcome::Queued { .. } => item(ItemStatus::TimedOut).kind(it.kind),
             }
         })
         .collect::<Vec<_>>();
@@ -435,6 +494,39 @@ pub async fn check(
                 r.expires_at = Some(h.expires_at.map(format_millis));
                 r.fencing_token = Some(h.fencing_token);
                 r.queue_length = Some(*waiting).filter(|q| *q > 0);
+                r.kind(h.kind)
+            }
+            CheckOutcome::Holders {
+                kind,
+                holders,
+                queue_length,
+            } => {
+                // heldBy-like fields are the oldest holder's; the list has all.
+                let oldest = holders.first();
+                let mut r = ItemResult::new(
+                    res.as_str(),
+                    oldest.map(|h| h.requester.as_str()),
+                    ItemStatus::Held,
+                )
+                .kind(*kind);
+                r.reserved_at = oldest.map(|h| format_millis(h.reserved_at));
+                r.expires_at = oldest.map(|h| h.expires_at.map(format_millis));
+                r.fencing_token = oldest.map(|h| h.fencing_token);
+                r.queue_length = Some(*queue_length).filter(|q| *q > 0);
+                r.available = kind
+                    .limit()
+                    .map(|l| u64::from(l).saturating_sub(holders.len() as u64));
+                r.holders = Some(wire::Holders::List(
+                    holders
+                        .iter()
+                        .map(|h| wire::Holder {
+                            requester: h.requester.clone(),
+                            reserved_at: format_millis(h.reserved_at),
+                            expires_at: h.expires_at.map(format_millis),
+                            fencing_token: h.fencing_token,
+                        })
+                        .collect(),
+                ));
                 r
             }
             CheckOutcome::Free(waiting) => ItemResult {

@@ -8,8 +8,8 @@ pub mod redis;
 pub mod topology;
 
 use crate::domain::{
-    ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Millis, Principal, ReleaseToken, Requester,
-    Resource, Tenant, TenantId, TenantName, Tier, Ttl,
+    ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Kind, Millis, Principal, ReleaseToken,
+    Requester, Resource, Tenant, TenantId, TenantName, Tier, Ttl,
 };
 use crate::events::{EventId, History, Live};
 use async_trait::async_trait;
@@ -146,6 +146,8 @@ pub struct ReserveItem {
     pub resource: Resource,
     pub requester: Requester,
     pub ttl: Option<Ttl>,
+    /// Exclusive, shared or a semaphore (contract section 15).
+    pub kind: Kind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,11 +163,20 @@ pub enum ReserveOutcome {
     },
     /// Held (by `held_by`, empty when the resource is free but has a line),
     /// or free with waiters in line: no barging (contract section 12).
+    /// With several holders, `held_by` and `expires_at` are the oldest
+    /// holder's (lowest fencing token); `holders` counts the live holders and
+    /// `available` is `Some(0)` for a full semaphore (contract section 15).
     AlreadyHeld {
         held_by: String,
         expires_at: Option<Millis>,
         queue_length: u64,
+        holders: u64,
+        available: Option<u64>,
     },
+    /// The resource is held as another kind (a lock for a semaphore request,
+    /// a semaphore for a lock request, or a semaphore of another limit):
+    /// `kind` is the current holders'. Nothing changed.
+    LimitMismatch { kind: Kind },
     /// All or nothing: another item failed, so nothing was done.
     Aborted,
     /// Waiting: the request is in the resource's line at `place` (1 = next).
@@ -307,8 +318,15 @@ pub enum ExtendOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckOutcome {
-    /// Held, with how many wait in its line.
+    /// Held exclusively, with how many wait in its line.
     Held(Holding, u64),
+    /// Held as shared or semaphore: its live holders (oldest first, by
+    /// fencing token), with how many wait in its line.
+    Holders {
+        kind: Kind,
+        holders: Vec<Holding>,
+        queue_length: u64,
+    },
     /// Free, with how many wait in its line (a multi-item waiter at its head
     /// may be waiting for its other resources).
     Free(u64),

@@ -234,6 +234,7 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
                     resource: resource.clone(),
                     requester: requester.clone(),
                     ttl: None,
+                    kind: cooplocker::domain::Kind::Exclusive,
                 }],
                 BatchMode::default(),
             )
@@ -258,6 +259,7 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
             resource,
             requester,
             ttl: None,
+            kind: cooplocker::domain::Kind::Exclusive,
         }];
         assert!(
             matches!(

@@ -1058,6 +1058,7 @@ async fn a_grant_that_crosses_a_disconnect_is_released_again() {
             resource: resource.clone(),
             requester: Requester::parse(rq).expect("requester"),
             ttl: Some(Ttl::from_seconds(30).expect("ttl")),
+            kind: cooplocker::domain::Kind::Exclusive,
         };
         let held = store
             .reserve(&caller, &[item("holder")], BatchMode::default())

@@ -1,6 +1,6 @@
 //! The Coop Locker reservation endpoints: batch items, their results, the listing.
 
-use crate::domain::{format_millis, Holding, ReleaseToken, Requester, Resource, Ttl};
+use crate::domain::{format_millis, Holding, Kind, ReleaseToken, Requester, Resource, Ttl};
 use serde::Serialize;
 use std::borrow::Cow;
 use utoipa::openapi::schema::ArrayBuilder;
@@ -21,6 +21,22 @@ pub struct ReserveItem {
     pub resource: Resource,
     /// Absent or null: no expiry.
     pub ttl_seconds: Option<Ttl>,
+    /// `shared`: a read lock (any number of shared holders, no exclusive
+    /// one). Absent or `exclusive`: an exclusive lock. Not with `limit`.
+    #[schema(nullable = false)]
+    pub mode: Option<LockMode>,
+    /// A semaphore of this many permits (each holder takes one). Not with
+    /// `mode`.
+    #[schema(minimum = 1, maximum = 10000, nullable = false)]
+    pub limit: Option<u16>,
+}
+
+/// The lock modes a reserve item may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    Exclusive,
+    Shared,
 }
 
 /// One item of an unreserve batch.
@@ -180,6 +196,9 @@ pub enum ItemStatus {
     Free,
     /// All or nothing: another item failed, so this one was not done.
     Aborted,
+    /// The resource is held as another kind (a lock, a semaphore, or a
+    /// semaphore of another limit); `mode` and `limit` describe its holders.
+    LimitMismatch,
     /// Not granted within `waitSeconds`: nothing is held, the request left
     /// every line.
     TimedOut,
@@ -197,6 +216,7 @@ impl ItemStatus {
             Self::Held => "HELD",
             Self::Free => "FREE",
             Self::Aborted => "ABORTED",
+            Self::LimitMismatch => "LIMIT_MISMATCH",
             Self::TimedOut => "TIMED_OUT",
         }
     }
@@ -247,6 +267,46 @@ pub struct ItemResult<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub reason: Option<&'static str>,
+    /// The kind of hold: `exclusive`, `shared` or `semaphore`. On reserve
+    /// results the item's own kind, except LIMIT_MISMATCH: the current
+    /// holders' kind. On HELD: the holders' kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = "^(exclusive|shared|semaphore)$")]
+    pub mode: Option<&'static str>,
+    /// With `"mode":"semaphore"`: its permits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1, maximum = 10000)]
+    pub limit: Option<u16>,
+    /// ALREADY_HELD: how many hold the resource now. HELD of a shared or
+    /// semaphore resource: the holders, oldest (lowest fencing token) first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub holders: Option<Holders>,
+    /// Held as a semaphore: permits left (`limit` minus the holders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub available: Option<u64>,
+}
+
+/// `holders`: a count on ALREADY_HELD, the list on HELD.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Holders {
+    Count(u64),
+    List(Vec<Holder>),
+}
+
+/// One holder of a shared or semaphore resource (check).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Holder {
+    pub requester: String,
+    #[schema(format = DateTime)]
+    pub reserved_at: String,
+    /// Null when the hold has no TTL.
+    #[schema(format = DateTime, required = true)]
+    pub expires_at: Option<String>,
+    pub fencing_token: u64,
 }
 
 impl<'a> ItemResult<'a> {
@@ -264,7 +324,18 @@ impl<'a> ItemResult<'a> {
             queue_length: None,
             queue_position: None,
             reason: None,
+            mode: None,
+            limit: None,
+            holders: None,
+            available: None,
         }
+    }
+
+    /// Names the kind of hold (`mode`, and `limit` for a semaphore).
+    pub fn kind(mut self, kind: Kind) -> Self {
+        self.mode = Some(kind.mode());
+        self.limit = kind.limit();
+        self
     }
 }
 
@@ -333,6 +404,13 @@ pub struct Reservation<'a> {
     pub expires_at: Option<String>,
     pub fencing_token: u64,
     pub api_key_label: &'a str,
+    /// `exclusive`, `shared` or `semaphore`.
+    #[schema(pattern = "^(exclusive|shared|semaphore)$")]
+    pub mode: &'static str,
+    /// With `"mode":"semaphore"`: its permits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1, maximum = 10000)]
+    pub limit: Option<u16>,
 }
 
 impl<'a> From<&'a Holding> for Reservation<'a> {
@@ -344,6 +422,8 @@ impl<'a> From<&'a Holding> for Reservation<'a> {
             expires_at: h.expires_at.map(format_millis),
             fencing_token: h.fencing_token,
             api_key_label: &h.api_key_label,
+            mode: h.kind.mode(),
+            limit: h.kind.limit(),
         }
     }
 }

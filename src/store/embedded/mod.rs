@@ -20,8 +20,8 @@ use super::{
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId,
-    KeyScope, Millis, Principal, ReleaseToken, Requester, Resource, Tenant, TenantId, TenantName,
-    Tier,
+    KeyScope, Kind, Millis, Principal, ReleaseToken, Requester, Resource, Tenant, TenantId,
+    TenantName, Tier,
 };
 use crate::events::{Event, EventId, EventKind, History, Live};
 use async_trait::async_trait;
@@ -118,6 +118,7 @@ impl Lock {
             expires_at: self.expires_at,
             fencing_token: self.fencing,
             api_key_label: self.label.clone(),
+            kind: Kind::Exclusive,
         })
     }
 }
@@ -178,6 +179,7 @@ impl TenantState {
             at: now_ms,
             expires_at: lock.expires_at,
             fencing_token: lock.fencing,
+            hold: Kind::Exclusive,
         };
         self.events.push_back(event.clone());
         while self.events.len() > retain {
@@ -263,11 +265,15 @@ impl TenantState {
                 held_by: held.requester.clone(),
                 expires_at: held.expires_at,
                 queue_length,
+                holders: 1,
+                available: None,
             }),
             None if queue_length > 0 => Some(ReserveOutcome::AlreadyHeld {
                 held_by: String::new(),
                 expires_at: None,
                 queue_length,
+                holders: 0,
+                available: None,
             }),
             None => None,
         }
@@ -399,6 +405,8 @@ impl EmbeddedStore {
                         held_by: it.requester.as_str().to_string(),
                         expires_at: it.ttl.map(|t| now_ms + t.millis()),
                         queue_length: 0,
+                        holders: 1,
+                        available: None,
                     };
                     taken.insert(res, by_it);
                     None

@@ -320,6 +320,7 @@ impl EmbeddedStore {
             resource: req.resource.clone(),
             requester: req.requester.clone(),
             ttl: Some(req.ttl),
+            kind: Kind::Exclusive,
         };
         let caps = (req.max_held, req.max_per_requester);
         let outcome = match self.reserve_sync(
@@ -347,7 +348,9 @@ impl EmbeddedStore {
                 expires_at: expires_at.unwrap_or(0),
                 fencing_token,
             },
-            ReserveOutcome::AlreadyHeld { .. } | ReserveOutcome::Aborted => LockOutcome::Locked,
+            ReserveOutcome::AlreadyHeld { .. }
+            | ReserveOutcome::LimitMismatch { .. }
+            | ReserveOutcome::Aborted => LockOutcome::Locked,
             ReserveOutcome::Queued { .. } => LockOutcome::Queued,
         })
     }

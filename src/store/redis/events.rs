@@ -4,7 +4,7 @@
 
 use super::replies::{as_string, as_u64, bad_reply, items};
 use super::{keys, scripts, subscriber, RedisStore};
-use crate::domain::TenantId;
+use crate::domain::{Kind, TenantId};
 use crate::events::{Event, EventId, EventKind, History, Live};
 use crate::store::{EventLog, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -31,6 +31,7 @@ fn stream_event(row: Value) -> Option<Event> {
         at: get("a")?.parse().ok()?,
         expires_at: get("x")?.parse().ok(),
         fencing_token: get("f")?.parse().ok()?,
+        hold: Kind::from_code(&get("m").unwrap_or_default())?,
     })
 }
 

@@ -1,7 +1,7 @@
 //! Reading script replies into domain values, and telling the store's
 //! conditions (unreachable, loading, out of memory, failing over) from bugs.
 
-use crate::domain::{Holding, Millis, Resource};
+use crate::domain::{Holding, Kind, Millis, Resource};
 use crate::store::{Caller, Metered, RateDecision, StoreError, StoreResult};
 use redis::Value;
 
@@ -181,7 +181,8 @@ pub fn bad_reply(what: &str) -> StoreError {
 }
 
 /// A hold as check.lua and list.lua return it:
-/// requester, reservedAt, expiresAt or -1, fencingToken, label.
+/// requester, reservedAt, expiresAt or -1, fencingToken, label, and the kind
+/// code (`Kind::code`; left out: exclusive).
 pub fn holding(resource: Resource, parts: &[Value]) -> Option<Holding> {
     Some(Holding {
         resource,
@@ -190,5 +191,9 @@ pub fn holding(resource: Resource, parts: &[Value]) -> Option<Holding> {
         expires_at: as_opt_millis(parts.get(2)?),
         fencing_token: as_u64(parts.get(3)?)?,
         api_key_label: parts.get(4).and_then(as_string).unwrap_or_default(),
+        kind: match parts.get(5) {
+            Some(kc) => Kind::from_code(&as_string(kc)?)?,
+            None => Kind::Exclusive,
+        },
     })
 }

@@ -3,7 +3,7 @@
 
 use super::replies::{self, as_i64, as_opt_millis, as_string, as_u64, bad_reply, items};
 use super::{keys, scripts, RedisStore};
-use crate::domain::{ReleaseToken, Resource, TenantId};
+use crate::domain::{Kind, ReleaseToken, Resource, TenantId};
 use crate::store::{
     BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome,
     LeaveOutcome, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Quota, ReleaseByName,
@@ -47,6 +47,14 @@ pub(super) fn reserve_row(row: Value) -> StoreResult<ReserveOutcome> {
             held_by: held_by(by),
             expires_at: as_opt_millis(ea),
             queue_length: rest.first().and_then(as_u64).unwrap_or(0),
+            holders: rest.get(1).and_then(as_u64).unwrap_or(0),
+            // -1: the holders are no semaphore.
+            available: rest.get(2).and_then(as_u64),
+        }),
+        [Value::Int(5), kc] => Ok(ReserveOutcome::LimitMismatch {
+            kind: as_string(kc)
+                .and_then(|c| Kind::from_code(&c))
+                .ok_or_else(|| bad_reply("reserve"))?,
         }),
         [Value::Int(3)] => Ok(ReserveOutcome::Aborted),
         [Value::Int(4), place, by, ea] => Ok(ReserveOutcome::Queued {
@@ -667,7 +675,9 @@ impl Reservations for RedisStore {
                 expires_at: as_u64(ea).ok_or_else(|| bad_reply("lock"))?,
                 fencing_token: as_u64(ft).ok_or_else(|| bad_reply("lock"))?,
             }),
-            [Value::Int(0), ..] => done(LockOutcome::Locked),
+            // Held, or held by shared or semaphore holders (a locklock lock
+            // is exclusive and never waits behind those: contract section 15).
+            [Value::Int(0), ..] | [Value::Int(5), ..] => done(LockOutcome::Locked),
             [Value::Int(4), ..] => done(LockOutcome::Queued),
             _ => Err(bad_reply("lock")),
         }

@@ -46,11 +46,12 @@ pub fn monotonic_ms() -> u64 {
 }
 
 /// Decodes one published message: a JSON array of
-/// `[id, type, resource, requester, label, atMs, expiresAtMs or "", fencingToken]`.
+/// `[id, type, resource, requester, label, atMs, expiresAtMs or "", fencingToken,
+/// kind code]` (the kind code of `Kind::code`).
 fn live_events(payload: &[u8]) -> Option<Vec<Event>> {
-    let rows: Vec<[String; 8]> = serde_json::from_slice(payload).ok()?;
+    let rows: Vec<[String; 9]> = serde_json::from_slice(payload).ok()?;
     rows.into_iter()
-        .map(|[id, kind, resource, requester, label, at, ea, ft]| {
+        .map(|[id, kind, resource, requester, label, at, ea, ft, kc]| {
             Some(Event {
                 id: EventId::parse(&id)?,
                 kind: EventKind::parse(&kind)?,
@@ -60,6 +61,7 @@ fn live_events(payload: &[u8]) -> Option<Vec<Event>> {
                 at: at.parse().ok()?,
                 expires_at: ea.parse().ok(),
                 fencing_token: ft.parse().ok()?,
+                hold: crate::domain::Kind::from_code(&kc)?,
             })
         })
         .collect()
