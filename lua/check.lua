@@ -5,8 +5,11 @@
 -- KEYS[i]  P h:<resource> for each item i
 --
 -- Returns one array per item: {1, requester, reservedAtMs, expiresAtMs or -1,
--- fencingToken, apiKeyLabel, queueLength} when held, {0, queueLength} when
--- free (queueLength: the waiters in the resource's line, waits.lua).
+-- fencingToken, apiKeyLabel, queueLength} when held exclusively, {2, kind
+-- code, queueLength, {{requester, reservedAtMs, expiresAtMs or -1,
+-- fencingToken, apiKeyLabel}...}} when held shared or as a semaphore (the live
+-- holders, oldest first), {0, queueLength} when free (queueLength: the
+-- waiters in the resource's line, waits.lua).
 
 local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
@@ -25,8 +28,15 @@ for i = 1, #KEYS do
   if lines then
     qlen = redis.call('ZCARD', p .. 'w:' .. string.sub(KEYS[i], #p + 3))
   end
-  if hold_live(h, now_ms) then
+  local hk, live = holders(h, now_ms)
+  if hk == '' then
     out[i] = {1, h.rq, h.at, h.ea == 0 and -1 or h.ea, h.ft, h.lb, qlen}
+  elseif hk then
+    local rows = {}
+    for j, x in ipairs(live) do
+      rows[j] = {x.rq, x.at, x.ea == 0 and -1 or x.ea, x.ft, x.lb}
+    end
+    out[i] = {2, hk, qlen, rows}
   else
     out[i] = {0, qlen}
   end

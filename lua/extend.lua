@@ -26,20 +26,26 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
 
--- What an item would answer (extending never changes another item's answer).
-local function verdict(i, h)
-  if not hold_live(h, now_ms) then
-    return {0}
-  elseif h.rq ~= ARGV[4 * i + 2] or h.tok ~= ARGV[4 * i + 3] then
-    return {2}
+-- The live hold of record `h` that item i names (by requester and release
+-- token), or the item's answer: {0} NOT_HELD (no live holder), {2}
+-- INVALID_TOKEN. Extending never changes another item's answer.
+local function find(i, h)
+  local _, live = holders(h, now_ms)
+  local rq, tok = ARGV[4 * i + 2], ARGV[4 * i + 3]
+  for _, x in ipairs(live) do
+    if x.rq == rq and x.tok == tok then
+      return x, nil
+    end
   end
+  return nil, #live > 0 and {2} or {0}
 end
 
 if ARGV[4] == '1' then
   local rows, failed = {}, false
   for i = 1, n do
-    rows[i] = verdict(i, hold_decode(redis.call('GET', KEYS[2 + i])))
-    failed = failed or rows[i] ~= nil
+    local _, row = find(i, hold_decode(redis.call('GET', KEYS[2 + i])))
+    rows[i] = row
+    failed = failed or row ~= nil
   end
   if failed then
     idem_keep = {all_or_nothing(rows, n, {3}), 0}
@@ -54,9 +60,19 @@ for i = 1, n do
   local a = 4 * i + 1
   local res, rq, ttl = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 3])
   local h = hold_decode(redis.call('GET', key))
-  local failed = verdict(i, h)
+  local x, failed = find(i, h)
   if failed then
     out[i] = failed
+  elseif h.g then
+    local kc = kind_code(h.g)
+    local m = member_of(res, x, true)
+    bucket_rem(p, m, x)
+    x.ea = now_ms + ttl
+    x.k = bucket_slot(p, x.ea, n - i + 1)
+    bucket_file(p, m, x.k, x.rq, x.lb, x.ea, x.ft, kc)
+    group_save(key, kc, h.hs)
+    ev_emit('EXTENDED', res, rq, label, ats, num(x.ea), num(x.ft), kc)
+    out[i] = {1, x.ea}
   else
     bucket_rem(p, res, h)
     h.ea = now_ms + ttl

@@ -15,10 +15,15 @@
 --                  expiresAt on (every script compares with TIME); the key
 --                  itself stays a while so the next reserve can still announce
 --                  its EXPIRED first, and the sweeper deletes it.
+--                  Or, for shared holds and semaphores, a group: {code, hold,
+--                  hold, ...} (code -1 shared, L a semaphore of L), each hold
+--                  the array above, in fencing order (docs/design/kinds.md).
 --   P i / P q      paged sets (pages.lua): listing by resource, and by
---                  requester (`<requester>\0<resource>`)
+--                  requester (`<requester>\0<resource>`); a hold of a group
+--                  is `<resource>\0<fencing token, 17 digits>` in both
 --   P x:<s>:<k>    hash resource -> MessagePack {requester, label, expiresAtMs,
---                  fencingToken}: the holds whose expiresAt falls in second s,
+--                  fencingToken} (a hold of a group: `<resource>\0<token>` ->
+--                  the same and its kind code): the holds whose expiresAt falls in second s,
 --                  at most BUCKET (32) entries per k (so it stays a listpack); what
 --                  EXPIRED needs survives the hold key
 --   P xc           hash second -> slots handed out in that second's buckets
@@ -30,13 +35,29 @@
 
 local GRACE_MS = 600000
 local BUCKET = 32
+-- The most shared holders of one resource (a semaphore's limit is at most this).
+local MAX_HOLDERS = 10000
 
+local function hold_of(h)
+  return {tok = h[1], rq = h[2], lb = h[3], at = h[4], ea = h[5], ft = h[6], k = h[7], ll = h[8]}
+end
+
+-- The record of a resource: an exclusive hold, or a group (contract section
+-- 15, docs/design/kinds.md) `{g = code, hs = {hold, ...}}` — code -1 for
+-- shared holds, L for a semaphore of L permits — its holds in fencing order.
 local function hold_decode(raw)
   if not raw then
     return nil
   end
   local h = cmsgpack.unpack(raw)
-  return {tok = h[1], rq = h[2], lb = h[3], at = h[4], ea = h[5], ft = h[6], k = h[7], ll = h[8]}
+  if type(h[1]) == 'number' then
+    local hs = {}
+    for i = 2, #h do
+      hs[i - 1] = hold_of(h[i])
+    end
+    return {g = h[1], hs = hs}
+  end
+  return hold_of(h)
 end
 
 local function hold_encode(h)
@@ -92,14 +113,18 @@ local bucket_pending = {}
 -- k, see bucket_slot), to be written by bucket_flush(). Only what EXPIRED
 -- needs, not the whole hold record: an entry must stay within the 64 bytes of
 -- a listpack value (hash-max-listpack-value) for the bucket to stay compact.
-local function bucket_file(p, res, k, rq, lb, ea, ft)
+local function bucket_file(p, res, k, rq, lb, ea, ft, kc)
   local bk = bucket_key(p, ea, k)
   local entries = bucket_pending[bk]
   if not entries then
     entries = {}
     bucket_pending[bk] = entries
   end
-  entries[res] = cmsgpack.pack({rq, lb, ea, ft})
+  if kc then
+    entries[res] = cmsgpack.pack({rq, lb, ea, ft, kc})
+  else
+    entries[res] = cmsgpack.pack({rq, lb, ea, ft})
+  end
 end
 
 -- Files a hold with a TTL in its expiry bucket; `wanted` is how many more
@@ -184,4 +209,207 @@ local function all_or_nothing(rows, n, aborted)
     rows[i] = rows[i] or aborted
   end
   return rows
+end
+
+-- Semaphores and shared locks (contract section 15; docs/design/kinds.md).
+-- A kind code is '' (exclusive), 's' (shared) or a semaphore's limit in
+-- decimal. A hold of a group is named `<resource>\0<fencing token, 17
+-- digits>` in the indexes and the expiry buckets, so members sort by resource,
+-- then by token.
+
+local function kind_code(g)
+  if g == -1 then
+    return 's'
+  end
+  return num(g)
+end
+
+local function group_num(kc)
+  if kc == 's' then
+    return -1
+  end
+  return tonumber(kc)
+end
+
+local function member_of(res, h, grouped)
+  if grouped then
+    return res .. '\0' .. string.format('%017d', h.ft)
+  end
+  return res
+end
+
+-- The holders of a record now: their kind code (nil when none) and the live
+-- holds, oldest first.
+local function holders(h, now_ms)
+  if not h then
+    return nil, {}
+  end
+  if h.g then
+    local live = {}
+    for _, x in ipairs(h.hs) do
+      if hold_live(x, now_ms) then
+        live[#live + 1] = x
+      end
+    end
+    if #live == 0 then
+      return nil, live
+    end
+    return kind_code(h.g), live
+  end
+  if hold_live(h, now_ms) then
+    return '', {h}
+  end
+  return nil, {}
+end
+
+-- Whether a request of kind `kc` may join `n` holders of kind `hk`: 'ok',
+-- 'held' (ALREADY_HELD) or 'mismatch' (LIMIT_MISMATCH).
+local function join(hk, n, kc)
+  if n == 0 then
+    return 'ok'
+  elseif hk == '' then
+    if kc == '' or kc == 's' then
+      return 'held'
+    end
+    return 'mismatch'
+  elseif hk == 's' then
+    if kc == 's' then
+      return n < MAX_HOLDERS and 'ok' or 'held'
+    elseif kc == '' then
+      return 'held'
+    end
+    return 'mismatch'
+  elseif kc ~= hk then
+    return 'mismatch'
+  end
+  return n < tonumber(hk) and 'ok' or 'held'
+end
+
+-- The ALREADY_HELD row of holders (kind hk, `n` of them, the oldest `o`) with
+-- `qlen` waiters: {0, heldBy, expiresAt or -1, queueLength, holders,
+-- available or -1}.
+local function held_row(hk, n, o, qlen)
+  local avail = -1
+  if hk and hk ~= '' and hk ~= 's' then
+    avail = tonumber(hk) - n
+  end
+  if o then
+    return {0, o.rq, o.ea == 0 and -1 or o.ea, qlen, n, avail}
+  end
+  return {0, '', -1, qlen, 0, -1}
+end
+
+-- Writes a group record (kind code kc, holds hs in fencing order), or deletes
+-- it when no hold is left. The key lives until the latest expiry + grace (no
+-- expiry while a hold has no TTL).
+local function group_save(key, kc, hs)
+  if #hs == 0 then
+    redis.call('DEL', key)
+    return
+  end
+  local rec = {group_num(kc)}
+  local last, forever = 0, false
+  for i, x in ipairs(hs) do
+    rec[i + 1] = {x.tok, x.rq, x.lb, x.at, x.ea, x.ft, x.k, x.ll}
+    if x.ea == 0 then
+      forever = true
+    elseif x.ea > last then
+      last = x.ea
+    end
+  end
+  if forever then
+    redis.call('SET', key, cmsgpack.pack(rec))
+  else
+    redis.call('SET', key, cmsgpack.pack(rec), 'PXAT', num(last + GRACE_MS))
+  end
+end
+
+-- Files a hold in the listing and requester indexes.
+local function index_hold(p, res, h, grouped)
+  local m = member_of(res, h, grouped)
+  pg_add(p .. 'i', m)
+  pg_add(p .. 'q', h.rq .. '\0' .. m)
+end
+
+-- Takes a hold out of the indexes and its expiry bucket.
+local function forget_hold(p, res, h, grouped)
+  local m = member_of(res, h, grouped)
+  pg_rem(p .. 'i', m)
+  pg_rem(p .. 'q', h.rq .. '\0' .. m)
+  bucket_rem(p, m, h)
+end
+
+-- Retires the holds of a record that are past their time (EXPIRED each, as
+-- the sweeper would, which then finds nothing left): returns the kind code of
+-- what is left (nil: nothing), the holds left, and how many were retired.
+local function retire_lapsed(p, res, h, now_ms, at)
+  if not h then
+    return nil, {}, 0
+  end
+  if not h.g then
+    if hold_live(h, now_ms) then
+      return '', {h}, 0
+    end
+    ev_emit('EXPIRED', res, h.rq, h.lb, at, num(h.ea), num(h.ft))
+    forget_hold(p, res, h, false)
+    return nil, {}, 1
+  end
+  local kc = kind_code(h.g)
+  local left, gone = {}, 0
+  for _, x in ipairs(h.hs) do
+    if hold_live(x, now_ms) then
+      left[#left + 1] = x
+    else
+      ev_emit('EXPIRED', res, x.rq, x.lb, at, num(x.ea), num(x.ft), kc)
+      forget_hold(p, res, x, true)
+      gone = gone + 1
+    end
+  end
+  if #left == 0 then
+    return nil, left, gone
+  end
+  return kc, left, gone
+end
+
+-- Grants a hold of kind `kc` (not exclusive) on `res` to join the holds
+-- `left` (what retire_lapsed left, of the same kind): the group record, its
+-- indexes, its expiry bucket, RESERVED. `hold` has tok rq lb at ea ft ll;
+-- `wanted` as for bucket_slot. Returns the holds now.
+local function group_grant(p, key, res, kc, left, hold, wanted, at)
+  hold.k = 0
+  if hold.ea > 0 then
+    hold.k = bucket_slot(p, hold.ea, wanted)
+    bucket_file(p, member_of(res, hold, true), hold.k, hold.rq, hold.lb, hold.ea, hold.ft, kc)
+  end
+  left[#left + 1] = hold
+  group_save(key, kc, left)
+  index_hold(p, res, hold, true)
+  ev_emit('RESERVED', res, hold.rq, hold.lb, at, hold.ea > 0 and num(hold.ea) or '', num(hold.ft), kc)
+  return left
+end
+
+-- Takes the live hold `x` of record `h` (`x` is `h` for an exclusive record)
+-- out of the record at `key` (a group keeps its other holds), its indexes and
+-- its expiry bucket, and announces `kind` (UNRESERVED, FORCE_RELEASED) with
+-- `label`. The caller counts it off the tenant and hands the resource over.
+local function drop_hold(p, key, res, h, x, kind, label, at)
+  local ea = x.ea == 0 and '' or num(x.ea)
+  if h.g then
+    local kc = kind_code(h.g)
+    local left = {}
+    for _, y in ipairs(h.hs) do
+      if y.ft ~= x.ft then
+        left[#left + 1] = y
+      end
+    end
+    h.hs = left
+    group_save(key, kc, left)
+    forget_hold(p, res, x, true)
+    ev_emit(kind, res, x.rq, label, at, ea, num(x.ft), kc)
+  else
+    redis.call('DEL', key)
+    unindex(p, res, x.rq)
+    bucket_rem(p, res, x)
+    ev_emit(kind, res, x.rq, label, at, ea, num(x.ft))
+  end
 end

@@ -11,8 +11,9 @@
 -- ARGV[5]  the requester for 'q' (only its holds count), '' for 'i'
 --
 -- Returns {rows, last, more}: rows of {resource, requester, reservedAtMs,
--- expiresAtMs or -1, fencingToken, apiKeyLabel}; `last`, the resource of the
--- last member read ('' if none); more = 1 when members may follow. Entries of holds past their
+-- expiresAtMs or -1, fencingToken, apiKeyLabel, kind code}, one per hold (a
+-- group's holds are members `<resource>\0<token>`, holds.lua); `last`, the
+-- last member read ('' if none), without the requester prefix; more = 1 when members may follow. Entries of holds past their
 -- time (the sweeper retires them within a second or two) are skipped, and at
 -- most 2 * count + 100 entries are read, so a page costs O(log N + count);
 -- `more` is 0 only when no live hold follows.
@@ -28,20 +29,48 @@ if which == 'q' then
   strip = #want_rq + 1
 end
 local budget = 2 * count + 100
-local rows, last, ended = {}, '', false
+local rows, names, last, ended = {}, {}, '', false
+-- The record of the last resource read, and its group's holds by token.
+local cache_res, cache_h, cache_by = nil, nil, nil
+
+-- The hold a member names: `<resource>` an exclusive hold, `<resource>\0<token>`
+-- one of a group's; with its kind code.
+local function hold_named(name)
+  local z = string.find(name, '\0', 1, true)
+  local res = z and string.sub(name, 1, z - 1) or name
+  if res ~= cache_res then
+    cache_res, cache_h, cache_by = res, hold_decode(redis.call('GET', p .. 'h:' .. res)), nil
+  end
+  local h = cache_h
+  if not h then
+    return res, nil
+  elseif not z then
+    return res, (not h.g) and h or nil, ''
+  elseif not h.g then
+    return res, nil
+  end
+  if not cache_by then
+    cache_by = {}
+    for _, x in ipairs(h.hs) do
+      cache_by[x.ft] = x
+    end
+  end
+  return res, cache_by[tonumber(string.sub(name, z + 1))], kind_code(h.g)
+end
 
 -- One live hold past the page tells whether another page follows.
 while #rows <= count and budget > 0 and not ended do
   local chunk = math.min(budget, count + 1 - #rows)
   local members = pg_range(p .. which, min, max, chunk)
   for i = 1, #members do
-    local res = string.sub(members[i], strip + 1)
+    local name = string.sub(members[i], strip + 1)
     budget = budget - 1
-    local h = hold_decode(redis.call('GET', p .. 'h:' .. res))
+    local res, h, kc = hold_named(name)
     if hold_live(h, now_ms) and (want_rq == '' or h.rq == want_rq) then
-      rows[#rows + 1] = {res, h.rq, h.at, h.ea == 0 and -1 or h.ea, h.ft, h.lb}
+      rows[#rows + 1] = {res, h.rq, h.at, h.ea == 0 and -1 or h.ea, h.ft, h.lb, kc}
+      names[#rows] = name
     end
-    last = res
+    last = name
   end
   ended = #members < chunk
   if #members > 0 then
@@ -50,6 +79,6 @@ while #rows <= count and budget > 0 and not ended do
 end
 if #rows > count then
   rows[#rows] = nil
-  return {rows, rows[count][1], 1}
+  return {rows, names[count], 1}
 end
 return {rows, last, ended and 0 or 1}

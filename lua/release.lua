@@ -12,7 +12,9 @@
 --          with their secret), '0' for the admin
 -- ARGV[6]  the hash of the secret presented ('' for none)
 --
--- Returns {1, requester, earliest} when released (earliest: the second to move
+-- A group (shared holds, a semaphore's permits) is released whole: one event
+-- per hold. Returns {1, requester, earliest} when released (the oldest
+-- holder's requester; earliest: the second to move
 -- the tenant to in the fleet's due index when a hand-over granted a waiter, 0:
 -- none), {0} when not held, {3} when the lock
 -- has a secret and ARGV[6] is not its hash, {4} when a locklock release meets
@@ -27,12 +29,14 @@ local now_ms = math.floor(now_us / 1000)
 local p = string.sub(KEYS[1], 1, -2)
 local res = ARGV[1]
 local h = hold_decode(redis.call('GET', KEYS[3]))
-if not hold_live(h, now_ms) then
+local hk, live = holders(h, now_ms)
+if #live == 0 then
   idem_keep = {0}
   return {0}
 end
 if ARGV[5] == '1' then
-  if string.sub(h.ll, 1, 1) ~= 'L' then
+  -- Shared holds and permits are Reservation API holds (contract section 15).
+  if hk ~= '' or string.sub(h.ll, 1, 1) ~= 'L' then
     return {4}
   end
   local sh = string.sub(h.ll, 2)
@@ -41,18 +45,25 @@ if ARGV[5] == '1' then
   end
 end
 ev_open(KEYS[2], ARGV[2])
-redis.call('DEL', KEYS[3])
-unindex(p, res, h.rq)
-bucket_rem(p, res, h)
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'n', -1)
+local ats = num(now_ms)
+-- A group's holds past their time get their EXPIRED first; then every live
+-- hold is released, oldest first.
+local lapsed = 0
+if h.g then
+  local _, left, gone = retire_lapsed(p, res, h, now_ms, ats)
+  h.hs, lapsed = left, gone
 end
-ev_emit(ARGV[3], res, h.rq, ARGV[4], num(now_ms), h.ea == 0 and '' or num(h.ea), num(h.ft))
+for _, x in ipairs(live) do
+  drop_hold(p, KEYS[3], res, h, x, ARGV[3], ARGV[4], ats)
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'n', -(#live + lapsed))
+end
 -- The head of the resource's line gets it, in this step.
-wl_handover(p, res, now_ms, now_us, num(now_ms))
+wl_handover(p, res, now_ms, now_us, ats)
 bucket_flush()
 local earliest = due_close(p)
 ev_close()
 wl_close()
-idem_keep = {1, h.rq, 0}
-return {1, h.rq, earliest}
+idem_keep = {1, live[1].rq, 0}
+return {1, live[1].rq, earliest}

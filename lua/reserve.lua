@@ -20,18 +20,25 @@
 --          some item cannot be granted now, the request joins the line of
 --          every item (waits.lua) and answers QUEUED
 -- ARGV[9]  the waiter's id    ARGV[10] most waiters the tenant may have
--- then per item four values starting at ARGV[4*i+7]: resource, requester, ttl
---   in ms ("0" for none), and the release token to hand out (16 bytes)
+-- then per item five values starting at ARGV[5*i+6]: resource, requester, ttl
+--   in ms ("0" for none), the release token to hand out (16 bytes), and the
+--   kind code ('' exclusive, 's' shared, a semaphore's limit; holds.lua)
 -- No barging: an item whose resource has a line answers ALREADY_HELD (with
--- the line's length), even when the resource is free.
+-- the line's length), even when the resource is free. An item whose resource
+-- has holders of another kind answers LIMIT_MISMATCH (before the line is looked
+-- at; it never waits); so does a locklock lock (ARGV[6] not '') on shared or
+-- semaphore holders (contract section 15, docs/design/kinds.md).
 --
 -- Returns -1 when the tenant does not exist, -2 when it holds its most
 -- already, -3 when the requester does, -4 when the tenant has its most
 -- waiters, else {rows, earliest}: one row per item, in order,
 --   {1, reservedAtMs, expiresAtMs or -1, fencingToken, releaseToken}   RESERVED
---   {0, heldBy or '', expiresAtMs or -1, queueLength}    ALREADY_HELD
+--   {0, heldBy or '', expiresAtMs or -1, queueLength, holders, available or -1}
+--                                                        ALREADY_HELD (the
+--                                                        oldest holder's)
 --   {3}                                                  ABORTED (all or nothing)
 --   {4, placeInLine, heldBy or '', expiresAtMs or -1}    QUEUED (waiting)
+--   {5, the holders' kind code}                          LIMIT_MISMATCH
 -- and `earliest`, a second to move the tenant to in the fleet's due index (0:
 -- no change; see holds.lua due_close).
 -- A hold whose expiresAt has passed counts as free. If its EXPIRED is still
@@ -68,43 +75,63 @@ end
 
 -- Whether the tenant has any line at all: if not, no item needs to look.
 local lines = redis.call('ZCARD', p .. 'wn') > 0
+local is_lock = ll ~= ''
 
--- The ALREADY_HELD row of an item whose resource is held or has a line; nil
--- when it can be granted now. `taken`: the resources earlier items of the
--- batch would take (a repeated resource is held by its first item by then).
-local function blocked(i, taken)
-  local a = 4 * i + 7
-  local res, ttl = ARGV[a], tonumber(ARGV[a + 2])
-  if taken[res] then
-    return taken[res]
+-- What an item of kind `kc` answers on a resource whose state is `st`
+-- ({hk, n, o, qlen}: the holders' kind, how many, the oldest, the line's
+-- length); nil when it can be granted now.
+local function verdict(st, kc)
+  if st.n > 0 and ((is_lock and st.hk ~= '') or join(st.hk, st.n, kc) == 'mismatch') then
+    return {5, st.hk}
   end
-  local qlen = lines and wl_length(p, res) or 0
-  local h = hold_decode(redis.call('GET', KEYS[2 + i]))
-  if hold_live(h, now_ms) then
-    return {0, h.rq, h.ea == 0 and -1 or h.ea, qlen}
-  elseif qlen > 0 then
-    return {0, '', -1, qlen}
+  if st.qlen > 0 then
+    return held_row(st.hk, st.n, st.o, st.qlen)
   end
-  taken[res] = {0, ARGV[a + 1], ttl > 0 and now_ms + ttl or -1, 0}
+  if join(st.hk, st.n, kc) == 'held' then
+    return held_row(st.hk, st.n, st.o, 0)
+  end
+  return nil
 end
 
--- All or nothing, and waiting: the batch as it would go, read only. A batch
--- that cannot go now aborts, or, when it may wait, joins the lines.
+local function state_of(res, h)
+  local hk, live = holders(h, now_ms)
+  return {hk = hk, n = #live, o = live[1], qlen = lines and wl_length(p, res) or 0}
+end
+
+-- All or nothing, and waiting: the batch as it would go, read only (each
+-- item sees what the earlier ones would leave). A batch that cannot go now
+-- aborts, or, when it may wait and no item mismatches, joins the lines.
 local wait_ms = tonumber(ARGV[8])
 if ARGV[7] == '1' or wait_ms > 0 then
-  local rows, taken, failed = {}, {}, false
+  local rows, sims, failed, mismatch = {}, {}, false, false
   for i = 1, n do
-    rows[i] = blocked(i, taken)
-    failed = failed or rows[i] ~= nil
+    local a = 5 * i + 6
+    local res, kc = ARGV[a], ARGV[a + 4]
+    local st = sims[res]
+    if not st then
+      st = state_of(res, hold_decode(redis.call('GET', KEYS[2 + i])))
+      sims[res] = st
+    end
+    rows[i] = verdict(st, kc)
+    if rows[i] then
+      failed = true
+      mismatch = mismatch or rows[i][1] == 5
+    else
+      if st.n == 0 then
+        local ttl = tonumber(ARGV[a + 2])
+        st.o = {rq = ARGV[a + 1], ea = ttl > 0 and now_ms + ttl or 0}
+      end
+      st.hk, st.n = kc, st.n + 1
+    end
   end
-  if failed and wait_ms > 0 then
+  if failed and wait_ms > 0 and not mismatch then
     if wl_count(p, now_ms) >= tonumber(ARGV[10]) then
       return -4
     end
     local items = {}
     for i = 1, n do
-      local a = 4 * i + 7
-      items[i] = {ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]}
+      local a = 5 * i + 6
+      items[i] = {ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]}
     end
     local ik = idem_pending(now_us, now_ms + wait_ms)
     local places = wl_enter(p, ARGV[9], label, ll, ik, items, now_ms, now_ms + wait_ms)
@@ -127,17 +154,32 @@ local last_ea, eas, pxat = nil, '', ''
 for i = 1, n do
   local key = KEYS[2 + i]
   pg_more = n - i
-  local a = 4 * i + 7
-  local res, rq, ttl, tok = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local a = 5 * i + 6
+  local res, rq, ttl, tok, kc = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local qlen = lines and wl_length(p, res) or 0
-  if qlen > 0 then
-    -- No barging: the line comes first, even for a free resource.
+  if kc ~= '' then
+    -- A shared hold or a permit: joins the group, if it may.
     local h = hold_decode(redis.call('GET', key))
-    if hold_live(h, now_ms) then
-      out[i] = {0, h.rq, h.ea == 0 and -1 or h.ea, qlen}
+    local st = state_of(res, h)
+    st.qlen = qlen
+    local row = verdict(st, kc)
+    if row then
+      out[i] = row
     else
-      out[i] = {0, '', -1, qlen}
+      local _, left, gone = retire_lapsed(p, res, h, now_ms, ats)
+      local ea = ttl > 0 and now_ms + ttl or 0
+      local ft = math.max(hw + 1, now_us)
+      hw = ft
+      group_grant(p, key, res, kc, left,
+        {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, ll = ll}, n - i + 1, ats)
+      held = held + 1 - gone
+      out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
     end
+  elseif qlen > 0 then
+    -- No barging: the line comes first, even for a free resource.
+    local st = state_of(res, hold_decode(redis.call('GET', key)))
+    st.qlen = qlen
+    out[i] = verdict(st, kc)
   else
     local ea = 0
     if ttl > 0 then
@@ -161,22 +203,40 @@ for i = 1, n do
     end
     local old = redis.call(unpack(set))
     old = old and hold_decode(old)
-    if hold_live(old, now_ms) then
-      out[i] = {0, old.rq, old.ea == 0 and -1 or old.ea, 0}
+    local row = nil
+    if old then
+      local st = state_of(res, old)
+      st.qlen = 0
+      row = verdict(st, kc)
+    end
+    if row then
+      out[i] = row
     else
-      if old then
-        -- Past its time but not retired yet: announce its EXPIRED first,
-        -- then write the new hold over it.
-        retire_before_grant(p, res, old, rq, ats)
+      if old and old.g then
+        -- A group whose holds all passed their time: EXPIRED for each, then
+        -- the new hold over it.
+        local _, _, gone = retire_lapsed(p, res, old, now_ms, ats)
+        held = held - gone + 1
         set[4] = 'XX'
         set[5] = 'GET'
         redis.call(unpack(set))
-      else
-        held = held + 1
         pg_add(by_name, res)
-      end
-      if not old or old.rq ~= rq then
         pg_add(by_requester, rq .. '\0' .. res)
+      else
+        if old then
+          -- Past its time but not retired yet: announce its EXPIRED first,
+          -- then write the new hold over it.
+          retire_before_grant(p, res, old, rq, ats)
+          set[4] = 'XX'
+          set[5] = 'GET'
+          redis.call(unpack(set))
+        else
+          held = held + 1
+          pg_add(by_name, res)
+        end
+        if not old or old.rq ~= rq then
+          pg_add(by_requester, rq .. '\0' .. res)
+        end
       end
       hw = ft
       if ttl > 0 then

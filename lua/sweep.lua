@@ -42,6 +42,30 @@ for _, s in ipairs(seconds) do
         if ea <= now_ms then
           more = 1
         end
+      elseif string.find(res, '\0', 1, true) then
+        -- A hold of a group (`<resource>\0<token>`): it leaves the group.
+        local field = res
+        res = string.sub(field, 1, string.find(field, '\0', 1, true) - 1)
+        redis.call('HDEL', bk, field)
+        local key = p .. 'h:' .. res
+        local cur = hold_decode(redis.call('GET', key))
+        local kc = e[5] or ''
+        ev_emit('EXPIRED', res, rq, lb, ats, num(ea), num(ft), kc)
+        pg_rem(p .. 'i', field)
+        pg_rem(p .. 'q', rq .. '\0' .. field)
+        if cur and cur.g then
+          local left = {}
+          for _, y in ipairs(cur.hs) do
+            if y.ft ~= ft then
+              left[#left + 1] = y
+            end
+          end
+          if #left < #cur.hs then
+            group_save(key, kc, left)
+            freed[#freed + 1] = res
+          end
+        end
+        retired = retired + 1
       else
         ev_emit('EXPIRED', res, rq, lb, ats, num(ea), num(ft))
         redis.call('HDEL', bk, res)

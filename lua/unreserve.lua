@@ -26,28 +26,38 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
 
--- What an item would answer given the hold `h` it finds.
-local function verdict(i, h)
-  if not hold_live(h, now_ms) then
-    return 0
-  elseif h.rq ~= ARGV[3 * i + 3] or h.tok ~= ARGV[3 * i + 4] then
-    return 2
+-- The live hold of record `h` that item i names (by requester and release
+-- token), with the code of the item's answer when there is none: 0 NOT_HELD
+-- (no live holder left, `gone`: holds an earlier item released), 2
+-- INVALID_TOKEN.
+local function find(i, h, gone)
+  local _, live = holders(h, now_ms)
+  local rq, tok = ARGV[3 * i + 3], ARGV[3 * i + 4]
+  local any = false
+  for _, x in ipairs(live) do
+    if not (gone and gone[x.ft]) then
+      any = true
+      if x.rq == rq and x.tok == tok then
+        return x, nil
+      end
+    end
   end
+  return nil, any and 2 or 0
 end
 
--- All or nothing: the batch as it would go, read only (a resource repeated in
--- the batch is no longer held by the time its second item comes).
+-- All or nothing: the batch as it would go, read only (a hold released by an
+-- earlier item of the batch is no longer there for a later one).
 if ARGV[4] == '1' then
   local rows, gone_now, failed = {}, {}, false
   for i = 1, n do
     local res = ARGV[3 * i + 2]
-    if gone_now[res] then
-      rows[i] = 0
-    else
-      rows[i] = verdict(i, hold_decode(redis.call('GET', KEYS[2 + i])))
-      gone_now[res] = rows[i] == nil
+    gone_now[res] = gone_now[res] or {}
+    local x, code = find(i, hold_decode(redis.call('GET', KEYS[2 + i])), gone_now[res])
+    if x then
+      gone_now[res][x.ft] = true
     end
-    failed = failed or rows[i] ~= nil
+    rows[i] = code
+    failed = failed or code ~= nil
   end
   if failed then
     idem_keep = {all_or_nothing(rows, n, 3), 0}
@@ -64,15 +74,14 @@ for i = 1, n do
   local a = 3 * i + 2
   local res, rq = ARGV[a], ARGV[a + 1]
   local h = hold_decode(redis.call('GET', key))
-  local failed = verdict(i, h)
+  local x, failed = find(i, h, nil)
   if failed then
     out[i] = failed
   else
-    redis.call('DEL', key)
-    unindex(p, res, rq)
-    bucket_rem(p, res, h)
+    -- (Of a group only this hold goes; others past their time keep their
+    -- EXPIRED for the sweeper.)
+    drop_hold(p, key, res, h, x, 'UNRESERVED', label, ats)
     gone = gone + 1
-    ev_emit('UNRESERVED', res, rq, label, ats, h.ea == 0 and '' or num(h.ea), num(h.ft))
     -- The head of the resource's line gets it, in this step.
     wl_handover(p, res, now_ms, now_us, ats)
     out[i] = 1

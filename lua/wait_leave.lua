@@ -38,12 +38,13 @@ if w.st == 1 then
     local res, rq = it[1], it[2]
     local key = p .. 'h:' .. res
     local h = hold_decode(redis.call('GET', key))
-    if hold_live(h, now_ms) and h.tok == it[4] then
-      redis.call('DEL', key)
-      unindex(p, res, rq)
-      bucket_rem(p, res, h)
-      gone = gone + 1
-      ev_emit('UNRESERVED', res, rq, w.lb, ats, num(h.ea), num(h.ft))
+    local _, live = holders(h, now_ms)
+    for _, x in ipairs(live) do
+      if x.tok == it[4] and x.rq == rq then
+        drop_hold(p, key, res, h, x, 'UNRESERVED', w.lb, ats)
+        gone = gone + 1
+        break
+      end
     end
   end
   if gone > 0 then
@@ -58,9 +59,10 @@ else
   local rows = {}
   for i, it in ipairs(w.it) do
     local place = (redis.call('ZRANK', wl_line(p, it[1]), wid) or -1) + 1
-    local h = hold_decode(redis.call('GET', p .. 'h:' .. it[1]))
-    if hold_live(h, now_ms) then
-      rows[i] = {place, h.rq, h.ea == 0 and -1 or h.ea}
+    local _, live = holders(hold_decode(redis.call('GET', p .. 'h:' .. it[1])), now_ms)
+    local o = live[1]
+    if o then
+      rows[i] = {place, o.rq, o.ea == 0 and -1 or o.ea}
     else
       rows[i] = {place, '', -1}
     end

@@ -11,7 +11,8 @@
 --   P W:<waiter>    string, the waiter: a MessagePack map
 --                   {lb = label, ll = locklock mark (as holds.lua's),
 --                    tk = ticket, hb = heartbeat deadline ms, en = entered ms,
---                    it = {{resource, requester, ttl ms, release token}...},
+--                    it = {{resource, requester, ttl ms, release token,
+--                           kind code (holds.lua)}...},
 --                    st = 0 waiting / 1 granted, rows = the grant's rows,
 --                    ik = {record key, fingerprint, retention ms} of its
 --                    Idempotency-Key, when it has one (idem.lua)}
@@ -66,45 +67,69 @@ end
 -- The waiters this script granted, announced by wl_close.
 local wl_granted = {}
 
--- Grants waiter `w` every item, if it heads the line of each and all are free
--- (a hold past its time counts as free and is retired here, EXPIRED first).
+-- Grants waiter `w` every item, if it heads the line of each and each can
+-- join its resource's holders (a hold past its time counts as free and is
+-- retired here, EXPIRED first; docs/design/kinds.md for the kinds).
 -- The grant is the grant of reserve.lua: the hold, its indexes, its expiry
 -- bucket, a fencing token above the tenant's mark, RESERVED; its rows add
 -- how long the waiter waited (ms).
 local function wl_try(p, wid, w, now_ms, now_us, ats)
+  local sims = {}
   for _, it in ipairs(w.it) do
-    local head = redis.call('ZRANGE', wl_line(p, it[1]), 0, 0)
+    local res, kc = it[1], it[5] or ''
+    local head = redis.call('ZRANGE', wl_line(p, res), 0, 0)
     if head[1] ~= wid then
       return false
     end
-    if hold_live(hold_decode(redis.call('GET', p .. 'h:' .. it[1])), now_ms) then
+    local st = sims[res]
+    if not st then
+      local hk, live = holders(hold_decode(redis.call('GET', p .. 'h:' .. res)), now_ms)
+      st = {hk = hk, n = #live}
+      sims[res] = st
+    end
+    if join(st.hk, st.n, kc) ~= 'ok' then
       return false
     end
+    st.hk, st.n = kc, st.n + 1
   end
   local tn = redis.call('HMGET', p .. 't', 'hw', 'n', 'id')
   local hw, held = tonumber(tn[1] or '0'), tonumber(tn[2] or '0')
   local lb = w.lb
   local rows = {}
   for i, it in ipairs(w.it) do
-    local res, rq, ttl, tok = it[1], it[2], it[3], it[4]
+    local res, rq, ttl, tok, kc = it[1], it[2], it[3], it[4], it[5] or ''
     local key = p .. 'h:' .. res
     local old = hold_decode(redis.call('GET', key))
-    if old then
-      retire_before_grant(p, res, old, rq, ats)
-    else
-      held = held + 1
-      pg_add(p .. 'i', res)
-    end
-    if not old or old.rq ~= rq then
-      pg_add(p .. 'q', rq .. '\0' .. res)
-    end
     local ft = math.max(hw + 1, now_us)
     hw = ft
     local ea = now_ms + ttl
-    local k = bucket_slot(p, ea, 1)
-    redis.call('SET', key, cmsgpack.pack({tok, rq, lb, now_ms, ea, ft, k, w.ll or ''}), 'PXAT', num(ea + GRACE_MS))
-    bucket_file(p, res, k, rq, lb, ea, ft)
-    ev_emit('RESERVED', res, rq, lb, ats, num(ea), num(ft))
+    if kc ~= '' then
+      local _, left, gone = retire_lapsed(p, res, old, now_ms, ats)
+      group_grant(p, key, res, kc, left,
+        {tok = tok, rq = rq, lb = lb, at = now_ms, ea = ea, ft = ft, ll = w.ll or ''}, 1, ats)
+      held = held + 1 - gone
+    else
+      if old and old.g then
+        local _, _, gone = retire_lapsed(p, res, old, now_ms, ats)
+        held = held - gone + 1
+        pg_add(p .. 'i', res)
+        pg_add(p .. 'q', rq .. '\0' .. res)
+      else
+        if old then
+          retire_before_grant(p, res, old, rq, ats)
+        else
+          held = held + 1
+          pg_add(p .. 'i', res)
+        end
+        if not old or old.rq ~= rq then
+          pg_add(p .. 'q', rq .. '\0' .. res)
+        end
+      end
+      local k = bucket_slot(p, ea, 1)
+      redis.call('SET', key, cmsgpack.pack({tok, rq, lb, now_ms, ea, ft, k, w.ll or ''}), 'PXAT', num(ea + GRACE_MS))
+      bucket_file(p, res, k, rq, lb, ea, ft)
+      ev_emit('RESERVED', res, rq, lb, ats, num(ea), num(ft))
+    end
     rows[i] = {1, now_ms, ea, ft, tok, now_ms - (w.en or now_ms)}
   end
   redis.call('HSET', p .. 't', 'hw', num(hw), 'n', num(held))
@@ -120,10 +145,13 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
   return true
 end
 
--- Hands the resource `res` to the head of its line when it can be granted.
--- Heads whose heartbeat is stale (their instance died) or whose record is gone
--- are dropped on the way, from every line, and the lines they leave get a
--- hand-over of their own.
+-- Hands the resource `res` to the head of its line when it can be granted,
+-- and on to the next head while they can join (consecutive shared heads,
+-- semaphore heads while permits last); a granted waiter's other lines of
+-- shared or semaphore items get a hand-over of their own (their next head may
+-- join it now). Heads whose heartbeat is stale (their instance died) or whose
+-- record is gone are dropped on the way, from every line, and the lines they
+-- leave get a hand-over of their own.
 local function wl_handover(p, res, now_ms, now_us, ats, depth)
   depth = depth or 0
   local line = wl_line(p, res)
@@ -134,10 +162,24 @@ local function wl_handover(p, res, now_ms, now_us, ats, depth)
     end
     local w = wl_get(p, head)
     if w and w.st == 0 and w.hb >= now_ms then
-      wl_try(p, head, w, now_ms, now_us, ats)
-      return
-    end
-    if w and w.st == 0 then
+      if not wl_try(p, head, w, now_ms, now_us, ats) then
+        return
+      end
+      local multi = false
+      for _, it in ipairs(w.it) do
+        local kc = it[5] or ''
+        if kc ~= '' then
+          if it[1] == res then
+            multi = true
+          elseif depth < 2 then
+            wl_handover(p, it[1], now_ms, now_us, ats, depth + 1)
+          end
+        end
+      end
+      if not multi then
+        return
+      end
+    elseif w and w.st == 0 then
       wl_forget(p, head, w)
       wl_unpend(w)
       redis.call('DEL', p .. 'W:' .. head)
@@ -170,7 +212,7 @@ local function wl_count(p, now_ms)
 end
 
 -- Puts waiter `wid` in the line of each of `items` ({resource, requester, ttl
--- ms, release token}) with a new ticket, until `until_ms` at the latest, and
+-- ms, release token, kind code}) with a new ticket, until `until_ms` at the latest, and
 -- answers its place (1-based) in each line. `ll`: the locklock mark its holds
 -- get ('' for Reservation API holds).
 local function wl_enter(p, wid, lb, ll, ik, items, now_ms, until_ms)

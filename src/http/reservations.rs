@@ -596,17 +596,31 @@ pub async fn validate(
 
 /// Cursors are the last resource of a page, hex-encoded and versioned, so they
 /// are opaque to clients and can be checked strictly.
+/// A page's cursor: `r1.` and the hex of the resource it ended on, and, when
+/// it ended on one hold of a shared or semaphore resource, `.` and that
+/// hold's fencing token in 17 digits (the stores' `<resource>\0<token>`).
 fn encode_cursor(after: &str) -> String {
-    format!("r1.{}", hex::encode(after.as_bytes()))
+    match after.split_once('\0') {
+        Some((res, ft)) => format!("r1.{}.{ft}", hex::encode(res.as_bytes())),
+        None => format!("r1.{}", hex::encode(after.as_bytes())),
+    }
 }
 
 fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     let bad = || ApiError::invalid_field("cursor", "is not a cursor this service issued");
-    let hexed = cursor.strip_prefix("r1.").ok_or_else(bad)?;
+    let rest = cursor.strip_prefix("r1.").ok_or_else(bad)?;
+    let (hexed, token) = match rest.split_once('.') {
+        Some((h, t)) if t.len() == 17 && t.bytes().all(|b| b.is_ascii_digit()) => (h, Some(t)),
+        Some(_) => return Err(bad()),
+        None => (rest, None),
+    };
     let bytes = hex::decode(hexed).map_err(|_| bad())?;
     let name = String::from_utf8(bytes).map_err(|_| bad())?;
     Resource::parse(name.clone()).map_err(|_| bad())?;
-    Ok(name)
+    Ok(match token {
+        Some(t) => format!("{name}\0{t}"),
+        None => name,
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/Reservation", tag = "reservations", summary = "List active reservations (sorted by resource)", params(ListParams), responses((status = 200, description = "A page", body = ReservationPage<'static>), wire::TenantErrors), security(("apiKey" = [])))]

@@ -449,13 +449,15 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 10000, default = 1000)]
     pub limit: Option<u64>,
     /// The nextCursor of the previous page, as issued (the hex of a resource
-    /// name: valid UTF-8 of at most 256 bytes without C0 controls or DEL)
+    /// name: valid UTF-8 of at most 256 bytes without C0 controls or DEL;
+    /// then, when the page ended among the holds of a shared or semaphore
+    /// resource, `.` and a fencing token in 17 digits)
     // The pattern: `r1.` and one well-formed UTF-8 sequence (RFC 3629) after
     // another, in lower-case hex, C0 controls and DEL left out; at most 512 hex
-    // digits (256 bytes).
+    // digits (256 bytes); then perhaps `.` and 17 digits.
     #[param(
-        pattern = "^r1\\.(?:[2-6][0-9a-f]|7[0-9a-e]|c[2-9a-f][89ab][0-9a-f]|d[0-9a-f][89ab][0-9a-f]|e0[ab][0-9a-f][89ab][0-9a-f]|e[1-9a-cef][89ab][0-9a-f][89ab][0-9a-f]|ed[89][0-9a-f][89ab][0-9a-f]|f0[9ab][0-9a-f](?:[89ab][0-9a-f]){2}|f[1-3](?:[89ab][0-9a-f]){3}|f48[0-9a-f](?:[89ab][0-9a-f]){2})+$",
-        max_length = 515
+        pattern = "^r1\\.(?:[2-6][0-9a-f]|7[0-9a-e]|c[2-9a-f][89ab][0-9a-f]|d[0-9a-f][89ab][0-9a-f]|e0[ab][0-9a-f][89ab][0-9a-f]|e[1-9a-cef][89ab][0-9a-f][89ab][0-9a-f]|ed[89][0-9a-f][89ab][0-9a-f]|f0[9ab][0-9a-f](?:[89ab][0-9a-f]){2}|f[1-3](?:[89ab][0-9a-f]){3}|f48[0-9a-f](?:[89ab][0-9a-f]){2})+(?:\\.[0-9]{17})?$",
+        max_length = 533
     )]
     pub cursor: Option<String>,
 }

@@ -19,6 +19,7 @@ struct ReserveArgs<'a> {
     requester: &'a str,
     ttl_ms: u64,
     token: ReleaseToken,
+    kind: Kind,
 }
 
 /// A release token as the hold records it: its 16 bytes. A token that is not
@@ -206,7 +207,8 @@ impl RedisStore {
             inv.arg(it.resource)
                 .arg(it.requester)
                 .arg(it.ttl_ms)
-                .arg(token_bytes(&it.token));
+                .arg(token_bytes(&it.token))
+                .arg(it.kind.code());
         }
         meter(&mut inv, &p, caller);
         let mut c = self.conn();
@@ -304,6 +306,7 @@ impl Reservations for RedisStore {
                 requester: it.requester.as_str(),
                 ttl_ms: it.ttl.map_or(0, |d| d.millis()),
                 token: ReleaseToken::generate(),
+                kind: it.kind,
             })
             .collect();
         let Metered {
@@ -438,8 +441,25 @@ impl Reservations for RedisStore {
             caller,
             holds,
             |r, row| match row {
-                [Value::Int(1), rest @ ..] => replies::holding(r.clone(), rest)
+                [Value::Int(1), rest @ ..] => replies::holding(r.clone(), rest.get(..5)?)
                     .map(|h| CheckOutcome::Held(h, rest.get(5).and_then(as_u64).unwrap_or(0))),
+                [Value::Int(2), kc, qlen, rows] => {
+                    let kind = Kind::from_code(&as_string(kc)?)?;
+                    let holders = items(rows.clone())
+                        .ok()?
+                        .into_iter()
+                        .map(|row| {
+                            let mut h = replies::holding(r.clone(), &items(row).ok()?)?;
+                            h.kind = kind;
+                            Some(h)
+                        })
+                        .collect::<Option<Vec<_>>>()?;
+                    Some(CheckOutcome::Holders {
+                        kind,
+                        holders,
+                        queue_length: as_u64(qlen).unwrap_or(0),
+                    })
+                }
                 [Value::Int(0), rest @ ..] => Some(CheckOutcome::Free(
                     rest.first().and_then(as_u64).unwrap_or(0),
                 )),
@@ -634,6 +654,7 @@ impl Reservations for RedisStore {
             requester: req.requester.as_str(),
             ttl_ms: req.ttl.millis(),
             token: ReleaseToken::generate(),
+            kind: Kind::Exclusive,
         }];
         let locklock = format!("L{}", req.secret_hash.as_deref().unwrap_or(""));
         let Metered {
