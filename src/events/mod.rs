@@ -194,6 +194,9 @@ impl Delivery {
 pub struct Filter {
     pub resources: Vec<String>,
     pub prefix: Option<String>,
+    /// Only events of these requesters (exact; empty: all), so a holder can
+    /// follow its own leases (contract section 18).
+    pub requesters: Vec<String>,
     kinds: u8,
 }
 
@@ -202,6 +205,7 @@ impl Default for Filter {
         Self {
             resources: Vec::new(),
             prefix: None,
+            requesters: Vec::new(),
             kinds: u8::MAX,
         }
     }
@@ -216,13 +220,21 @@ impl Filter {
         Self {
             resources,
             prefix,
+            requesters: Vec::new(),
             kinds: kinds.map_or(u8::MAX, |ks| ks.iter().fold(0, |acc, k| acc | k.bit())),
         }
+    }
+
+    /// Only events of these requesters (OR among them, AND with the rest).
+    pub fn requesters(mut self, requesters: Vec<String>) -> Self {
+        self.requesters = requesters;
+        self
     }
 
     pub fn matches(&self, e: &Event) -> bool {
         self.kinds & e.kind.bit() != 0
             && (self.resources.is_empty() || self.resources.contains(&e.resource))
+            && (self.requesters.is_empty() || self.requesters.contains(&e.requester))
             && self
                 .prefix
                 .as_ref()
@@ -298,6 +310,11 @@ mod tests {
         assert!(!f.matches(&ev(EventKind::Unreserved, "a")));
         assert!(!f.matches(&ev(EventKind::Reserved, "c")));
         let p = Filter::new(vec![], Some("job/".into()), None);
+        let q = Filter::default().requesters(vec!["app".into(), "other".into()]);
+        assert!(q.matches(&ev(EventKind::Reserved, "x")));
+        assert!(!Filter::default()
+            .requesters(vec!["someone-else".into()])
+            .matches(&ev(EventKind::Reserved, "x")));
         assert!(p.matches(&ev(EventKind::Expired, "job/1")));
         assert!(!p.matches(&ev(EventKind::Expired, "jobs")));
     }

@@ -1,5 +1,6 @@
 //! `GET /api/v1/events` (contract section 4): the tenant's lock events as
-//! Server-Sent Events, filtered by `resource` (repeatable), `prefix` and `types`,
+//! Server-Sent Events, filtered by `resource` and `requester` (repeatable),
+//! `prefix` and `types`,
 //! resumable with `Last-Event-ID`.
 
 use super::error::ApiError;
@@ -7,7 +8,7 @@ use super::extract::ReadCaller;
 use super::query::Query;
 use super::wire::{self, EventParams};
 use crate::domain::hash_secret;
-use crate::domain::{Resource, TenantId};
+use crate::domain::{Requester, Resource, TenantId};
 use crate::events::{gap_frame, EventId, EventKind, Filter, History};
 use crate::fanout::hub::{Credential, JoinError, PAGE};
 use crate::fanout::sse::{self, Start};
@@ -46,8 +47,8 @@ pub(super) fn connection(req: &HttpRequest) -> Option<std::net::TcpStream> {
 fn filter(req: &HttpRequest) -> Result<Filter, ApiError> {
     let mut q = Query::parse_repeatable(
         req.query_string(),
-        &["resource", "prefix", "types"],
-        &["resource"],
+        &["resource", "prefix", "types", "requester"],
+        &["resource", "requester"],
     )?;
     let resources = q.take_all("resource");
     if resources.len() > MAX_RESOURCE_FILTERS {
@@ -56,6 +57,18 @@ fn filter(req: &HttpRequest) -> Result<Filter, ApiError> {
             format!("may be given at most {MAX_RESOURCE_FILTERS} times"),
         ));
     }
+    let requesters = q.take_all("requester");
+    if requesters.len() > MAX_RESOURCE_FILTERS {
+        return Err(ApiError::invalid_field(
+            "requester",
+            format!("may be given at most {MAX_RESOURCE_FILTERS} times"),
+        ));
+    }
+    let requesters = requesters
+        .into_iter()
+        .map(Requester::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::invalid_field("requester", e.0))?;
     let resources = resources
         .into_iter()
         .map(Resource::parse)
@@ -88,6 +101,7 @@ fn filter(req: &HttpRequest) -> Result<Filter, ApiError> {
         resource: Some(resources),
         prefix,
         types,
+        requester: Some(requesters),
     };
     Ok(Filter::new(
         params
@@ -98,6 +112,14 @@ fn filter(req: &HttpRequest) -> Result<Filter, ApiError> {
             .collect(),
         params.prefix.map(|p| p.as_str().to_string()),
         params.types,
+    )
+    .requesters(
+        params
+            .requester
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.as_str().to_string())
+            .collect(),
     ))
 }
 

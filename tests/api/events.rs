@@ -195,6 +195,7 @@ both_stores!(
     no_event_crosses_tenants,
     the_stream_advises_a_retry_and_keeps_alive,
     bad_filters_are_refused,
+    a_holder_follows_its_own_leases_by_requester,
 );
 
 async fn every_change_arrives_with_the_label_of_the_key_that_caused_it(app: TestApp) {
@@ -408,6 +409,54 @@ async fn filters_pick_resources_prefixes_and_types(app: TestApp) {
     }
 }
 
+/// `requester=` (repeatable, exact; contract section 18): a holder sees its
+/// own grants and learns that it lost one (EXPIRED, FORCE_RELEASED), and
+/// nothing of other requesters.
+async fn a_holder_follows_its_own_leases_by_requester(app: TestApp) {
+    let mut mine = Stream::open(
+        &app.address,
+        &app.api_key,
+        "?requester=me&requester=me%2Fjob",
+        None,
+    )
+    .await;
+    reserve_as(
+        &app,
+        &app.api_key,
+        json!([
+            {"resource":"a","requester":"me","ttlSeconds":1},
+            {"resource":"b","requester":"mex"},
+            {"resource":"c","requester":"me/job"},
+            {"resource":"d","requester":"Me"}
+        ]),
+    )
+    .await;
+    let r = app
+        .admin(
+            Method::DELETE,
+            &format!("/tenants/{}/reservations/c", app.tenant_id),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    let got = mine.take(4, WAIT).await;
+    assert_eq!(
+        kinds(&got),
+        pairs(&[
+            ("RESERVED", "a"),
+            ("RESERVED", "c"),
+            ("FORCE_RELEASED", "c"),
+            ("EXPIRED", "a")
+        ]),
+        "{got:?}"
+    );
+    assert!(got
+        .iter()
+        .all(|e| e.data["requester"] == "me" || e.data["requester"] == "me/job"));
+    let extra = mine.drain(Duration::from_millis(300)).await;
+    assert!(extra.is_empty(), "other requesters' events: {extra:?}");
+}
+
 async fn no_event_crosses_tenants(app: TestApp) {
     let (_, other_key) = create_tenant(&app.client, &app.address, "other", "pro").await;
     let mut mine = Stream::open(&app.address, &app.api_key, "", None).await;
@@ -451,6 +500,8 @@ async fn bad_filters_are_refused(app: TestApp) {
         "?prefix=a&prefix=b",
         "?unknown=1",
         "?resource=%FF",
+        "?requester=",
+        "?requester=%01",
     ] {
         let res = Stream::request(&app.address, &app.api_key, query, None).await;
         let r = crate::helpers::into_reply(res).await;

@@ -1,7 +1,7 @@
 //! `GET /api/v1/events`: its query (the event data is [`crate::events::EventData`],
 //! built by the events module).
 
-use crate::domain::Resource;
+use crate::domain::{Requester, Resource};
 use crate::events::EventKind;
 use utoipa::IntoParams;
 
@@ -17,4 +17,9 @@ pub struct EventParams {
     /// Only these event types, comma-separated
     #[param(style = Form, explode = false)]
     pub types: Option<Vec<EventKind>>,
+    /// Only the events of these requesters (repeatable, exact, up to 100):
+    /// a holder following its own leases sees EXPIRED and FORCE_RELEASED
+    /// when it loses one
+    #[param(max_items = 100)]
+    pub requester: Option<Vec<Requester>>,
 }
