@@ -13,6 +13,16 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Buckets of waits in line, seconds: 1 ms to the longest wait (300 s).
+const WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Buckets of holds, seconds: 10 ms to a day.
+const HOLD_BUCKETS: &[f64] = &[
+    0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns its handle.
@@ -20,7 +30,14 @@ pub fn init() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .set_buckets_for_metric(Matcher::Full("cooplocker_wait_seconds".into()), WAIT_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("cooplocker_hold_seconds".into()),
+                        HOLD_BUCKETS,
+                    )
+                })
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS))
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(handle) => {
@@ -120,4 +137,36 @@ pub fn jwt_exchange(result: &'static str) {
 /// Event streams connected to this instance now.
 pub fn sse_clients(n: u64) {
     metrics::gauge!("cooplocker_sse_clients").set(n as f64);
+}
+
+/// How a waiting request's wait ended (contract section 19): `granted`,
+/// `timed_out` (also at shutdown) or `cancelled` (its client went away).
+pub fn wait_ended(outcome: &'static str, seconds: f64) {
+    metrics::histogram!("cooplocker_wait_seconds", "outcome" => outcome).record(seconds);
+}
+
+static WAITERS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// A request starts (`1`) or stops (`-1`) waiting in line on this instance.
+pub fn waiters(change: i64) {
+    let now = WAITERS.fetch_add(change, std::sync::atomic::Ordering::SeqCst) + change;
+    metrics::gauge!("cooplocker_waiters").set(now.max(0) as f64);
+}
+
+/// A request answered from its Idempotency-Key record (nothing executed).
+pub fn idempotent_replay() {
+    metrics::counter!("cooplocker_idempotent_replays_total").increment(1);
+}
+
+/// Fencing tokens validated, by result (`current`, `stale`).
+pub fn fence_checks(result: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!("cooplocker_fence_checks_total", "result" => result).increment(n);
+    }
+}
+
+/// How long holds lasted when they ended, by the store clock: `released`
+/// (unreserve, a locklock release), `expired` or `force_released`.
+pub fn hold_ended(end: &'static str, seconds: f64) {
+    metrics::histogram!("cooplocker_hold_seconds", "end" => end).record(seconds);
 }

@@ -86,6 +86,7 @@ pub fn record(
 /// Marks a repeat's answer.
 pub fn mark(res: &mut HttpResponseBuilder, replayed: bool) {
     if replayed {
+        crate::metrics::idempotent_replay();
         res.insert_header((REPLAYED, "true"));
     }
 }

@@ -99,6 +99,7 @@ impl Holder {
             self.limit_headers = headers(rate);
         }
         if replayed {
+            crate::metrics::idempotent_replay();
             self.limit_headers
                 .push((idempotency::REPLAYED, "true".to_string()));
         }

@@ -591,6 +591,12 @@ pub async fn validate(
         })
         .collect::<Vec<_>>();
     count_statuses("validate", results.iter().map(|r| r.status.as_str()));
+    let current = results
+        .iter()
+        .filter(|r| r.status == FenceStatus::Current)
+        .count() as u64;
+    crate::metrics::fence_checks("current", current);
+    crate::metrics::fence_checks("stale", results.len() as u64 - current);
     Ok(ok(&metered, FenceResults { results }))
 }
 

@@ -101,10 +101,16 @@ struct LeaveOnDrop {
     tenant: TenantId,
     waiter: WaiterId,
     armed: bool,
+    /// How the wait ended, for `cooplocker_wait_seconds`: `cancelled` unless
+    /// told otherwise (the client went away, or the request was dropped).
+    outcome: &'static str,
+    started: Instant,
 }
 
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
+        crate::metrics::waiters(-1);
+        crate::metrics::wait_ended(self.outcome, self.started.elapsed().as_secs_f64());
         if !self.armed {
             return;
         }
@@ -127,11 +133,14 @@ pub async fn wait_for_grant(
     mut grants: tokio::sync::broadcast::Receiver<(TenantId, WaiterId)>,
     started: Instant,
 ) -> Result<WaitEnd, ApiError> {
+    crate::metrics::waiters(1);
     let mut guard = LeaveOnDrop {
         store: state.store.clone(),
         tenant: tenant.clone(),
         waiter: wait.waiter,
         armed: true,
+        outcome: "cancelled",
+        started,
     };
     let deadline = tokio::time::Instant::from_std(started + Duration::from_millis(wait.ms));
     let mut poll = tokio::time::interval(POLL_EVERY);
@@ -163,6 +172,7 @@ pub async fn wait_for_grant(
         match state.store.wait_poll(tenant, wait.waiter).await? {
             WaitState::Granted(rows) => {
                 guard.armed = false;
+                guard.outcome = "granted";
                 // Collected: the record goes.
                 let _ = state.store.wait_leave(tenant, wait.waiter, false).await;
                 return Ok(WaitEnd::Granted(
@@ -176,8 +186,10 @@ pub async fn wait_for_grant(
     };
     let left = state.store.wait_leave(tenant, wait.waiter, false).await?;
     guard.armed = false;
+    guard.outcome = "timed_out";
     Ok(match left {
         LeaveOutcome::Granted(rows) => {
+            guard.outcome = "granted";
             WaitEnd::Granted(rows, started.elapsed().as_millis() as Millis)
         }
         LeaveOutcome::Left(left) => WaitEnd::TimedOut {
