@@ -11,7 +11,7 @@
 //! `COOPLOCKER_HARNESS_SEED` (default random, printed). `bash scripts/harness.sh
 //! --duration 300` runs it longer.
 
-use super::history::{check, FencedResource, Grant, Verdict};
+use super::history::{check, FencedResource, Grant, GrantKind, Verdict};
 use super::proxy::{Link, Proxy};
 use crate::helpers::{create_tenant, free_port, signal, RedisServer, ADMIN_TOKEN};
 use rand::rngs::StdRng;
@@ -370,6 +370,7 @@ fn granted(shared: &Shared, client: usize, resources: &[String], answer: &Value)
         g.push(Grant {
             resource: resource.clone(),
             client,
+            kind: GrantKind::Exclusive,
             token,
             start_ms,
             expires_ms,
