@@ -122,7 +122,12 @@ async fn sixty_four_clients_over_two_instances_never_hold_more_than_five_permits
     // about the semaphore.
     let redis = RedisServer::start();
     let (a, _) = start_instance(settings(Some(redis.url()))).await;
-    let (b, _) = start_instance(settings(Some(redis.url()))).await;
+    // The stream's instance buffers far more than the run's events: its
+    // reader shares two threads with 64 clients and may fall behind for a
+    // while, and a disconnect would lose events the check needs.
+    let mut streaming = settings(Some(redis.url()));
+    streaming.sse_buffer = 1_000_000;
+    let (b, _) = start_instance(streaming).await;
     let (_, key) = create_tenant(&crate::helpers::client(), &a, "semaphore", "enterprise").await;
     let mut stream = Stream::open(&b, &key, "?resource=sem", None).await;
     let events = Arc::new(Mutex::new(Vec::new()));
