@@ -17,10 +17,14 @@
 #   TENANTS=2000     idle tenants of the sweeper figure
 #   SWEEP_SECS=10    its measuring window (seconds)
 #   FILL_CONC=2      connections of the fills (1000-item batches)
-#   ETCD=1 SSE=1 RAW=1 WAITS=1   0 skips the etcd comparison / the SSE runs /
-#                        the raw reserve.lua runs / the waiting and
+#   ETCD=1 SSE=1 RAW=1 WAITS=1 KINDS=1   0 skips the etcd comparison / the SSE
+#                        runs / the raw reserve.lua runs / the waiting and
 #                        Idempotency-Key figures (scripts/bench_waits.py, with
-#                        a second instance); SSE_CLIENTS="1000 5000", SSE_RATE=20
+#                        a second instance) / the semaphore and shared-lock
+#                        figures (scripts/bench_kinds.py); SSE_CLIENTS="1000 5000",
+#                        SSE_RATE=20; KINDS_CONC=32 KINDS_PROCS=4 (its clients),
+#                        KINDS_LIMIT=100 (the hot semaphore's permits),
+#                        KINDS_PERMITS=10000 (permits of its memory figures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-${SECS:-10}}
@@ -382,6 +386,16 @@ if [ "${WAITS:-1}" = 1 ]; then
   SUMMARY+=("hand-over from release to the waiter's answer: same instance p50 $(w handover_same p50_ms) ms p99 $(w handover_same p99_ms) ms; across instances p50 $(w handover_cross p50_ms) ms p99 $(w handover_cross p99_ms) ms")
   SUMMARY+=("a hot resource along 64 clients: waiting in line $(w line64 grants_per_s) grants/s vs polling with 10 ms back-off $(w poll64 grants_per_s) grants/s")
   SUMMARY+=("1-item reserve+unreserve with an Idempotency-Key vs without: $(w idem keyed_pair_ms) vs $(w idem plain_pair_ms) ms per pair, ratio $(w idem ratio)")
+fi
+
+if [ "${KINDS:-1}" = 1 ]; then
+  echo "== semaphores and shared locks (Python clients: the ratio to the exclusive run of the same clients is the figure)"
+  alive
+  kinds=$(python3 scripts/bench_kinds.py "127.0.0.1:$HPORT" "$RPORT" "$TOKEN" "$SECS") || ERRORS+=("kinds")
+  echo "$kinds"
+  k() { awk -v k="$1" '$1 == k' <<<"$kinds" | tr ' ' '\n' | awk -F= -v f="$2" '$1 == f { print $2 }'; }
+  SUMMARY+=("one hot semaphore of ${KINDS_LIMIT:-100}, ${KINDS_CONC:-32} connections, acquire+release: $(k sem pairs_per_s) permits/s vs exclusive 1-item reserve+unreserve $(k excl pairs_per_s) pairs/s, ratio $(k ratio_sem pairs) (Redis time per call $(k sem redis_usec_per_call) vs $(k excl redis_usec_per_call) µs); one hot read lock $(k shared pairs_per_s)/s, ratio $(k ratio_shared pairs)")
+  SUMMARY+=("Redis per permit (TTL 1 h, batches of 100): one semaphore of ${KINDS_PERMITS:-10000} $(k mem_sem1 bytes_per_hold) B, semaphores of 100 $(k mem_sem100 bytes_per_hold) B, exclusive reservations the same way $(k mem_excl bytes_per_hold) B (without the event stream: $(k mem_sem1 bytes_per_hold_without_events) / $(k mem_sem100 bytes_per_hold_without_events) / $(k mem_excl bytes_per_hold_without_events) B); ratio to the exclusive $(ratio "$(k mem_sem1 bytes_per_hold)" "$(k mem_excl bytes_per_hold)") / $(ratio "$(k mem_sem100 bytes_per_hold)" "$(k mem_excl bytes_per_hold)")")
 fi
 
 alive

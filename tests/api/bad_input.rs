@@ -1,5 +1,6 @@
-//! Malformed requests (contract sections 1 and 8): each gets a 4xx JSON error
-//! with the right code, and none of them changes anything.
+//! Malformed requests (contract sections 1 and 8, and the kinds of section
+//! 15): each gets a 4xx JSON error with the right code, and none of them
+//! changes anything.
 
 use crate::both_stores;
 use crate::helpers::{into_reply, TestApp, ADMIN_TOKEN};
@@ -62,6 +63,37 @@ const EXTEND: &str = "/api/v1/Reservation/extend";
 const CHECK: &str = "/api/v1/Reservation/check";
 const VALIDATE: &str = "/api/v1/Reservation/validate";
 const KEYS: &str = "/api/v1/admin/tenants/{tenant}/keys";
+
+/// Reserve items of a bad kind (contract section 15): (case name, the item's
+/// kind fields, the field the error names). `mode` and `limit` together name
+/// `limit`.
+const BAD_KINDS: [(&str, &str, &str); 12] = [
+    ("limit zero", r#""limit":0"#, "limit"),
+    ("limit 10001", r#""limit":10001"#, "limit"),
+    ("limit fractional", r#""limit":1.5"#, "limit"),
+    ("limit as a string", r#""limit":"3""#, "limit"),
+    ("limit negative", r#""limit":-1"#, "limit"),
+    ("limit null", r#""limit":null"#, "limit"),
+    ("mode in capitals", r#""mode":"SHARED""#, "mode"),
+    ("mode empty", r#""mode":"""#, "mode"),
+    ("mode null", r#""mode":null"#, "mode"),
+    ("mode semaphore", r#""mode":"semaphore""#, "mode"),
+    ("mode and limit", r#""mode":"shared","limit":3"#, "limit"),
+    (
+        "exclusive mode and limit",
+        r#""mode":"exclusive","limit":3"#,
+        "limit",
+    ),
+];
+
+/// A batch whose first item is a good semaphore request (of `ok`, so
+/// "nothing changed" sees it was not applied either) and whose second has the
+/// bad kind `kind`.
+fn bad_kind_batch(kind: &str) -> String {
+    format!(
+        r#"[{{"resource":"ok","requester":"b","limit":3,"ttlSeconds":60}},{{"resource":"a","requester":"b","ttlSeconds":60,{kind}}}]"#
+    )
+}
 
 /// The table of malformed requests (also replayed at scale by the harness).
 pub fn cases() -> Vec<Case> {
@@ -291,6 +323,15 @@ pub fn cases() -> Vec<Case> {
             "INVALID_REQUEST",
         ));
     }
+    for (name, kind, _) in BAD_KINDS {
+        v.push(case(
+            name,
+            RESERVE,
+            bad_kind_batch(kind),
+            400,
+            "INVALID_REQUEST",
+        ));
+    }
     // Waits (contract section 12) and atomic batches (section 13).
     let one = r#"[{"resource":"w","requester":"b","ttlSeconds":5}]"#;
     for (name, query) in [
@@ -465,6 +506,26 @@ async fn malformed_requests_change_nothing(app: TestApp) {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["error"]["details"][0]["index"], 1);
     assert_eq!(r.body["error"]["details"][0]["field"], "ttlSeconds");
+    // A bad kind names the item and its field (`mode` or `limit`), also with
+    // a wait or all or nothing, and leaves the good item's resource free.
+    for (name, kind, field) in BAD_KINDS {
+        for query in ["", "?atomic=true", "?atomic=true&waitSeconds=1"] {
+            let r = app
+                .post(
+                    &format!("{RESERVE}{query}"),
+                    serde_json::from_str(&bad_kind_batch(kind)).expect("a JSON batch"),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{name}{query}: {r:?}");
+            assert_eq!(r.error_code(), "INVALID_REQUEST", "{name}{query}");
+            let details = r.body["error"]["details"].as_array().expect("details");
+            assert_eq!(details.len(), 1, "{name}{query}: {details:?}");
+            assert_eq!(details[0]["index"], 1, "{name}{query}: {details:?}");
+            assert_eq!(details[0]["field"], field, "{name}{query}: {details:?}");
+        }
+    }
+    assert_eq!(app.check_status("ok").await, "FREE");
+    assert_eq!(snapshot(&app).await, before, "nothing changed");
 
     // Two X-Api-Key headers, and conflicting credentials.
     let two = app

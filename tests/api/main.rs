@@ -23,5 +23,6 @@ mod locklock;
 mod ops;
 mod rate_limits;
 mod reservations;
+mod semaphore_fleet;
 mod topologies;
 mod waiting;

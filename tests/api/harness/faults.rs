@@ -2,7 +2,8 @@
 //! under test: the test profile's build, debug by default) on one durable
 //! Redis, each behind its own TCP proxy; 120 naive clients taking 320
 //! resources with a 2 s TTL, 30% of their reserves a batch of several, a
-//! quarter of them waiting in line (up to 1 s), and
+//! quarter of them waiting in line (up to 1 s), a fifth of the resources
+//! semaphores or read-write locks (contract section 15), and exclusive holders
 //! writing to a fenced test resource, well over 1,000 calls/s; one fault every
 //! few seconds; then heal, final operations, the history checker and the load
 //! and availability figures.
@@ -11,7 +12,7 @@
 //! `COOPLOCKER_HARNESS_SEED` (default random, printed). `bash scripts/harness.sh
 //! --duration 300` runs it longer.
 
-use super::history::{check, FencedResource, Grant, Verdict};
+use super::history::{check, FencedResource, Grant, GrantKind, Verdict};
 use super::proxy::{Link, Proxy};
 use crate::helpers::{create_tenant, free_port, signal, RedisServer, ADMIN_TOKEN};
 use rand::rngs::StdRng;
@@ -40,6 +41,13 @@ const MAX_BATCH: usize = 4;
 /// their grants are made by whoever frees the resource, in that release's
 /// own step, and judged by the checker like every other grant.
 const WAIT_SHARE: f64 = 0.25;
+/// Kinds (contract section 15): resource `res-i` with `i % 10 == 0` is a
+/// semaphore of `SEM_LIMIT` permits, with `i % 10 == 1` a read-write lock
+/// (`SHARED_SHARE` of its requests shared, the others exclusive); the rest are
+/// exclusive locks. A resource keeps its kind, so `LIMIT_MISMATCH` never
+/// answers (and fails the client if it does).
+const SEM_LIMIT: u16 = 3;
+const SHARED_SHARE: f64 = 0.75;
 /// Critical sections: most are short (up to `SHORT_CRITICAL_MS`), so the
 /// clients offer well over 1,000 calls/s; one in `LONG_ONE_IN` runs up to
 /// `CRITICAL_MS`, as long as the TTL, so leases also run out under holders
@@ -341,6 +349,27 @@ struct Held {
     resource: String,
     release: String,
     token: u64,
+    kind: GrantKind,
+}
+
+/// The kind a request for resource `res-i` asks for (see `SEM_LIMIT`).
+fn kind_of(i: usize, rng: &mut StdRng) -> GrantKind {
+    match i % 10 {
+        0 => GrantKind::Semaphore(SEM_LIMIT),
+        1 if rng.random_bool(SHARED_SHARE) => GrantKind::Shared,
+        _ => GrantKind::Exclusive,
+    }
+}
+
+/// A reserve item of that kind.
+fn reserve_item(requester: &str, resource: &str, kind: GrantKind) -> Value {
+    let mut item = json!({"requester": requester, "resource": resource, "ttlSeconds": TTL_SECONDS});
+    match kind {
+        GrantKind::Exclusive => {}
+        GrantKind::Shared => item["mode"] = json!("shared"),
+        GrantKind::Semaphore(n) => item["limit"] = json!(n),
+    }
+    item
 }
 
 /// Records every RESERVED item of a 200 reserve answer as its own grant (the
@@ -348,9 +377,14 @@ struct Held {
 /// ALREADY_HELD, and those of a wait that timed out (TIMED_OUT) or of an
 /// atomic batch that did not commit (ABORTED), are not grants; anything else
 /// fails the client (and the run).
-fn granted(shared: &Shared, client: usize, resources: &[String], answer: &Value) -> Vec<Held> {
+fn granted(
+    shared: &Shared,
+    client: usize,
+    resources: &[(String, GrantKind)],
+    answer: &Value,
+) -> Vec<Held> {
     let mut held = Vec::new();
-    for (i, resource) in resources.iter().enumerate() {
+    for (i, (resource, kind)) in resources.iter().enumerate() {
         let r = item(answer, i, resources.len(), resource);
         if r["status"] == "ALREADY_HELD" || r["status"] == "TIMED_OUT" || r["status"] == "ABORTED" {
             continue;
@@ -370,6 +404,7 @@ fn granted(shared: &Shared, client: usize, resources: &[String], answer: &Value)
         g.push(Grant {
             resource: resource.clone(),
             client,
+            kind: *kind,
             token,
             start_ms,
             expires_ms,
@@ -380,6 +415,7 @@ fn granted(shared: &Shared, client: usize, resources: &[String], answer: &Value)
             resource: resource.clone(),
             release,
             token,
+            kind: *kind,
         });
     }
     held
@@ -401,13 +437,13 @@ async fn client_loop(shared: Arc<Shared>, id: usize, seed: u64) {
         } else {
             1
         };
-        let resources: Vec<String> = rand::seq::index::sample(&mut rng, RESOURCES, n)
+        let resources: Vec<(String, GrantKind)> = rand::seq::index::sample(&mut rng, RESOURCES, n)
             .into_iter()
-            .map(|i| format!("res-{i}"))
+            .map(|i| (format!("res-{i}"), kind_of(i, &mut rng)))
             .collect();
         let items = resources
             .iter()
-            .map(|r| json!({"requester": requester, "resource": r, "ttlSeconds": TTL_SECONDS}))
+            .map(|(r, kind)| reserve_item(&requester, r, *kind))
             .collect();
         let call = if rng.random_bool(WAIT_SHARE) {
             Call::WaitReserve
@@ -423,7 +459,8 @@ async fn client_loop(shared: Arc<Shared>, id: usize, seed: u64) {
             tokio::time::sleep(Duration::from_millis(rng.random_range(10..50))).await;
             continue;
         }
-        for h in &held {
+        // Only exclusive holders write; shared holders and permits read.
+        for h in held.iter().filter(|h| h.kind == GrantKind::Exclusive) {
             shared.fence.write(&h.resource, h.grant, h.token);
         }
         let critical = if rng.random_ratio(1, LONG_ONE_IN) {
@@ -457,7 +494,8 @@ async fn client_loop(shared: Arc<Shared>, id: usize, seed: u64) {
         } else {
             tokio::time::sleep(Duration::from_millis(critical)).await;
         }
-        for h in &held {
+        // Only exclusive holders write; shared holders and permits read.
+        for h in held.iter().filter(|h| h.kind == GrantKind::Exclusive) {
             shared.fence.write(&h.resource, h.grant, h.token);
         }
         let sent = now_ms();
@@ -763,6 +801,14 @@ pub async fn run(cfg: RunConfig) -> Outcome {
         verdict.stale_writes,
         verdict.stale_rejected
     );
+    let of_kind = |k: GrantKind| grants.iter().filter(|g| g.kind == k).count();
+    let _ = writeln!(
+        r,
+        "grants by kind: {} exclusive, {} shared, {} permits of semaphores of {SEM_LIMIT}",
+        of_kind(GrantKind::Exclusive),
+        of_kind(GrantKind::Shared),
+        of_kind(GrantKind::Semaphore(SEM_LIMIT))
+    );
     let _ = writeln!(r, "checker: {} violation(s)", verdict.violations.len());
     for v in verdict.violations.iter().take(20) {
         let _ = writeln!(r, "  {v}");
@@ -771,10 +817,12 @@ pub async fn run(cfg: RunConfig) -> Outcome {
         r,
         "load: {CLIENTS} clients ({} per instance) on {RESOURCES} resources, TTL {TTL_SECONDS} s; \
          {:.0}% of reserves a batch of 2-{MAX_BATCH} items (each item its own grant), \
-         {:.0}% waiting in line up to 1 s",
+         {:.0}% waiting in line up to 1 s; every tenth resource a semaphore of {SEM_LIMIT}, \
+         every tenth a read-write lock ({:.0}% of its requests shared)",
         CLIENTS / INSTANCES,
         100.0 * BATCH_SHARE,
-        100.0 * WAIT_SHARE
+        100.0 * WAIT_SHARE,
+        100.0 * SHARED_SHARE
     );
     let _ = writeln!(
         r,

@@ -5,9 +5,63 @@
 //! the fenced test resource saw, never from the service's own logs. The store
 //! clock (Redis `TIME`) and the harness clock are the same host clock here, so
 //! a client's send time can bound when its release took effect.
+//!
+//! Each grant carries its kind (contract section 15): an exclusive grant may
+//! overlap nothing, a shared one only other shared ones, and a semaphore
+//! permit only permits of a semaphore of the same limit, at most `limit` of
+//! them at any moment.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+/// The kind of hold a grant is (what the reserve item asked for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GrantKind {
+    #[default]
+    Exclusive,
+    /// A read lock: any number of shared grants may overlap (up to the
+    /// service's 10,000 holders), nothing else.
+    Shared,
+    /// A permit of a semaphore of this many permits.
+    Semaphore(u16),
+}
+
+/// The most shared holders one resource admits (`MAX_HOLDERS`).
+const MAX_SHARED: usize = 10_000;
+
+impl GrantKind {
+    /// Whether a grant of this kind may overlap a grant of kind `other`.
+    fn joins(self, other: GrantKind) -> bool {
+        match (self, other) {
+            (GrantKind::Shared, GrantKind::Shared) => true,
+            (GrantKind::Semaphore(a), GrantKind::Semaphore(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// Whether a resource may have several grants of this kind at once.
+    fn is_multi(self) -> bool {
+        self != GrantKind::Exclusive
+    }
+
+    /// The most grants of this kind one resource may have at once.
+    fn capacity(self) -> usize {
+        match self {
+            GrantKind::Exclusive => 1,
+            GrantKind::Shared => MAX_SHARED,
+            GrantKind::Semaphore(n) => usize::from(n),
+        }
+    }
+
+    /// How a report names it.
+    pub fn name(self) -> String {
+        match self {
+            GrantKind::Exclusive => "exclusive".into(),
+            GrantKind::Shared => "shared".into(),
+            GrantKind::Semaphore(n) => format!("semaphore({n})"),
+        }
+    }
+}
 
 /// One grant a client was told about: one RESERVED item of a reserve answer
 /// (a batch of k items is one call and up to k grants, each with its own
@@ -16,6 +70,8 @@ use std::sync::Mutex;
 pub struct Grant {
     pub resource: String,
     pub client: usize,
+    /// What the item asked for (and was granted as).
+    pub kind: GrantKind,
     pub token: u64,
     /// `reservedAt`, store clock, ms since the epoch.
     pub start_ms: i64,
@@ -112,11 +168,16 @@ fn order(g: &Grant) -> (i64, u64) {
 }
 
 /// Checks the history:
-/// 1. no two grants of one resource overlap (a grant starts no earlier than
-///    every earlier grant's end);
-/// 2. fencing tokens of one resource never repeat and rise with grant order;
+/// 1. the grants of one resource that overlap (one starts before another's
+///    end) are of kinds that may join (both shared, or both permits of a
+///    semaphore of one limit), and no more of them overlap at any moment than
+///    their kind admits (`limit` permits; one exclusive grant);
+/// 2. fencing tokens of one resource never repeat and rise with grant order
+///    (across every kind);
 /// 3. every stale write (one made after a newer grant of the resource wrote)
-///    is rejected, and, on a fenced resource, no fresh write is.
+///    is rejected, and, on a fenced resource, no fresh write is. Only
+///    exclusive grants write: concurrent shared holders and permits are
+///    readers, and their tokens need not rise in the order they act.
 pub fn check(grants: &[Grant], writes: &[Write], fenced: bool) -> Verdict {
     let mut v = Verdict {
         grants: grants.len(),
@@ -129,28 +190,47 @@ pub fn check(grants: &[Grant], writes: &[Write], fenced: bool) -> Verdict {
     }
     for (resource, ids) in &mut by_resource {
         ids.sort_by_key(|&i| order(&grants[i]));
-        // 1. Overlaps: compare with the latest end among all earlier grants.
-        let mut latest: Option<usize> = None;
+        // 1. A sweep in grant order: `live` holds every earlier grant not yet
+        // ended when the next one starts (a grant that ends as another starts
+        // does not overlap it), so it is what was held at that moment.
+        let mut live: Vec<usize> = Vec::new();
         for &i in ids.iter() {
             let g = &grants[i];
-            if let Some(p) = latest {
+            live.retain(|&p| grants[p].end_ms() > g.start_ms);
+            if let Some(&p) = live.iter().find(|&&p| !g.kind.joins(grants[p].kind)) {
                 let prev = &grants[p];
-                if g.start_ms < prev.end_ms() {
-                    v.violations.push(format!(
-                        "overlap on {resource:?}: client {} was granted it at {} (token {}) while \
-                         client {} held it from {} until {} (token {})",
-                        g.client,
-                        g.start_ms,
-                        g.token,
-                        prev.client,
-                        prev.start_ms,
-                        prev.end_ms(),
-                        prev.token
-                    ));
-                }
+                v.violations.push(format!(
+                    "overlap on {resource:?}: client {} was granted it {} at {} (token {}) while \
+                     client {} held it {} from {} until {} (token {})",
+                    g.client,
+                    g.kind.name(),
+                    g.start_ms,
+                    g.token,
+                    prev.client,
+                    prev.kind.name(),
+                    prev.start_ms,
+                    prev.end_ms(),
+                    prev.token
+                ));
+            } else if g.kind.is_multi() && live.len() >= g.kind.capacity() {
+                let holders: Vec<String> = live
+                    .iter()
+                    .map(|&p| format!("client {} (token {})", grants[p].client, grants[p].token))
+                    .collect();
+                v.violations.push(format!(
+                    "too many holders on {resource:?}: client {} was granted it {} at {} \
+                     (token {}) while {} held it: {}",
+                    g.client,
+                    g.kind.name(),
+                    g.start_ms,
+                    g.token,
+                    live.len(),
+                    holders.join(", ")
+                ));
             }
-            if latest.is_none_or(|p| g.end_ms() > grants[p].end_ms()) {
-                latest = Some(i);
+            // A grant that ended as it started (released at once) holds nothing.
+            if g.end_ms() > g.start_ms {
+                live.push(i);
             }
         }
         // 2. Fencing tokens rise strictly in grant order.
@@ -174,6 +254,15 @@ pub fn check(grants: &[Grant], writes: &[Write], fenced: bool) -> Verdict {
             v.violations.push(format!("write {} names no grant", w.seq));
             continue;
         };
+        if g.kind != GrantKind::Exclusive {
+            v.violations.push(format!(
+                "write {} by a {} grant of {:?} (only exclusive holders write)",
+                w.seq,
+                g.kind.name(),
+                w.resource
+            ));
+            continue;
+        }
         let newest = newest_writer.get(w.resource.as_str()).copied();
         let stale = newest.is_some_and(|n| n > order(g));
         if stale {
@@ -214,6 +303,7 @@ mod checker_catches {
         Grant {
             resource: resource.into(),
             client,
+            kind: GrantKind::Exclusive,
             token,
             start_ms: start,
             expires_ms: end,
@@ -323,5 +413,163 @@ mod checker_catches {
         let v = check(&grants, &fence.writes(), false);
         assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
         assert!(v.violations[0].starts_with("stale write accepted"));
+    }
+
+    fn of(
+        kind: GrantKind,
+        resource: &str,
+        client: usize,
+        token: u64,
+        start: i64,
+        end: i64,
+    ) -> Grant {
+        Grant {
+            kind,
+            ..grant(resource, client, token, start, end)
+        }
+    }
+
+    const SEM5: GrantKind = GrantKind::Semaphore(5);
+
+    /// Five permits of a 5-permit semaphore at once are legal; a sixth
+    /// overlapping them all is flagged, once, naming the holders.
+    #[test]
+    fn six_permits_of_a_five_permit_semaphore() {
+        let five: Vec<Grant> = (0..5)
+            .map(|c| of(SEM5, "sem", c, 10 + c as u64, 1000 + c as i64, 5000))
+            .collect();
+        let v = check(&five, &[], true);
+        assert!(v.violations.is_empty(), "{:?}", v.violations);
+        let mut six = five.clone();
+        six.push(of(SEM5, "sem", 5, 15, 1005, 5000));
+        let v = check(&six, &[], true);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(
+            v.violations[0].starts_with("too many holders on \"sem\": client 5"),
+            "{:?}",
+            v.violations
+        );
+        // The sixth is legal once one of the five is released before it.
+        six[2].release_sent_ms = Some(1005);
+        assert!(check(&six, &[], true).violations.is_empty());
+        // An overlap of six found at a later moment: permits that come and go
+        // (never more than five at once), then a burst that makes six.
+        let mut rolling: Vec<Grant> = (0..20)
+            .map(|c| {
+                of(
+                    SEM5,
+                    "sem",
+                    c,
+                    100 + c as u64,
+                    1000 + 100 * c as i64,
+                    1450 + 100 * c as i64,
+                )
+            })
+            .collect();
+        assert!(check(&rolling, &[], true).violations.is_empty());
+        for c in 0..2 {
+            rolling.push(of(SEM5, "sem", 50 + c, 200 + c as u64, 3000, 3100));
+        }
+        let v = check(&rolling, &[], true);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(v.violations[0].starts_with("too many holders"));
+    }
+
+    #[test]
+    fn an_exclusive_grant_overlapping_a_shared_one() {
+        let grants = [
+            of(GrantKind::Shared, "rw", 1, 10, 1000, 3000),
+            of(GrantKind::Shared, "rw", 2, 11, 1500, 3000),
+            of(GrantKind::Exclusive, "rw", 3, 12, 2000, 4000),
+        ];
+        let v = check(&grants, &[], true);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(
+            v.violations[0].starts_with("overlap on \"rw\": client 3 was granted it exclusive"),
+            "{:?}",
+            v.violations
+        );
+        // The writer after both readers left is legal.
+        let mut g = grants.clone();
+        g[0].release_sent_ms = Some(1900);
+        g[1].release_sent_ms = Some(2000);
+        assert!(check(&g, &[], true).violations.is_empty());
+    }
+
+    #[test]
+    fn a_shared_grant_overlapping_an_exclusive_one() {
+        let grants = [
+            of(GrantKind::Exclusive, "rw", 1, 10, 1000, 3000),
+            of(GrantKind::Shared, "rw", 2, 11, 2000, 4000),
+        ];
+        let v = check(&grants, &[], true);
+        assert_eq!(v.violations.len(), 1, "{:?}", v.violations);
+        assert!(
+            v.violations[0].starts_with("overlap on \"rw\": client 2 was granted it shared"),
+            "{:?}",
+            v.violations
+        );
+        let mut g = grants.clone();
+        g[0].release_sent_ms = Some(2000);
+        assert!(check(&g, &[], true).violations.is_empty());
+    }
+
+    /// Readers share; permits of one limit share; nothing else does.
+    #[test]
+    fn kinds_that_may_and_may_not_share() {
+        let readers: Vec<Grant> = (0..50)
+            .map(|c| {
+                of(
+                    GrantKind::Shared,
+                    "rw",
+                    c,
+                    10 + c as u64,
+                    1000 + c as i64,
+                    9000,
+                )
+            })
+            .collect();
+        assert!(check(&readers, &[], true).violations.is_empty());
+        for (a, b) in [
+            (SEM5, GrantKind::Semaphore(4)),
+            (SEM5, GrantKind::Shared),
+            (GrantKind::Shared, SEM5),
+            (SEM5, GrantKind::Exclusive),
+            (GrantKind::Exclusive, SEM5),
+        ] {
+            let grants = [of(a, "k", 1, 10, 1000, 3000), of(b, "k", 2, 11, 2000, 4000)];
+            let v = check(&grants, &[], true);
+            assert_eq!(
+                v.violations.len(),
+                1,
+                "{a:?} then {b:?}: {:?}",
+                v.violations
+            );
+            assert!(
+                v.violations[0].starts_with("overlap on"),
+                "{:?}",
+                v.violations
+            );
+            // One after the other, any kinds may follow each other.
+            let grants = [of(a, "k", 1, 10, 1000, 2000), of(b, "k", 2, 11, 2000, 4000)];
+            assert!(check(&grants, &[], true).violations.is_empty());
+        }
+        // Permits of one resource still need rising fencing tokens.
+        let grants = [
+            of(SEM5, "k", 1, 10, 1000, 3000),
+            of(SEM5, "k", 2, 10, 1000, 3000),
+        ];
+        assert!(check(&grants, &[], true).violations[0].starts_with("fencing token"));
+        // Only exclusive holders write to the fenced resource.
+        let fence = FencedResource::new(true);
+        assert!(fence.write("k", 0, 10));
+        let v = check(&grants, &fence.writes(), true);
+        assert!(
+            v.violations
+                .iter()
+                .any(|m| m.starts_with("write 0 by a semaphore(5) grant")),
+            "{:?}",
+            v.violations
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! parser properties, tenant isolation and secrets at rest and in logs.
 
 mod faults;
-mod history;
+pub(crate) mod history;
 mod hostile;
 mod isolation;
 mod properties;
