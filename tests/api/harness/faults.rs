@@ -697,24 +697,28 @@ pub async fn run(cfg: RunConfig) -> Outcome {
             (*s == 200 && b["results"][0]["status"] == "RESERVED")
                 .then(|| b["results"][0]["releaseToken"].as_str().map(str::to_string))?
         });
-        let unreserved = match &release {
-            Some(token) => shared
-                .call(
-                    n,
-                    Call::Unreserve,
-                    vec![
-                        json!({"requester": "final", "resource": resource, "releaseToken": token}),
-                    ],
-                )
-                .await
-                .is_some_and(|(s, b)| s == 200 && b["results"][0]["status"] == "UNRESERVED"),
-            None => false,
+        let released = match &release {
+            Some(token) => {
+                shared
+                    .call(
+                        n,
+                        Call::Unreserve,
+                        vec![
+                            json!({"requester": "final", "resource": resource, "releaseToken": token}),
+                        ],
+                    )
+                    .await
+            }
+            None => None,
         };
+        let unreserved = released
+            .as_ref()
+            .is_some_and(|(s, b)| *s == 200 && b["results"][0]["status"] == "UNRESERVED");
         if !unreserved {
             final_ok = false;
             let _ = writeln!(
                 final_log,
-                "  final operation on instance {n} failed: {answer:?}"
+                "  final operation on instance {n} failed: {answer:?}, then {released:?}"
             );
         }
     }
