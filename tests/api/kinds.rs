@@ -25,6 +25,7 @@ every_topology!(
     locklock_meets_shared_and_semaphore_holds_with_409_and_403,
     an_expiring_permit_is_handed_to_the_head_of_the_line,
     a_waiter_granted_elsewhere_lets_the_next_reader_join_it,
+    validate_knows_every_hold_of_a_group,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -842,5 +843,50 @@ async fn a_waiter_granted_elsewhere_lets_the_next_reader_join_it(app: TestApp) {
         json!({"resource": "mb", "requester": "w", "status": "HELD", "mode": "shared",
                "holders": [{"requester": "w"}, {"requester": "s"}]}),
         "{check}"
+    );
+}
+
+async fn validate_knows_every_hold_of_a_group(app: TestApp) {
+    let validate = |token: Value| {
+        let app = &app;
+        async move {
+            let r = app
+                .post(
+                    "/api/v1/Reservation/validate",
+                    json!([{"resource": "v", "fencingToken": token}]),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{r:?}");
+            r.results()[0].clone()
+        }
+    };
+    let a = take(&app, "v", "a", sem(2)).await;
+    let b = take(&app, "v", "b", sem(2)).await;
+    for (rq, r) in [("a", &a), ("b", &b)] {
+        let v = validate(r["fencingToken"].clone()).await;
+        assert_eq!(
+            v,
+            json!({"resource": "v", "status": "CURRENT", "fencingToken": r["fencingToken"],
+                   "requester": rq, "expiresAt": r["expiresAt"]}),
+            "{v}"
+        );
+    }
+    // Stale against a group: no single current token.
+    let old = a["fencingToken"].as_u64().unwrap_or(0) - 1;
+    let v = validate(json!(old)).await;
+    assert_eq!(
+        v,
+        json!({"resource": "v", "status": "STALE", "fencingToken": old,
+               "currentFencingToken": null}),
+        "{v}"
+    );
+    assert_eq!(
+        unreserve(&app, "v", "a", &a["releaseToken"]).await,
+        "UNRESERVED"
+    );
+    assert_eq!(validate(a["fencingToken"].clone()).await["status"], "STALE");
+    assert_eq!(
+        validate(b["fencingToken"].clone()).await["status"],
+        "CURRENT"
     );
 }
