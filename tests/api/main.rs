@@ -19,6 +19,7 @@ mod ha;
 mod harness;
 mod idempotency;
 mod jwt;
+mod kinds;
 mod locklock;
 mod ops;
 mod rate_limits;

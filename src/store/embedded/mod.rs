@@ -61,11 +61,17 @@ struct State {
 struct TenantState {
     tenant: Tenant,
     keys: HashMap<KeyId, KeyRec>,
-    locks: BTreeMap<String, Lock>,
-    /// (requester, resource) of every lock, for listing by requester.
-    by_requester: BTreeSet<(String, String)>,
-    /// (expiresAt, resource) of every lock with a TTL, for the sweeper.
-    expiries: BTreeSet<(Millis, String)>,
+    /// The holds of each resource, in fencing-token order: one exclusive
+    /// hold, or a group of shared or semaphore holds of one kind (contract
+    /// section 15). Holds past their time stay until retired (EXPIRED).
+    locks: BTreeMap<String, Vec<Lock>>,
+    /// (requester, resource, fencing token) of every hold, for listing by
+    /// requester and the per-requester cap; its length is the tenant's hold
+    /// count.
+    by_requester: BTreeSet<(String, String, u64)>,
+    /// (expiresAt, resource, fencing token) of every hold with a TTL, for the
+    /// sweeper.
+    expiries: BTreeSet<(Millis, String, u64)>,
     /// The highest fencing token handed out in this tenant: tokens are
     /// max(this + 1, now in µs), rising across every hold with no per-resource
     /// state, as in the Redis store (`lua/holds.lua`).
@@ -88,6 +94,8 @@ struct KeyRec {
 
 #[derive(Clone)]
 struct Lock {
+    /// Exclusive, shared or a semaphore permit.
+    kind: Kind,
     /// Whether locklock acquired it (only such a lock may be released through
     /// locklock), and the hash of its secret, if any.
     locklock: bool,
@@ -118,8 +126,81 @@ impl Lock {
             expires_at: self.expires_at,
             fencing_token: self.fencing,
             api_key_label: self.label.clone(),
-            kind: Kind::Exclusive,
+            kind: self.kind,
         })
+    }
+
+    /// The hold's member in the listing's order (and the Redis indexes):
+    /// `<resource>` for an exclusive hold, `<resource>\0<fencing token, 17
+    /// digits>` for one of a group.
+    fn member(&self, resource: &str) -> String {
+        if self.kind.is_multi() {
+            format!("{resource}\0{:017}", self.fencing)
+        } else {
+            resource.to_string()
+        }
+    }
+}
+
+/// A resource's live holders as a request sees them: their kind, how many,
+/// and the oldest one's requester and expiry.
+#[derive(Debug, Clone, Default)]
+struct View {
+    kind: Kind,
+    holders: u64,
+    oldest: Option<(String, Option<Millis>)>,
+}
+
+impl View {
+    /// Whether a request of kind `r` meets holders of a kind it can never
+    /// join (contract section 15: a semaphore and anything else, or two
+    /// limits).
+    fn mismatch(&self, r: Kind) -> bool {
+        self.holders > 0
+            && self.kind != r
+            && (matches!(self.kind, Kind::Semaphore(_)) || matches!(r, Kind::Semaphore(_)))
+    }
+
+    /// Whether a request of kind `r` may join the holders now (the line
+    /// aside).
+    fn can_join(&self, r: Kind) -> bool {
+        self.holders == 0 || (self.kind == r && r.is_multi() && self.holders < r.capacity() as u64)
+    }
+
+    /// A hold of kind `r` joins (a batch's simulation).
+    fn join(&mut self, r: Kind, requester: &str, expires_at: Option<Millis>) {
+        if self.holders == 0 {
+            self.kind = r;
+            self.oldest = Some((requester.to_string(), expires_at));
+        }
+        self.holders += 1;
+    }
+
+    fn already_held(&self, queue_length: u64) -> ReserveOutcome {
+        let (held_by, expires_at) = self.oldest.clone().unwrap_or_default();
+        ReserveOutcome::AlreadyHeld {
+            held_by,
+            expires_at,
+            queue_length,
+            holders: self.holders,
+            available: match (self.holders, self.kind) {
+                (0, _) => None,
+                (k, Kind::Semaphore(l)) => Some(u64::from(l).saturating_sub(k)),
+                _ => None,
+            },
+        }
+    }
+
+    /// Why a request of kind `r` cannot be granted now, with `queue_length`
+    /// waiting (no barging), or `None` when it can.
+    fn verdict(&self, r: Kind, queue_length: u64) -> Option<ReserveOutcome> {
+        if self.mismatch(r) {
+            return Some(ReserveOutcome::LimitMismatch { kind: self.kind });
+        }
+        if queue_length > 0 || !self.can_join(r) {
+            return Some(self.already_held(queue_length));
+        }
+        None
     }
 }
 
@@ -179,7 +260,7 @@ impl TenantState {
             at: now_ms,
             expires_at: lock.expires_at,
             fencing_token: lock.fencing,
-            hold: Kind::Exclusive,
+            hold: lock.kind,
         };
         self.events.push_back(event.clone());
         while self.events.len() > retain {
@@ -205,21 +286,19 @@ impl TenantState {
         History::Events(self.events.range(start..).take(limit).cloned().collect())
     }
 
-    /// Grants `g.resource` (free, or held past its time: then its EXPIRED is
-    /// announced first): the lock, its indexes, a fencing token above the
-    /// tenant's mark, RESERVED.
+    /// Grants `g.resource` (free, or joinable: the caller has checked;
+    /// holds past their time are announced EXPIRED first): the hold, its
+    /// indexes, a fencing token above the tenant's mark, RESERVED.
     fn grant(&mut self, g: Grant<'_>, now_us: u64, retain: usize) -> ReserveOutcome {
         let now_ms = now_us / 1000;
         let res = g.resource;
-        if let Some(old) = self.drop_lock(res) {
-            // Expired but not yet swept: announce it before the new grant.
-            let label = old.label.clone();
-            self.emit(retain, now_ms, EventKind::Expired, res, &old, &label);
-        }
+        // Expired but not yet swept: announced before the new grant.
+        self.retire_expired(res, now_ms, retain);
         let fencing = (self.high_water + 1).max(now_us);
         self.high_water = fencing;
         let expires_at = g.ttl_ms.map(|t| now_ms + t);
         let lock = Lock {
+            kind: g.kind,
             locklock: g.locklock.is_some(),
             secret_hash: g.locklock.flatten(),
             requester: g.requester.to_string(),
@@ -230,12 +309,7 @@ impl TenantState {
             label: g.label.to_string(),
         };
         self.emit(retain, now_ms, EventKind::Reserved, res, &lock, g.label);
-        self.locks.insert(res.to_string(), lock);
-        self.by_requester
-            .insert((g.requester.to_string(), res.to_string()));
-        if let Some(ea) = expires_at {
-            self.expiries.insert((ea, res.to_string()));
-        }
+        self.add_hold(res, lock);
         ReserveOutcome::Reserved {
             release_token: g.token,
             reserved_at: now_ms,
@@ -245,63 +319,154 @@ impl TenantState {
         }
     }
 
-    /// Removes a lock and its index entries; returns it.
-    fn drop_lock(&mut self, resource: &str) -> Option<Lock> {
-        let lock = self.locks.remove(resource)?;
+    /// Adds a hold (its fencing token is the tenant's newest, so it goes
+    /// last) and its index entries.
+    fn add_hold(&mut self, resource: &str, lock: Lock) {
         self.by_requester
-            .remove(&(lock.requester.clone(), resource.to_string()));
+            .insert((lock.requester.clone(), resource.to_string(), lock.fencing));
         if let Some(ea) = lock.expires_at {
-            self.expiries.remove(&(ea, resource.to_string()));
+            self.expiries
+                .insert((ea, resource.to_string(), lock.fencing));
+        }
+        self.locks
+            .entry(resource.to_string())
+            .or_default()
+            .push(lock);
+    }
+
+    /// Removes the hold of `resource` with fencing token `fencing` and its
+    /// index entries (the resource's state goes with its last hold); returns
+    /// it.
+    fn remove_hold(&mut self, resource: &str, fencing: u64) -> Option<Lock> {
+        let holds = self.locks.get_mut(resource)?;
+        let at = holds.binary_search_by_key(&fencing, |l| l.fencing).ok()?;
+        let lock = holds.remove(at);
+        if holds.is_empty() {
+            self.locks.remove(resource);
+        }
+        self.by_requester
+            .remove(&(lock.requester.clone(), resource.to_string(), fencing));
+        if let Some(ea) = lock.expires_at {
+            self.expiries.remove(&(ea, resource.to_string(), fencing));
         }
         Some(lock)
     }
 
-    /// The ALREADY_HELD of a resource that is held, or free with a line (no
-    /// barging); `None` when it can be granted now.
-    fn blocked(&self, resource: &str, now_ms: Millis) -> Option<ReserveOutcome> {
-        let queue_length = self.waits.len_of(resource);
-        match self.live_lock(resource, now_ms) {
-            Some(held) => Some(ReserveOutcome::AlreadyHeld {
-                held_by: held.requester.clone(),
-                expires_at: held.expires_at,
-                queue_length,
-                holders: 1,
-                available: None,
-            }),
-            None if queue_length > 0 => Some(ReserveOutcome::AlreadyHeld {
-                held_by: String::new(),
-                expires_at: None,
-                queue_length,
-                holders: 0,
-                available: None,
-            }),
-            None => None,
+    /// The hold of `resource` with fencing token `fencing`, to change it.
+    fn hold_mut(&mut self, resource: &str, fencing: u64) -> Option<&mut Lock> {
+        let holds = self.locks.get_mut(resource)?;
+        let at = holds.binary_search_by_key(&fencing, |l| l.fencing).ok()?;
+        holds.get_mut(at)
+    }
+
+    /// Retires the holds of `resource` past their time, each with its
+    /// EXPIRED (in fencing-token order).
+    fn retire_expired(&mut self, resource: &str, now_ms: Millis, retain: usize) {
+        let due: Vec<u64> = self
+            .locks
+            .get(resource)
+            .map(|holds| {
+                holds
+                    .iter()
+                    .filter(|l| !l.live(now_ms))
+                    .map(|l| l.fencing)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fencing in due {
+            if let Some(old) = self.remove_hold(resource, fencing) {
+                let label = old.label.clone();
+                self.emit(retain, now_ms, EventKind::Expired, resource, &old, &label);
+            }
         }
     }
 
-    fn live_lock(&self, resource: &str, now_ms: Millis) -> Option<&Lock> {
-        self.locks.get(resource).filter(|l| l.live(now_ms))
+    /// The live holds of `resource`, in fencing-token order.
+    fn live_holds(&self, resource: &str, now_ms: Millis) -> impl Iterator<Item = &Lock> {
+        self.locks
+            .get(resource)
+            .into_iter()
+            .flatten()
+            .filter(move |l| l.live(now_ms))
     }
 
-    /// Retires every reservation whose expiry has passed, emitting `EXPIRED`
-    /// for each; returns how many.
+    /// The live holders of `resource` as a request sees them.
+    fn view(&self, resource: &str, now_ms: Millis) -> View {
+        let mut view = View::default();
+        for l in self.live_holds(resource, now_ms) {
+            view.join(l.kind, &l.requester, l.expires_at);
+        }
+        view
+    }
+
+    /// Why a request of kind `kind` on `resource` cannot be granted now
+    /// (LIMIT_MISMATCH, or ALREADY_HELD: held, full, or free with a line —
+    /// no barging); `None` when it can.
+    fn blocked(&self, resource: &str, kind: Kind, now_ms: Millis) -> Option<ReserveOutcome> {
+        self.view(resource, now_ms)
+            .verdict(kind, self.waits.len_of(resource))
+    }
+
+    /// The live hold of `resource` that `requester` holds with `token`.
+    fn find_hold(
+        &self,
+        resource: &str,
+        now_ms: Millis,
+        (requester, token): (&Requester, &ReleaseToken),
+        gone: &HashSet<u64>,
+    ) -> Found {
+        let mut any = false;
+        for l in self
+            .live_holds(resource, now_ms)
+            .filter(|l| !gone.contains(&l.fencing))
+        {
+            if l.matches(requester, token) {
+                return Found::Hold(l.fencing);
+            }
+            any = true;
+        }
+        if any {
+            Found::InvalidToken
+        } else {
+            Found::NotHeld
+        }
+    }
+
+    /// Retires every hold whose expiry has passed, emitting `EXPIRED` for
+    /// each; returns how many.
     fn sweep(&mut self, now_ms: Millis, retain: usize) -> usize {
-        let due: Vec<(Millis, String)> = self
+        let due: Vec<(Millis, String, u64)> = self
             .expiries
-            .range(..(now_ms + 1, String::new()))
+            .range(..(now_ms + 1, String::new(), 0))
             .cloned()
             .collect();
-        for (_, resource) in &due {
-            if let Some(lock) = self.drop_lock(resource) {
+        let mut seen = HashSet::new();
+        let mut freed: Vec<&str> = Vec::new();
+        for (_, resource, fencing) in &due {
+            if let Some(lock) = self.remove_hold(resource, *fencing) {
                 let label = lock.label.clone();
                 self.emit(retain, now_ms, EventKind::Expired, resource, &lock, &label);
             }
+            if seen.insert(resource.as_str()) {
+                freed.push(resource);
+            }
         }
-        for (_, resource) in &due {
+        for resource in freed {
             self.handover(resource, now_ms * 1000, retain);
         }
         due.len()
     }
+}
+
+/// A release or extend item's hold, found by its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// The resource has no live holder.
+    NotHeld,
+    /// It has, but none with that token (and requester).
+    InvalidToken,
+    /// The hold with this fencing token.
+    Hold(u64),
 }
 
 /// What `TenantState::grant` grants.
@@ -313,6 +478,7 @@ struct Grant<'a> {
     label: &'a str,
     /// A locklock lock: the hash of its secret, if any.
     locklock: Option<Option<String>>,
+    kind: Kind,
 }
 
 /// The name of a tenant's rate-limit partition in `Inner::limits`.
@@ -373,47 +539,65 @@ impl EmbeddedStore {
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
         };
-        if max_held.is_some_and(|max| ts.locks.len() + items.len() > max) {
+        // The tenant's (and the requester's) holds, every permit and shared
+        // hold counted.
+        if max_held.is_some_and(|max| ts.by_requester.len() + items.len() > max) {
             return Ok(Err(LockOutcome::Full));
         }
         if let (Some(max), Some(first)) = (max_per_requester, items.first()) {
             let rq = first.requester.as_str();
             let held = ts
                 .by_requester
-                .range((rq.to_string(), String::new())..)
-                .take_while(|(q, _)| q == rq)
+                .range((rq.to_string(), String::new(), 0)..)
+                .take_while(|(q, _, _)| q == rq)
                 .take(max)
                 .count();
             if held >= max {
                 return Ok(Err(LockOutcome::TooMany));
             }
         }
+        if locklock.is_some()
+            && items
+                .iter()
+                .any(|it| ts.view(it.resource.as_str(), now_ms).kind.is_multi())
+        {
+            // Shared or semaphore holders: locklock answers LOCKED at once,
+            // even with a wait (contract section 15).
+            return Ok(Err(LockOutcome::Locked));
+        }
         if mode.atomic || mode.wait.is_some() {
-            // A resource repeated in the batch is held by its first item by then.
-            let mut taken: HashMap<&str, ReserveOutcome> = HashMap::new();
+            // Read-only: each item against the state the earlier items would
+            // leave (a semaphore repeated takes a permit each time).
+            let mut views: HashMap<&str, View> = HashMap::new();
             let verdicts: Vec<Option<ReserveOutcome>> = items
                 .iter()
                 .map(|it| {
                     let res = it.resource.as_str();
-                    if let Some(first) = taken.get(res) {
-                        return Some(first.clone());
+                    let view = views.entry(res).or_insert_with(|| ts.view(res, now_ms));
+                    let verdict = view.verdict(it.kind, ts.waits.len_of(res));
+                    if verdict.is_none() {
+                        let ea = it.ttl.map(|t| now_ms + t.millis());
+                        view.join(it.kind, it.requester.as_str(), ea);
                     }
-                    if let Some(blocked) = ts.blocked(res, now_ms) {
-                        return Some(blocked);
-                    }
-                    let by_it = ReserveOutcome::AlreadyHeld {
-                        held_by: it.requester.as_str().to_string(),
-                        expires_at: it.ttl.map(|t| now_ms + t.millis()),
-                        queue_length: 0,
-                        holders: 1,
-                        available: None,
-                    };
-                    taken.insert(res, by_it);
-                    None
+                    verdict
                 })
                 .collect();
             let failed = verdicts.iter().any(Option::is_some);
             if let (true, Some(wait)) = (failed, mode.wait) {
+                let mismatch = |v: &Option<ReserveOutcome>| {
+                    matches!(v, Some(ReserveOutcome::LimitMismatch { .. }))
+                };
+                if verdicts.iter().any(mismatch) {
+                    // A mismatch never waits: all or nothing, at once.
+                    let out = verdicts
+                        .into_iter()
+                        .map(|v| match v {
+                            Some(m @ ReserveOutcome::LimitMismatch { .. }) => m,
+                            _ => ReserveOutcome::Aborted,
+                        })
+                        .collect();
+                    return Ok(Ok(out));
+                }
                 if ts.waits.live(now_ms) >= wait.max_waiters {
                     return Err(StoreError::TooManyWaiters);
                 }
@@ -424,6 +608,7 @@ impl EmbeddedStore {
                         requester: it.requester.as_str().to_string(),
                         ttl_ms: it.ttl.map_or(0, |t| t.millis()),
                         token: ReleaseToken::generate(),
+                        kind: it.kind,
                     })
                     .collect();
                 let places = ts.enter(
@@ -463,7 +648,7 @@ impl EmbeddedStore {
         let mut out = Vec::with_capacity(items.len());
         for it in items {
             let res = it.resource.as_str();
-            if let Some(blocked) = ts.blocked(res, now_ms) {
+            if let Some(blocked) = ts.blocked(res, it.kind, now_ms) {
                 out.push(blocked);
                 continue;
             }
@@ -475,6 +660,7 @@ impl EmbeddedStore {
                     token: ReleaseToken::generate(),
                     label: &caller.label,
                     locklock: locklock.clone(),
+                    kind: it.kind,
                 },
                 now_us,
                 retain,

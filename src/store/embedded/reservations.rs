@@ -23,25 +23,21 @@ pub(super) fn all_or_nothing<O: Clone>(
     )
 }
 
-/// Why a release item fails on the lock it finds, or `None` when it succeeds.
-fn release_verdict(lock: Option<&Lock>, it: &ReleaseItem) -> Option<ReleaseOutcome> {
-    match lock {
-        None => Some(ReleaseOutcome::NotHeld),
-        Some(l) if !l.matches(&it.requester, &it.release_token) => {
-            Some(ReleaseOutcome::InvalidToken)
-        }
-        Some(_) => None,
+/// A release item's failure for the hold it finds (`None`: it succeeds).
+fn release_failure(found: Found) -> Option<ReleaseOutcome> {
+    match found {
+        Found::NotHeld => Some(ReleaseOutcome::NotHeld),
+        Found::InvalidToken => Some(ReleaseOutcome::InvalidToken),
+        Found::Hold(_) => None,
     }
 }
 
-/// Why an extend item fails on the lock it finds, or `None` when it succeeds.
-fn extend_verdict(lock: Option<&Lock>, it: &ExtendItem) -> Option<ExtendOutcome> {
-    match lock {
-        None => Some(ExtendOutcome::NotHeld),
-        Some(l) if !l.matches(&it.requester, &it.release_token) => {
-            Some(ExtendOutcome::InvalidToken)
-        }
-        Some(_) => None,
+/// An extend item's failure for the hold it finds (`None`: it succeeds).
+fn extend_failure(found: Found) -> Option<ExtendOutcome> {
+    match found {
+        Found::NotHeld => Some(ExtendOutcome::NotHeld),
+        Found::InvalidToken => Some(ExtendOutcome::InvalidToken),
+        Found::Hold(_) => None,
     }
 }
 
@@ -72,31 +68,29 @@ impl EmbeddedStore {
             return Err(StoreError::TenantGone);
         };
         if mode.atomic {
+            // A hold released by an earlier item no longer counts.
             let mut gone = HashSet::new();
             let verdicts = items.iter().map(|it| {
-                let res = it.resource.as_str();
-                let v = if gone.contains(res) {
-                    Some(ReleaseOutcome::NotHeld)
-                } else {
-                    release_verdict(ts.live_lock(res, now_ms), it)
-                };
-                if v.is_none() {
-                    gone.insert(res);
+                let who = (&it.requester, &it.release_token);
+                let found = ts.find_hold(it.resource.as_str(), now_ms, who, &gone);
+                if let Found::Hold(fencing) = found {
+                    gone.insert(fencing);
                 }
-                v
+                release_failure(found)
             });
             if let Some(aborted) = all_or_nothing(verdicts, ReleaseOutcome::Aborted) {
                 return Ok(aborted);
             }
         }
+        let none = HashSet::new();
         let out = items
             .iter()
             .map(|it| {
                 let res = it.resource.as_str();
-                match release_verdict(ts.live_lock(res, now_ms), it) {
-                    Some(failed) => failed,
-                    None => {
-                        if let Some(old) = ts.drop_lock(res) {
+                let who = (&it.requester, &it.release_token);
+                match ts.find_hold(res, now_ms, who, &none) {
+                    Found::Hold(fencing) => {
+                        if let Some(old) = ts.remove_hold(res, fencing) {
                             ts.emit(
                                 retain,
                                 now_ms,
@@ -110,6 +104,7 @@ impl EmbeddedStore {
                         ts.handover(res, now_us, retain);
                         ReleaseOutcome::Unreserved
                     }
+                    found => release_failure(found).unwrap_or(ReleaseOutcome::NotHeld),
                 }
             })
             .collect();
@@ -129,11 +124,13 @@ impl EmbeddedStore {
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
         };
+        let none = HashSet::new();
         if mode.atomic {
             // Extending never changes another item's answer.
-            let verdicts = items
-                .iter()
-                .map(|it| extend_verdict(ts.live_lock(it.resource.as_str(), now_ms), it));
+            let verdicts = items.iter().map(|it| {
+                let who = (&it.requester, &it.release_token);
+                extend_failure(ts.find_hold(it.resource.as_str(), now_ms, who, &none))
+            });
             if let Some(aborted) = all_or_nothing(verdicts, ExtendOutcome::Aborted) {
                 return Ok(aborted);
             }
@@ -141,49 +138,56 @@ impl EmbeddedStore {
         let mut out = Vec::with_capacity(items.len());
         for it in items {
             let res = it.resource.as_str();
-            let outcome = match extend_verdict(ts.live_lock(res, now_ms), it) {
-                Some(failed) => failed,
-                None => {
-                    let ea = now_ms + it.ttl.millis();
-                    if let Some(lock) = ts.locks.get_mut(res) {
-                        if let Some(old) = lock.expires_at.replace(ea) {
-                            ts.expiries.remove(&(old, res.to_string()));
-                        }
-                        let snapshot = lock.clone();
-                        ts.expiries.insert((ea, res.to_string()));
-                        ts.emit(
-                            retain,
-                            now_ms,
-                            EventKind::Extended,
-                            res,
-                            &snapshot,
-                            &caller.label,
-                        );
-                    }
-                    ExtendOutcome::Extended { expires_at: ea }
+            let who = (&it.requester, &it.release_token);
+            let fencing = match ts.find_hold(res, now_ms, who, &none) {
+                Found::Hold(fencing) => fencing,
+                found => {
+                    out.push(extend_failure(found).unwrap_or(ExtendOutcome::NotHeld));
+                    continue;
                 }
             };
-            out.push(outcome);
+            let ea = now_ms + it.ttl.millis();
+            if let Some(lock) = ts.hold_mut(res, fencing) {
+                let old = lock.expires_at.replace(ea);
+                let snapshot = lock.clone();
+                if let Some(old) = old {
+                    ts.expiries.remove(&(old, res.to_string(), fencing));
+                }
+                ts.expiries.insert((ea, res.to_string(), fencing));
+                ts.emit(
+                    retain,
+                    now_ms,
+                    EventKind::Extended,
+                    res,
+                    &snapshot,
+                    &caller.label,
+                );
+            }
+            out.push(ExtendOutcome::Extended { expires_at: ea });
         }
         self.publish(&caller.tenant, ts);
         Ok(out)
     }
 
-    /// The hold of each resource active now (`None`: free).
+    /// The live holds of each resource (fencing-token order), with how many
+    /// wait in its line.
     fn holdings_now<'a>(
         &self,
         tenant: &TenantId,
         resources: impl Iterator<Item = &'a Resource>,
-    ) -> Vec<(Option<Holding>, u64)> {
+    ) -> Vec<(Vec<Holding>, u64)> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
         let ts = st.tenants.get(tenant);
         resources
-            .map(|r| {
-                let held = ts
-                    .and_then(|ts| ts.live_lock(r.as_str(), now_ms))
-                    .and_then(|l| l.holding(r.as_str()));
-                (held, ts.map_or(0, |ts| ts.waits.len_of(r.as_str())))
+            .map(|r| match ts {
+                Some(ts) => (
+                    ts.live_holds(r.as_str(), now_ms)
+                        .filter_map(|l| l.holding(r.as_str()))
+                        .collect(),
+                    ts.waits.len_of(r.as_str()),
+                ),
+                None => (Vec::new(), 0),
             })
             .collect()
     }
@@ -196,10 +200,20 @@ impl EmbeddedStore {
         Ok(self
             .holdings_now(tenant, resources.iter())
             .into_iter()
-            .map(|(h, waiting)| match h {
-                Some(h) => CheckOutcome::Held(h, waiting),
-                None => CheckOutcome::Free(waiting),
-            })
+            .map(
+                |(mut holders, waiting)| match holders.first().map(|h| h.kind) {
+                    None => CheckOutcome::Free(waiting),
+                    Some(Kind::Exclusive) => {
+                        let h = holders.swap_remove(0);
+                        CheckOutcome::Held(h, waiting)
+                    }
+                    Some(kind) => CheckOutcome::Holders {
+                        kind,
+                        holders,
+                        queue_length: waiting,
+                    },
+                },
+            )
             .collect())
     }
 
@@ -212,15 +226,19 @@ impl EmbeddedStore {
         Ok(items
             .iter()
             .zip(holds)
-            .map(|(it, (h, _))| match h {
-                Some(h) if h.fencing_token == it.fencing_token => FenceOutcome::Current {
-                    requester: h.requester,
-                    expires_at: h.expires_at,
-                },
-                Some(h) => FenceOutcome::Stale {
-                    holder: Some(h.fencing_token),
-                },
-                None => FenceOutcome::Stale { holder: None },
+            .map(|(it, (holders, _))| {
+                match holders.iter().find(|h| h.fencing_token == it.fencing_token) {
+                    Some(h) => FenceOutcome::Current {
+                        requester: h.requester.clone(),
+                        expires_at: h.expires_at,
+                    },
+                    None => FenceOutcome::Stale {
+                        holder: holders
+                            .first()
+                            .filter(|h| h.kind == Kind::Exclusive)
+                            .map(|h| h.fencing_token),
+                    },
+                }
             })
             .collect())
     }
@@ -235,40 +253,56 @@ impl EmbeddedStore {
             });
         };
         let prefix = query.prefix.as_ref().map_or("", |p| p.as_str());
-        let lower = match &query.after {
-            Some(after) if after.as_str() >= prefix => Bound::Excluded(after.clone()),
-            _ => Bound::Included(prefix.to_string()),
-        };
-        let names: Box<dyn Iterator<Item = &String>> = match &query.requester {
+        // Resume strictly after the cursor's member (`<resource>`, or
+        // `<resource>\0<fencing token>` within a group), bytewise: from its
+        // resource on, skipping the members up to it.
+        let after = query.after.as_deref().filter(|a| *a >= prefix);
+        let start = after
+            .and_then(|a| a.split('\0').next())
+            .filter(|r| *r >= prefix)
+            .unwrap_or(prefix)
+            .to_string();
+        let holds: Box<dyn Iterator<Item = (&String, &Lock)>> = match &query.requester {
             Some(rq) => {
                 let rq = rq.as_str().to_string();
-                let lo = match lower {
-                    Bound::Excluded(s) => Bound::Excluded((rq.clone(), s)),
-                    Bound::Included(s) => Bound::Included((rq.clone(), s)),
-                    Bound::Unbounded => Bound::Unbounded,
-                };
+                let lo = (rq.clone(), start, 0);
                 Box::new(
                     ts.by_requester
-                        .range((lo, Bound::Unbounded))
-                        .take_while(move |(q, _)| *q == rq)
-                        .map(|(_, r)| r),
+                        .range(lo..)
+                        .take_while(move |(q, _, _)| *q == rq)
+                        .filter_map(|(_, r, fencing)| {
+                            let (name, holds) = ts.locks.get_key_value(r)?;
+                            let at = holds.binary_search_by_key(fencing, |l| l.fencing).ok()?;
+                            Some((name, holds.get(at)?))
+                        }),
                 )
             }
-            None => Box::new(ts.locks.range((lower, Bound::Unbounded)).map(|(r, _)| r)),
+            None => Box::new(
+                ts.locks
+                    .range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded))
+                    .flat_map(|(name, holds)| holds.iter().map(move |l| (name, l))),
+            ),
         };
         let mut items = Vec::new();
+        let mut last = String::new();
         let mut next_after = None;
-        for name in names.take_while(|n| n.starts_with(prefix)) {
-            let Some(h) = ts.live_lock(name, now_ms).and_then(|l| l.holding(name)) else {
+        for (name, l) in holds.take_while(|(n, _)| n.starts_with(prefix)) {
+            if !l.live(now_ms) {
+                continue;
+            }
+            let member = l.member(name);
+            if after.is_some_and(|a| member.as_str() <= a) {
+                continue;
+            }
+            let Some(h) = l.holding(name) else {
                 continue;
             };
             if items.len() == query.limit {
-                next_after = items
-                    .last()
-                    .map(|h: &Holding| h.resource.as_str().to_string());
+                next_after = Some(last);
                 break;
             }
             items.push(h);
+            last = member;
         }
         Ok(ListPage { items, next_after })
     }
@@ -287,13 +321,14 @@ impl EmbeddedStore {
             return Ok(ReleaseByName::NotHeld);
         };
         let res = resource.as_str();
-        let Some(lock) = ts.live_lock(res, now_ms) else {
+        let Some(lock) = ts.live_holds(res, now_ms).next() else {
             return Ok(ReleaseByName::NotHeld);
         };
         let (kind, label) = match by {
             Releaser::Admin => (EventKind::ForceReleased, "admin".to_string()),
             Releaser::Locklock { label, secret_hash } => {
-                if !lock.locklock {
+                // Shared and semaphore holds are Reservation API holds.
+                if !lock.locklock || lock.kind.is_multi() {
                     return Ok(ReleaseByName::NotALock);
                 }
                 if let Some(expected) = &lock.secret_hash {
@@ -305,10 +340,13 @@ impl EmbeddedStore {
                 (EventKind::Unreserved, label.clone())
             }
         };
-        let Some(old) = ts.drop_lock(res) else {
-            return Ok(ReleaseByName::NotHeld);
-        };
-        ts.emit(retain, now_ms, kind, res, &old, &label);
+        // Every live hold, one event each, in fencing-token order.
+        let live: Vec<u64> = ts.live_holds(res, now_ms).map(|l| l.fencing).collect();
+        for fencing in live {
+            if let Some(old) = ts.remove_hold(res, fencing) {
+                ts.emit(retain, now_ms, kind, res, &old, &label);
+            }
+        }
         // The head of the resource's line gets it, in this step.
         ts.handover(res, now_us, retain);
         self.publish(tenant, ts);

@@ -18,6 +18,8 @@ pub(super) struct WaitItem {
     pub requester: String,
     pub ttl_ms: u64,
     pub token: ReleaseToken,
+    /// Exclusive, shared or a semaphore permit.
+    pub kind: Kind,
 }
 
 #[derive(Debug, Clone)]
@@ -140,15 +142,26 @@ impl TenantState {
         places
     }
 
-    /// Grants waiter `wid` every item if it heads each line and all are free.
+    /// Grants waiter `wid` every item if it heads each line and each item
+    /// can join its resource's holders (counting its own earlier items).
     fn try_grant(&mut self, wid: WaiterId, now_us: u64, retain: usize) -> bool {
         let now_ms = now_us / 1000;
         let Some(w) = self.waits.waiters.get(&wid).cloned() else {
             return false;
         };
+        let mut views: HashMap<&str, View> = HashMap::new();
         let ready = w.items.iter().all(|it| {
-            self.waits.head(&it.resource) == Some(wid)
-                && self.live_lock(&it.resource, now_ms).is_none()
+            if self.waits.head(&it.resource) != Some(wid) {
+                return false;
+            }
+            let view = views
+                .entry(it.resource.as_str())
+                .or_insert_with(|| self.view(&it.resource, now_ms));
+            if !view.can_join(it.kind) {
+                return false;
+            }
+            view.join(it.kind, &it.requester, Some(now_ms + it.ttl_ms));
+            true
         });
         if !ready {
             return false;
@@ -165,6 +178,7 @@ impl TenantState {
                         token: it.token.clone(),
                         label: &w.label,
                         locklock: w.locklock.clone(),
+                        kind: it.kind,
                     },
                     now_us,
                     retain,
@@ -186,8 +200,12 @@ impl TenantState {
         true
     }
 
-    /// Hands `resource` to the head of its line when it can be granted,
-    /// dropping stale heads (and handing over the lines they leave).
+    /// Hands `resource` to the head of its line while the head can be
+    /// granted (so consecutive shared heads, or semaphore heads while
+    /// permits last, are granted together; a head that cannot join stops
+    /// it: FIFO), dropping stale heads (and handing over the lines they
+    /// leave). A granted waiter's other lines where it joined as shared or
+    /// semaphore get a hand-over too: their next head may join it.
     pub(super) fn handover(&mut self, resource: &str, now_us: u64, retain: usize) -> bool {
         let now_ms = now_us / 1000;
         let mut granted = false;
@@ -198,8 +216,27 @@ impl TenantState {
                 .get(&head)
                 .is_none_or(|w| w.granted.is_some() || w.heartbeat_ms < now_ms);
             if !stale {
-                granted |= self.try_grant(head, now_us, retain);
-                break;
+                if !self.try_grant(head, now_us, retain) {
+                    break;
+                }
+                granted = true;
+                let mut others: Vec<String> = self
+                    .waits
+                    .waiters
+                    .get(&head)
+                    .map(|w| {
+                        w.items
+                            .iter()
+                            .filter(|it| it.kind.is_multi() && it.resource != resource)
+                            .map(|it| it.resource.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                others.dedup();
+                for other in others {
+                    self.handover(&other, now_us, retain);
+                }
+                continue;
             }
             let others: Vec<String> = self
                 .waits
@@ -274,10 +311,11 @@ impl TenantState {
             (Some(_), true) => {
                 for it in &w.items {
                     let ours = self
-                        .live_lock(&it.resource, now_ms)
-                        .is_some_and(|l| l.token == it.token.as_str());
-                    if ours {
-                        if let Some(old) = self.drop_lock(&it.resource) {
+                        .live_holds(&it.resource, now_ms)
+                        .find(|l| l.token == it.token.as_str())
+                        .map(|l| l.fencing);
+                    if let Some(fencing) = ours {
+                        if let Some(old) = self.remove_hold(&it.resource, fencing) {
                             self.emit(
                                 retain,
                                 now_ms,
@@ -297,7 +335,7 @@ impl TenantState {
                     .iter()
                     .map(|it| {
                         let place = self.waits.place(&it.resource, &w);
-                        match self.live_lock(&it.resource, now_ms) {
+                        match self.live_holds(&it.resource, now_ms).next() {
                             Some(l) => (place, l.requester.clone(), l.expires_at),
                             None => (place, String::new(), None),
                         }
