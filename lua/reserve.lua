@@ -100,13 +100,24 @@ end
 
 -- All or nothing, and waiting: the batch as it would go, read only (each
 -- item sees what the earlier ones would leave). A batch that cannot go now
--- aborts, or, when it may wait and no item mismatches, joins the lines.
+-- aborts, or, when it may wait and no item mismatches (nor its own earlier
+-- items), joins the lines.
 local wait_ms = tonumber(ARGV[8])
 if ARGV[7] == '1' or wait_ms > 0 then
   local rows, sims, failed, mismatch = {}, {}, false, false
+  -- What the batch's own items take of each resource: an item that cannot
+  -- join them (an exclusive resource named twice, more permits than the
+  -- semaphore has) can never be granted, so the batch does not wait.
+  local own = {}
   for i = 1, n do
     local a = 5 * i + 6
     local res, kc = ARGV[a], ARGV[a + 4]
+    local o = own[res] or {n = 0}
+    own[res] = o
+    if join(o.hk, o.n, kc) ~= 'ok' then
+      mismatch = true
+    end
+    o.hk, o.n = kc, o.n + 1
     local st = sims[res]
     if not st then
       st = state_of(res, hold_decode(redis.call('GET', KEYS[2 + i])))

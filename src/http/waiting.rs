@@ -7,7 +7,7 @@
 //! — it takes the waiter out of its lines.
 
 use super::error::ApiError;
-use crate::domain::{Millis, TenantId, Tier};
+use crate::domain::{Kind, Millis, TenantId, Tier};
 use crate::state::AppState;
 use crate::store::{LeaveOutcome, ReserveItem, ReserveOutcome, Store, Wait, WaitState, WaiterId};
 use std::sync::atomic::Ordering;
@@ -66,13 +66,19 @@ pub fn wait_of(
     if !details.is_empty() {
         return Err(super::body::invalid_items(details));
     }
-    let mut names: Vec<&str> = items.iter().map(|it| it.resource.as_str()).collect();
-    names.sort_unstable();
-    if names.windows(2).any(|w| w[0] == w[1]) {
-        return Err(ApiError::invalid_field(
-            "resource",
-            "appears twice in a waiting batch, which could then never be granted",
-        ));
+    // A resource named more than once: only as permits of one semaphore (at
+    // most its limit) or as shared holds; anything else could never be
+    // granted.
+    let mut seen: std::collections::HashMap<&str, (Kind, usize)> = std::collections::HashMap::new();
+    for it in items {
+        let e = seen.entry(it.resource.as_str()).or_insert((it.kind, 0));
+        e.1 += 1;
+        if e.1 > 1 && (e.0 != it.kind || !it.kind.is_multi() || e.1 > it.kind.capacity()) {
+            return Err(ApiError::invalid_field(
+                "resource",
+                "appears twice in a waiting batch, which could then never be granted (only a semaphore's permits, up to its limit, or shared holds may repeat)",
+            ));
+        }
     }
     Ok(Some(Wait {
         ms: seconds * 1000,

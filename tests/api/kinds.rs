@@ -26,6 +26,7 @@ every_topology!(
     an_expiring_permit_is_handed_to_the_head_of_the_line,
     a_waiter_granted_elsewhere_lets_the_next_reader_join_it,
     validate_knows_every_hold_of_a_group,
+    a_waiting_batch_takes_k_permits_together,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -492,7 +493,9 @@ async fn a_mismatch_answers_at_once_and_changes_nothing(app: TestApp) {
         json!([
             {"resource": "free", "requester": "b", "status": "ABORTED", "mode": "exclusive"},
             {"resource": "m", "requester": "b", "status": "LIMIT_MISMATCH", "mode": "semaphore", "limit": 2},
-            {"resource": "x", "requester": "b", "status": "ABORTED", "mode": "exclusive"},
+            // Held: the failing items carry their real status (section 13).
+            {"resource": "x", "requester": "b", "status": "ALREADY_HELD", "mode": "exclusive",
+             "heldBy": "a", "holders": 1, "expiresAt": r.body["results"][2]["expiresAt"]},
         ])
     );
     for res in ["free", "x", "m"] {
@@ -888,5 +891,71 @@ async fn validate_knows_every_hold_of_a_group(app: TestApp) {
     assert_eq!(
         validate(b["fencingToken"].clone()).await["status"],
         "CURRENT"
+    );
+}
+
+/// A waiting batch may name a semaphore several times (k permits, up to its
+/// limit) or a shared resource; it waits for all of them and gets them
+/// together. Repeats that could never be granted (an exclusive resource
+/// twice, more permits than the limit, exclusive and shared) are a 400 and
+/// change nothing.
+async fn a_waiting_batch_takes_k_permits_together(app: TestApp) {
+    for (res, kinds) in [
+        ("twice", vec![exclusive(), exclusive()]),
+        ("sem2", vec![sem(2), sem(2), sem(2)]),
+        ("rw", vec![exclusive(), shared()]),
+        ("mixed", vec![sem(2), sem(3)]),
+    ] {
+        let items: Vec<Value> = kinds.into_iter().map(|k| item(res, "a", k)).collect();
+        let r = app
+            .post(
+                "/api/v1/Reservation/reserve?waitSeconds=5&atomic=true",
+                Value::Array(items),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{res}: {r:?}");
+        assert_eq!(r.error_code(), "INVALID_REQUEST", "{res}");
+        let check = app
+            .post("/api/v1/Reservation/check", json!([{"resource": res}]))
+            .await;
+        assert_eq!(check.results()[0]["status"], "FREE", "{res}: {check:?}");
+    }
+    // Two of three permits are taken by others; a batch wanting two waits.
+    let one = take(&app, "pool", "x", sem(3)).await;
+    take(&app, "pool", "y", sem(3)).await;
+    let waiter = wait_for(
+        &app,
+        "waitSeconds=10&atomic=true",
+        json!([item("pool", "w", sem(3)), item("pool", "w", sem(3))]),
+    );
+    let queued =
+        crate::helpers::eventually(WAIT, || async { queue_length(&app, "pool").await == 1 }).await;
+    assert!(queued.is_some(), "the batch waits in line");
+    app.post(
+        "/api/v1/Reservation/unreserve",
+        json!([{"resource": "pool", "requester": "x", "releaseToken": one["releaseToken"]}]),
+    )
+    .await;
+    let got = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("granted in time")
+        .expect("waiter");
+    assert_eq!(got.body["committed"], true, "{got:?}");
+    let results = got.results();
+    assert!(
+        results
+            .iter()
+            .all(|x| x["status"] == "RESERVED" && x["limit"] == 3),
+        "{results:?}"
+    );
+    assert_ne!(results[0]["releaseToken"], results[1]["releaseToken"]);
+    let check = app
+        .post("/api/v1/Reservation/check", json!([{"resource": "pool"}]))
+        .await;
+    assert_eq!(check.results()[0]["available"], 0, "{check:?}");
+    assert_eq!(
+        check.results()[0]["holders"].as_array().map(Vec::len),
+        Some(3),
+        "{check:?}"
     );
 }

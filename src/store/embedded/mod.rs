@@ -587,14 +587,23 @@ impl EmbeddedStore {
                 let mismatch = |v: &Option<ReserveOutcome>| {
                     matches!(v, Some(ReserveOutcome::LimitMismatch { .. }))
                 };
-                if verdicts.iter().any(mismatch) {
-                    // A mismatch never waits: all or nothing, at once.
+                // An item that cannot join the batch's own earlier items (an
+                // exclusive resource named twice, more permits than the
+                // semaphore has) can never be granted: no wait either.
+                let mut own: HashMap<&str, View> = HashMap::new();
+                let never = items.iter().fold(false, |never, it| {
+                    let o = own.entry(it.resource.as_str()).or_default();
+                    let ok = !o.mismatch(it.kind) && o.can_join(it.kind);
+                    o.join(it.kind, "", None);
+                    never || !ok
+                });
+                if never || verdicts.iter().any(mismatch) {
+                    // A mismatch never waits: all or nothing, at once (the
+                    // failing items with their real outcome, contract
+                    // section 13).
                     let out = verdicts
                         .into_iter()
-                        .map(|v| match v {
-                            Some(m @ ReserveOutcome::LimitMismatch { .. }) => m,
-                            _ => ReserveOutcome::Aborted,
-                        })
+                        .map(|v| v.unwrap_or(ReserveOutcome::Aborted))
                         .collect();
                     return Ok(Ok(out));
                 }

@@ -698,17 +698,15 @@ pub async fn run(cfg: RunConfig) -> Outcome {
                 .then(|| b["results"][0]["releaseToken"].as_str().map(str::to_string))?
         });
         let released = match &release {
-            Some(token) => {
-                shared
-                    .call(
-                        n,
-                        Call::Unreserve,
-                        vec![
-                            json!({"requester": "final", "resource": resource, "releaseToken": token}),
-                        ],
-                    )
-                    .await
-            }
+            Some(token) => shared
+                .call(
+                    n,
+                    Call::Unreserve,
+                    vec![
+                        json!({"requester": "final", "resource": resource, "releaseToken": token}),
+                    ],
+                )
+                .await,
             None => None,
         };
         let unreserved = released
