@@ -328,3 +328,129 @@ async fn json_logs_have_one_line_per_request_and_no_secret() {
         "the admin token was logged"
     );
 }
+
+/// The contention metrics of contract section 19: waits by how they ended,
+/// the waiters gauge, replays of an Idempotency-Key and fence checks move as
+/// the service works; none of them names a tenant or a resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contention_metrics_move_and_name_no_tenant_or_resource() {
+    let app = spawn_app_with(Kind::Redis, |_| {}).await;
+    let before = scrape(&app).await;
+    let waiting = |query: &'static str, requester: &'static str, timeout: Duration| {
+        let url = app.url(&format!("/api/v1/Reservation/reserve?{query}"));
+        let key = app.api_key.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("client");
+            client
+                .post(url)
+                .header("X-Api-Key", key)
+                .json(&json!([{"requester": requester, "resource": "contended-xyz", "ttlSeconds": 30}]))
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status())
+        })
+    };
+    let held = app
+        .reserve(json!([{"requester": "a", "resource": "contended-xyz", "ttlSeconds": 30}]))
+        .await;
+    let token = held.results()[0]["releaseToken"].clone();
+    let fencing = held.results()[0]["fencingToken"].clone();
+    let granted = waiting("waitSeconds=10", "b", Duration::from_secs(20));
+    let mut during = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        during = scrape(&app).await;
+        if sample(&during, "cooplocker_waiters", &[]) >= 1.0 {
+            break;
+        }
+    }
+    assert_eq!(sample(&during, "cooplocker_waiters", &[]), 1.0, "{during}");
+    let r = app
+        .post(
+            "/api/v1/Reservation/unreserve",
+            json!([{"requester": "a", "resource": "contended-xyz", "releaseToken": token}]),
+        )
+        .await;
+    assert_eq!(r.results()[0]["status"], "UNRESERVED");
+    assert_eq!(granted.await.expect("granted"), Some(StatusCode::OK));
+    // One that times out, one whose client goes away.
+    let timed_out = waiting("waitSeconds=1", "c", Duration::from_secs(10));
+    assert_eq!(timed_out.await.expect("timed out"), Some(StatusCode::OK));
+    let cancelled = waiting("waitSeconds=20", "d", Duration::from_millis(500));
+    assert_eq!(cancelled.await.expect("cancelled"), None);
+    // A repeat under its Idempotency-Key, and three fence checks.
+    let mut other = serde_json::Value::Null;
+    for _ in 0..2 {
+        let r = app
+            .client
+            .post(app.url("/api/v1/Reservation/reserve"))
+            .header("X-Api-Key", &app.api_key)
+            .header("Idempotency-Key", "metrics-once")
+            .json(&json!([{"requester": "e", "resource": "other-xyz"}]))
+            .send()
+            .await
+            .expect("reserve");
+        assert_eq!(r.status(), StatusCode::OK);
+        other = r.json().await.expect("json");
+    }
+    let v = app
+        .post(
+            "/api/v1/Reservation/validate",
+            json!([
+                {"resource": "other-xyz", "fencingToken": 1},
+                {"resource": "other-xyz", "fencingToken": other["results"][0]["fencingToken"]},
+                {"resource": "contended-xyz", "fencingToken": fencing}
+            ]),
+        )
+        .await;
+    assert_eq!(v.status, StatusCode::OK, "{v:?}");
+
+    let mut after = String::new();
+    for _ in 0..40 {
+        after = scrape(&app).await;
+        if sample(
+            &after,
+            "cooplocker_wait_seconds_count",
+            &[("outcome", "cancelled")],
+        ) >= 1.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        sample(&after, name, labels) - sample(&before, name, labels)
+    };
+    for outcome in ["granted", "timed_out", "cancelled"] {
+        assert_eq!(
+            delta("cooplocker_wait_seconds_count", &[("outcome", outcome)]),
+            1.0,
+            "{outcome}: {after}"
+        );
+    }
+    assert!(
+        after.contains("cooplocker_wait_seconds_bucket{outcome=\"timed_out\",le=\"300\"}"),
+        "waits have buckets up to 300 s: {after}"
+    );
+    assert_eq!(sample(&after, "cooplocker_waiters", &[]), 0.0, "{after}");
+    assert_eq!(delta("cooplocker_idempotent_replays_total", &[]), 1.0);
+    // Token 1, and the old holder's after the waiter took the resource.
+    assert_eq!(
+        delta("cooplocker_fence_checks_total", &[("result", "stale")]),
+        2.0
+    );
+    assert_eq!(
+        delta("cooplocker_fence_checks_total", &[("result", "current")]),
+        1.0
+    );
+    for line in after.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            !line.contains("xyz") && !line.contains(&app.tenant_id),
+            "a metric names a resource or tenant: {line}"
+        );
+    }
+}
