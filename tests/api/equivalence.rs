@@ -148,7 +148,7 @@ fn random_op(rng: &mut Rng) -> Value {
     for _ in 0..n {
         let resource = RESOURCES[rng.pick(RESOURCES.len())];
         let requester = REQUESTERS[rng.pick(REQUESTERS.len())];
-        let item = match kind {
+        let mut item = match kind {
             // TTLs long enough that no expiry happens during the run.
             "reserve" if rng.pick(2) == 0 => {
                 json!({"resource": resource, "requester": requester, "ttlSeconds": 600})
@@ -162,6 +162,19 @@ fn random_op(rng: &mut Rng) -> Value {
             }
             _ => json!({"resource": resource}),
         };
+        // Every kind (contract section 15): exclusive half the time, else
+        // shared or a semaphore of 2 or 3, so holds meet, join and mismatch.
+        if kind == "reserve" {
+            let extra = match rng.pick(6) {
+                0 => Some(("mode", json!("shared"))),
+                1 => Some(("limit", json!(2))),
+                2 => Some(("limit", json!(3))),
+                _ => None,
+            };
+            if let (Some((k, v)), Some(m)) = (extra, item.as_object_mut()) {
+                m.insert(k.into(), v);
+            }
+        }
         items.push(item);
     }
     let queries = [
