@@ -292,7 +292,7 @@ if [ "${RAW:-1}" = 1 ]; then
     local n=$1 keys=() argv=()
     for ((i = 0; i < n; i++)); do
       keys+=("${P}h:b$i-__rand_int__")
-      argv+=("b$i-__rand_int__" "rb" "0" "0123456789abcdef")
+      argv+=("b$i-__rand_int__" "rb" "0" "0123456789abcdef" "")
     done
     # label, n, retention, no caps, a Reservation API hold, not atomic, no
     # wait (no waiter id, no waiters' cap), the items; the limiter; no

@@ -27,6 +27,7 @@ every_topology!(
     a_waiter_granted_elsewhere_lets_the_next_reader_join_it,
     validate_knows_every_hold_of_a_group,
     a_waiting_batch_takes_k_permits_together,
+    a_repeat_under_its_idempotency_key_takes_no_more_permits,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -958,4 +959,48 @@ async fn a_waiting_batch_takes_k_permits_together(app: TestApp) {
         Some(3),
         "{check:?}"
     );
+}
+
+/// Idempotency-Key (contract section 14) with permits: a repeat answers the
+/// same permits (tokens, fencing tokens) and takes none more; a repeat of a
+/// LIMIT_MISMATCH answers it again and changes nothing.
+async fn a_repeat_under_its_idempotency_key_takes_no_more_permits(app: TestApp) {
+    let send = |key: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            let res = app
+                .client
+                .post(app.url("/api/v1/Reservation/reserve?atomic=true"))
+                .header("X-Api-Key", &app.api_key)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .expect("reserve");
+            let replayed = res.headers().get("idempotent-replayed").is_some();
+            (into_reply(res).await, replayed)
+        }
+    };
+    let two = json!([item("idem-pool", "a", sem(3)), item("idem-pool", "b", sem(3))]);
+    let (first, replayed) = send("permits-1", two.clone()).await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert!(!replayed);
+    assert_eq!(first.body["committed"], true, "{first:?}");
+    let (again, replayed) = send("permits-1", two).await;
+    assert!(replayed, "{again:?}");
+    assert_eq!(again.body, first.body);
+    let check = app
+        .post("/api/v1/Reservation/check", json!([{"resource": "idem-pool"}]))
+        .await;
+    assert_eq!(check.results()[0]["available"], 1, "{check:?}");
+    let mismatch = json!([item("idem-pool", "c", shared())]);
+    let (m1, _) = send("mismatch-1", mismatch.clone()).await;
+    assert_eq!(m1.results()[0]["status"], "LIMIT_MISMATCH", "{m1:?}");
+    let (m2, replayed) = send("mismatch-1", mismatch).await;
+    assert!(replayed, "an executed request is recorded: {m2:?}");
+    assert_eq!(m2.body, m1.body);
+    let check = app
+        .post("/api/v1/Reservation/check", json!([{"resource": "idem-pool"}]))
+        .await;
+    assert_eq!(check.results()[0]["available"], 1, "{check:?}");
 }
