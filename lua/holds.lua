@@ -374,15 +374,18 @@ end
 -- Grants a hold of kind `kc` (not exclusive) on `res` to join the holds
 -- `left` (what retire_lapsed left, of the same kind): the group record, its
 -- indexes, its expiry bucket, RESERVED. `hold` has tok rq lb at ea ft ll;
--- `wanted` as for bucket_slot. Returns the holds now.
-local function group_grant(p, key, res, kc, left, hold, wanted, at)
+-- `wanted` as for bucket_slot. Returns the holds now. `defer`: the caller
+-- writes the record itself (group_save) once it is done with the resource.
+local function group_grant(p, key, res, kc, left, hold, wanted, at, defer)
   hold.k = 0
   if hold.ea > 0 then
     hold.k = bucket_slot(p, hold.ea, wanted)
     bucket_file(p, member_of(res, hold, true), hold.k, hold.rq, hold.lb, hold.ea, hold.ft, kc)
   end
   left[#left + 1] = hold
-  group_save(key, kc, left)
+  if not defer then
+    group_save(key, kc, left)
+  end
   index_hold(p, res, hold, true)
   ev_emit('RESERVED', res, hold.rq, hold.lb, at, hold.ea > 0 and num(hold.ea) or '', num(hold.ft), kc)
   return left

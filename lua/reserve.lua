@@ -160,6 +160,10 @@ ev_open(KEYS[2], ARGV[3])
 
 local out = {}
 local by_name, by_requester = p .. 'i', p .. 'q'
+-- The groups this batch granted holds in, kept here and written once at the
+-- end (a batch taking many permits of one semaphore decodes and encodes its
+-- record once, not once per item): key -> {kc, record}.
+local groups = {}
 -- The items of a batch mostly share one TTL: their expiry's strings are made once.
 local last_ea, eas, pxat = nil, '', ''
 for i = 1, n do
@@ -168,9 +172,10 @@ for i = 1, n do
   local a = 5 * i + 6
   local res, rq, ttl, tok, kc = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local qlen = lines and wl_length(p, res) or 0
+  local cached = groups[key]
   if kc ~= '' then
     -- A shared hold or a permit: joins the group, if it may.
-    local h = hold_decode(redis.call('GET', key))
+    local h = cached and cached.h or hold_decode(redis.call('GET', key))
     local st = state_of(res, h)
     st.qlen = qlen
     local row = verdict(st, kc)
@@ -182,10 +187,17 @@ for i = 1, n do
       local ft = math.max(hw + 1, now_us)
       hw = ft
       group_grant(p, key, res, kc, left,
-        {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, ll = ll}, n - i + 1, ats)
+        {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, ll = ll}, n - i + 1, ats, true)
+      groups[key] = {kc = kc, h = {g = group_num(kc), hs = left}}
       held = held + 1 - gone
       out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
     end
+  elseif cached then
+    -- A lock on a group this batch holds holds in (not written yet): never
+    -- grantable, its holders are live.
+    local st = state_of(res, cached.h)
+    st.qlen = qlen
+    out[i] = verdict(st, kc) or held_row(st.hk, st.n, st.o, qlen)
   elseif qlen > 0 then
     -- No barging: the line comes first, even for a free resource.
     local st = state_of(res, hold_decode(redis.call('GET', key)))
@@ -257,6 +269,9 @@ for i = 1, n do
       out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
     end
   end
+end
+for key, g in pairs(groups) do
+  group_save(key, g.kc, g.h.hs)
 end
 redis.call('HSET', KEYS[1], 'hw', num(hw), 'n', num(held))
 bucket_flush()

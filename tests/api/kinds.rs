@@ -28,6 +28,7 @@ every_topology!(
     validate_knows_every_hold_of_a_group,
     a_waiting_batch_takes_k_permits_together,
     a_repeat_under_its_idempotency_key_takes_no_more_permits,
+    one_batch_fills_a_semaphore_item_by_item,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -430,15 +431,17 @@ async fn consecutive_shared_waiters_are_granted_together(app: TestApp) {
 }
 
 async fn a_mismatch_answers_at_once_and_changes_nothing(app: TestApp) {
+    let mut events = Stream::open(&app.address, &app.api_key, "", None).await;
     take(&app, "x", "a", exclusive()).await;
     take(&app, "s", "a", shared()).await;
     take(&app, "m", "a", sem(2)).await;
+    // The setup's own events, so that what follows must add none.
+    assert_eq!(events.take(3, WAIT).await.len(), 3);
     let before_list = app.list_all("").await;
     let before_check = app
         .check(json!([{"resource": "x"}, {"resource": "s"}, {"resource": "m"}]))
         .await
         .body;
-    let mut events = Stream::open(&app.address, &app.api_key, "", None).await;
 
     let cases = [
         ("x", sem(2), json!({"mode": "exclusive"})),
@@ -981,7 +984,10 @@ async fn a_repeat_under_its_idempotency_key_takes_no_more_permits(app: TestApp) 
             (into_reply(res).await, replayed)
         }
     };
-    let two = json!([item("idem-pool", "a", sem(3)), item("idem-pool", "b", sem(3))]);
+    let two = json!([
+        item("idem-pool", "a", sem(3)),
+        item("idem-pool", "b", sem(3))
+    ]);
     let (first, replayed) = send("permits-1", two.clone()).await;
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
     assert!(!replayed);
@@ -990,7 +996,10 @@ async fn a_repeat_under_its_idempotency_key_takes_no_more_permits(app: TestApp) 
     assert!(replayed, "{again:?}");
     assert_eq!(again.body, first.body);
     let check = app
-        .post("/api/v1/Reservation/check", json!([{"resource": "idem-pool"}]))
+        .post(
+            "/api/v1/Reservation/check",
+            json!([{"resource": "idem-pool"}]),
+        )
         .await;
     assert_eq!(check.results()[0]["available"], 1, "{check:?}");
     let mismatch = json!([item("idem-pool", "c", shared())]);
@@ -1000,7 +1009,46 @@ async fn a_repeat_under_its_idempotency_key_takes_no_more_permits(app: TestApp) 
     assert!(replayed, "an executed request is recorded: {m2:?}");
     assert_eq!(m2.body, m1.body);
     let check = app
-        .post("/api/v1/Reservation/check", json!([{"resource": "idem-pool"}]))
+        .post(
+            "/api/v1/Reservation/check",
+            json!([{"resource": "idem-pool"}]),
+        )
         .await;
     assert_eq!(check.results()[0]["available"], 1, "{check:?}");
+}
+
+/// Items of one batch on one semaphore apply in order, each against what the
+/// earlier ones left (the Redis script writes the group once at the end).
+async fn one_batch_fills_a_semaphore_item_by_item(app: TestApp) {
+    let r = app
+        .reserve(json!([
+            item("fill", "a", sem(3)),
+            item("fill", "b", sem(3)),
+            item("fill", "c", exclusive()),
+            item("fill", "d", sem(3)),
+            item("fill", "e", sem(3)),
+            item("fill", "f", shared())
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let got: Vec<Value> = r.results().iter().map(stable).collect();
+    assert_eq!(
+        got,
+        vec![
+            json!({"resource": "fill", "requester": "a", "status": "RESERVED", "mode": "semaphore", "limit": 3}),
+            json!({"resource": "fill", "requester": "b", "status": "RESERVED", "mode": "semaphore", "limit": 3}),
+            json!({"resource": "fill", "requester": "c", "status": "LIMIT_MISMATCH", "mode": "semaphore", "limit": 3}),
+            json!({"resource": "fill", "requester": "d", "status": "RESERVED", "mode": "semaphore", "limit": 3}),
+            json!({"resource": "fill", "requester": "e", "status": "ALREADY_HELD", "mode": "semaphore", "limit": 3,
+                   "heldBy": "a", "holders": 3, "available": 0}),
+            json!({"resource": "fill", "requester": "f", "status": "LIMIT_MISMATCH", "mode": "semaphore", "limit": 3}),
+        ]
+    );
+    let check = check_one(&app, "fill").await;
+    let holders: Vec<&str> = check["holders"]
+        .as_array()
+        .map(|hs| hs.iter().filter_map(|h| h["requester"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(holders, ["a", "b", "d"], "{check}");
+    assert_eq!(app.list_all("").await.len(), 3);
 }
