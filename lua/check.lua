@@ -23,7 +23,7 @@ if #KEYS > 0 then
 end
 
 for i = 1, #KEYS do
-  local h = hold_decode(redis.call('GET', KEYS[i]))
+  local h = rec_load(p, string.sub(KEYS[i], #p + 3))
   local qlen = 0
   if lines then
     qlen = redis.call('ZCARD', p .. 'w:' .. string.sub(KEYS[i], #p + 3))

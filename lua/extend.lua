@@ -30,20 +30,26 @@ end
 -- token), or the item's answer: {0} NOT_HELD (no live holder), {2}
 -- INVALID_TOKEN. Extending never changes another item's answer.
 local function find(i, h)
-  local _, live = holders(h, now_ms)
   local rq, tok = ARGV[4 * i + 2], ARGV[4 * i + 3]
-  for _, x in ipairs(live) do
-    if x.rq == rq and x.tok == tok then
+  if h and h.grp then
+    local x = grp_by_token(h, tok)
+    if hold_live(x, now_ms) and x.rq == rq then
       return x, nil
     end
+    return nil, grp_count(h, now_ms) > 0 and {2} or {0}
   end
-  return nil, #live > 0 and {2} or {0}
+  if not hold_live(h, now_ms) then
+    return nil, {0}
+  elseif h.rq == rq and h.tok == tok then
+    return h, nil
+  end
+  return nil, {2}
 end
 
 if ARGV[4] == '1' then
   local rows, failed = {}, false
   for i = 1, n do
-    local _, row = find(i, hold_decode(redis.call('GET', KEYS[2 + i])))
+    local _, row = find(i, rec_load(p, ARGV[4 * i + 1]))
     rows[i] = row
     failed = failed or row ~= nil
   end
@@ -59,18 +65,18 @@ for i = 1, n do
   local key = KEYS[2 + i]
   local a = 4 * i + 1
   local res, rq, ttl = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 3])
-  local h = hold_decode(redis.call('GET', key))
+  local h = rec_load(p, res)
   local x, failed = find(i, h)
   if failed then
     out[i] = failed
-  elseif h.g then
-    local kc = kind_code(h.g)
+  elseif h.grp then
+    local kc = h.kc
     local m = member_of(res, x, true)
     bucket_rem(p, m, x)
     x.ea = now_ms + ttl
     x.k = bucket_slot(p, x.ea, n - i + 1)
     bucket_file(p, m, x.k, x.rq, x.lb, x.ea, x.ft, kc)
-    group_save(key, kc, h.hs)
+    grp_put(h, x)
     ev_emit('EXTENDED', res, rq, label, ats, num(x.ea), num(x.ft), kc)
     out[i] = {1, x.ea}
   else

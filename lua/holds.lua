@@ -15,9 +15,8 @@
 --                  expiresAt on (every script compares with TIME); the key
 --                  itself stays a while so the next reserve can still announce
 --                  its EXPIRED first, and the sweeper deletes it.
---                  Or, for shared holds and semaphores, a group: {code, hold,
---                  hold, ...} (code -1 shared, L a semaphore of L), each hold
---                  the array above, in fencing order (docs/design/kinds.md).
+--                  Or, for shared holds and semaphores, a hash: the group
+--                  (below; docs/design/kinds.md).
 --   P i / P q      paged sets (pages.lua): listing by resource, and by
 --                  requester (`<requester>\0<resource>`); a hold of a group
 --                  is `<resource>\0<fencing token, 17 digits>` in both
@@ -42,22 +41,13 @@ local function hold_of(h)
   return {tok = h[1], rq = h[2], lb = h[3], at = h[4], ea = h[5], ft = h[6], k = h[7], ll = h[8]}
 end
 
--- The record of a resource: an exclusive hold, or a group (contract section
--- 15, docs/design/kinds.md) `{g = code, hs = {hold, ...}}` — code -1 for
--- shared holds, L for a semaphore of L permits — its holds in fencing order.
+-- An exclusive hold's record (a shared or semaphore resource's key is a
+-- hash: rec_load below).
 local function hold_decode(raw)
   if not raw then
     return nil
   end
-  local h = cmsgpack.unpack(raw)
-  if type(h[1]) == 'number' then
-    local hs = {}
-    for i = 2, #h do
-      hs[i - 1] = hold_of(h[i])
-    end
-    return {g = h[1], hs = hs}
-  end
-  return hold_of(h)
+  return hold_of(cmsgpack.unpack(raw))
 end
 
 local function hold_encode(h)
@@ -213,48 +203,140 @@ end
 
 -- Semaphores and shared locks (contract section 15; docs/design/kinds.md).
 -- A kind code is '' (exclusive), 's' (shared) or a semaphore's limit in
--- decimal. A hold of a group is named `<resource>\0<fencing token, 17
--- digits>` in the indexes and the expiry buckets, so members sort by resource,
--- then by token.
+-- decimal. The holds of a shared or semaphore resource are a group:
+--   P h:<resource>  hash: k -> kind code; f<token17> -> the hold (the
+--                   MessagePack array of an exclusive hold); t<release token>
+--                   -> token17 (token17: the fencing token in 17 digits)
+--   P e:<resource>  zset token17 -> expiresAt (+inf without a TTL): who is
+--                   live, counted in O(log N)
+-- so a grant, a release or an extend costs O(log N) whatever the holders.
+-- Both keys go with the group's last hold. A hold of a group is named
+-- `<resource>\0<token17>` in the indexes and the expiry buckets, so members
+-- sort by resource, then by fencing token.
 
-local function kind_code(g)
-  if g == -1 then
-    return 's'
-  end
-  return num(g)
-end
-
-local function group_num(kc)
-  if kc == 's' then
-    return -1
-  end
-  return tonumber(kc)
+local function ft17(ft)
+  return string.format('%017d', ft)
 end
 
 local function member_of(res, h, grouped)
   if grouped then
-    return res .. '\0' .. string.format('%017d', h.ft)
+    return res .. '\0' .. ft17(h.ft)
   end
   return res
 end
 
+-- The record of a resource: nil, an exclusive hold (a string key), or a group
+-- handle {grp, key, ek, res, kc} (a hash key).
+local function rec_load(p, res)
+  local key = p .. 'h:' .. res
+  local raw = redis.pcall('GET', key)
+  if type(raw) == 'table' and raw.err then
+    return {grp = true, key = key, ek = p .. 'e:' .. res, res = res, kc = redis.call('HGET', key, 'k')}
+  end
+  return hold_decode(raw)
+end
+
+-- A group about to get its first hold.
+local function grp_new(p, res, kc)
+  return {grp = true, key = p .. 'h:' .. res, ek = p .. 'e:' .. res, res = res, kc = kc, fresh = true}
+end
+
+local function grp_hold(raw)
+  return raw and hold_of(cmsgpack.unpack(raw))
+end
+
+local function grp_count(g, now_ms)
+  return redis.call('ZCOUNT', g.ek, '(' .. num(now_ms), '+inf')
+end
+
+local function grp_get(g, f)
+  return grp_hold(redis.call('HGET', g.key, 'f' .. f))
+end
+
+local function grp_by_token(g, tok)
+  local f = redis.call('HGET', g.key, 't' .. tok)
+  return f and grp_get(g, f)
+end
+
+-- The holds whose members (token17s) are `ms`, in fencing order.
+local function grp_holds(g, ms)
+  local out = {}
+  for i = 1, #ms, 1000 do
+    local fields = {}
+    for j = i, math.min(i + 999, #ms) do
+      fields[#fields + 1] = 'f' .. ms[j]
+    end
+    for _, r in ipairs(redis.call('HMGET', g.key, unpack(fields))) do
+      if r then
+        out[#out + 1] = grp_hold(r)
+      end
+    end
+  end
+  table.sort(out, function(x, y) return x.ft < y.ft end)
+  return out
+end
+
+-- The live holds (fencing order), and those past their time.
+local function grp_live(g, now_ms)
+  return grp_holds(g, redis.call('ZRANGEBYSCORE', g.ek, '(' .. num(now_ms), '+inf'))
+end
+
+local function grp_lapsed(g, now_ms)
+  return grp_holds(g, redis.call('ZRANGEBYSCORE', g.ek, '-inf', num(now_ms)))
+end
+
+-- The oldest live hold: the listing index has the group's holds in fencing
+-- order, and holds past their time are retired within a second or two.
+local function grp_oldest(p, g, now_ms)
+  local ms = pg_range(p .. 'i', '[' .. g.res .. '\0', '(' .. g.res .. '\1', 8)
+  for _, m in ipairs(ms) do
+    local x = grp_get(g, string.sub(m, #g.res + 2))
+    if hold_live(x, now_ms) then
+      return x
+    end
+  end
+  return grp_live(g, now_ms)[1]
+end
+
+local function grp_pack(x)
+  return cmsgpack.pack({x.tok, x.rq, x.lb, x.at, x.ea, x.ft, x.k, x.ll})
+end
+
+-- Writes hold `x` of group `g` (new or changed).
+local function grp_put(g, x)
+  local f = ft17(x.ft)
+  if g.fresh then
+    redis.call('HSET', g.key, 'k', g.kc, 'f' .. f, grp_pack(x), 't' .. x.tok, f)
+    g.fresh = false
+  else
+    redis.call('HSET', g.key, 'f' .. f, grp_pack(x), 't' .. x.tok, f)
+  end
+  redis.call('ZADD', g.ek, x.ea == 0 and '+inf' or num(x.ea), f)
+end
+
+-- Takes hold `x` out of group `g`; the group's keys go with its last hold.
+local function grp_remove(g, x)
+  local f = ft17(x.ft)
+  redis.call('ZREM', g.ek, f)
+  if redis.call('ZCARD', g.ek) == 0 then
+    redis.call('DEL', g.key, g.ek)
+  else
+    redis.call('HDEL', g.key, 'f' .. f, 't' .. x.tok)
+  end
+end
+
 -- The holders of a record now: their kind code (nil when none) and the live
--- holds, oldest first.
+-- holds, oldest first (O(N) for a group: for check, force release).
 local function holders(h, now_ms)
   if not h then
     return nil, {}
   end
-  if h.g then
-    local live = {}
-    for _, x in ipairs(h.hs) do
-      if hold_live(x, now_ms) then
-        live[#live + 1] = x
-      end
-    end
+  if h.grp then
+    local live = grp_live(h, now_ms)
     if #live == 0 then
       return nil, live
     end
-    return kind_code(h.g), live
+    return h.kc, live
   end
   if hold_live(h, now_ms) then
     return '', {h}
@@ -299,31 +381,6 @@ local function held_row(hk, n, o, qlen)
   return {0, '', -1, qlen, 0, -1}
 end
 
--- Writes a group record (kind code kc, holds hs in fencing order), or deletes
--- it when no hold is left. The key lives until the latest expiry + grace (no
--- expiry while a hold has no TTL).
-local function group_save(key, kc, hs)
-  if #hs == 0 then
-    redis.call('DEL', key)
-    return
-  end
-  local rec = {group_num(kc)}
-  local last, forever = 0, false
-  for i, x in ipairs(hs) do
-    rec[i + 1] = {x.tok, x.rq, x.lb, x.at, x.ea, x.ft, x.k, x.ll}
-    if x.ea == 0 then
-      forever = true
-    elseif x.ea > last then
-      last = x.ea
-    end
-  end
-  if forever then
-    redis.call('SET', key, cmsgpack.pack(rec))
-  else
-    redis.call('SET', key, cmsgpack.pack(rec), 'PXAT', num(last + GRACE_MS))
-  end
-end
-
 -- Files a hold in the listing and requester indexes.
 local function index_hold(p, res, h, grouped)
   local m = member_of(res, h, grouped)
@@ -339,76 +396,65 @@ local function forget_hold(p, res, h, grouped)
   bucket_rem(p, m, h)
 end
 
--- Retires the holds of a record that are past their time (EXPIRED each, as
--- the sweeper would, which then finds nothing left): returns the kind code of
--- what is left (nil: nothing), the holds left, and how many were retired.
+-- Retires what a record holds past its time (EXPIRED each, as the sweeper
+-- would, which then finds nothing left; an exclusive record's key goes):
+-- returns how many were retired.
 local function retire_lapsed(p, res, h, now_ms, at)
   if not h then
-    return nil, {}, 0
+    return 0
   end
-  if not h.g then
+  if not h.grp then
     if hold_live(h, now_ms) then
-      return '', {h}, 0
+      return 0
     end
     ev_emit('EXPIRED', res, h.rq, h.lb, at, num(h.ea), num(h.ft))
     forget_hold(p, res, h, false)
-    return nil, {}, 1
+    redis.call('DEL', p .. 'h:' .. res)
+    return 1
   end
-  local kc = kind_code(h.g)
-  local left, gone = {}, 0
-  for _, x in ipairs(h.hs) do
-    if hold_live(x, now_ms) then
-      left[#left + 1] = x
-    else
-      ev_emit('EXPIRED', res, x.rq, x.lb, at, num(x.ea), num(x.ft), kc)
-      forget_hold(p, res, x, true)
-      gone = gone + 1
-    end
+  local gone = 0
+  for _, x in ipairs(grp_lapsed(h, now_ms)) do
+    ev_emit('EXPIRED', res, x.rq, x.lb, at, num(x.ea), num(x.ft), h.kc)
+    forget_hold(p, res, x, true)
+    grp_remove(h, x)
+    gone = gone + 1
   end
-  if #left == 0 then
-    return nil, left, gone
-  end
-  return kc, left, gone
+  return gone
 end
 
--- Grants a hold of kind `kc` (not exclusive) on `res` to join the holds
--- `left` (what retire_lapsed left, of the same kind): the group record, its
--- indexes, its expiry bucket, RESERVED. `hold` has tok rq lb at ea ft ll;
--- `wanted` as for bucket_slot. Returns the holds now. `defer`: the caller
--- writes the record itself (group_save) once it is done with the resource.
-local function group_grant(p, key, res, kc, left, hold, wanted, at, defer)
+-- Grants `hold` (tok rq lb at ea ft ll) of group `g`: the hold, its indexes,
+-- its expiry bucket, RESERVED. `wanted` as for bucket_slot.
+local function group_grant(p, g, hold, wanted, at)
   hold.k = 0
   if hold.ea > 0 then
     hold.k = bucket_slot(p, hold.ea, wanted)
-    bucket_file(p, member_of(res, hold, true), hold.k, hold.rq, hold.lb, hold.ea, hold.ft, kc)
+    bucket_file(p, member_of(g.res, hold, true), hold.k, hold.rq, hold.lb, hold.ea, hold.ft, g.kc)
   end
-  left[#left + 1] = hold
-  if not defer then
-    group_save(key, kc, left)
+  grp_put(g, hold)
+  index_hold(p, g.res, hold, true)
+  ev_emit('RESERVED', g.res, hold.rq, hold.lb, at, hold.ea > 0 and num(hold.ea) or '', num(hold.ft), g.kc)
+end
+
+-- The group a grant of kind `kc` on `res` joins, given the record `h` there
+-- (what retire_lapsed left of it): `h` itself, or a new group (an exclusive
+-- record past its time was retired and its key deleted by then).
+local function group_for(p, res, h, kc)
+  if h and h.grp and redis.call('EXISTS', h.key) == 1 then
+    return h
   end
-  index_hold(p, res, hold, true)
-  ev_emit('RESERVED', res, hold.rq, hold.lb, at, hold.ea > 0 and num(hold.ea) or '', num(hold.ft), kc)
-  return left
+  return grp_new(p, res, kc)
 end
 
 -- Takes the live hold `x` of record `h` (`x` is `h` for an exclusive record)
--- out of the record at `key` (a group keeps its other holds), its indexes and
--- its expiry bucket, and announces `kind` (UNRESERVED, FORCE_RELEASED) with
--- `label`. The caller counts it off the tenant and hands the resource over.
+-- out of the record at `key`, its indexes and its expiry bucket, and
+-- announces `kind` (UNRESERVED, FORCE_RELEASED) with `label`. The caller
+-- counts it off the tenant and hands the resource over.
 local function drop_hold(p, key, res, h, x, kind, label, at)
   local ea = x.ea == 0 and '' or num(x.ea)
-  if h.g then
-    local kc = kind_code(h.g)
-    local left = {}
-    for _, y in ipairs(h.hs) do
-      if y.ft ~= x.ft then
-        left[#left + 1] = y
-      end
-    end
-    h.hs = left
-    group_save(key, kc, left)
+  if h.grp then
+    grp_remove(h, x)
     forget_hold(p, res, x, true)
-    ev_emit(kind, res, x.rq, label, at, ea, num(x.ft), kc)
+    ev_emit(kind, res, x.rq, label, at, ea, num(x.ft), h.kc)
   else
     redis.call('DEL', key)
     unindex(p, res, x.rq)

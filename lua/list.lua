@@ -30,8 +30,8 @@ if which == 'q' then
 end
 local budget = 2 * count + 100
 local rows, names, last, ended = {}, {}, '', false
--- The record of the last resource read, and its group's holds by token.
-local cache_res, cache_h, cache_by = nil, nil, nil
+-- The record of the last resource read.
+local cache_res, cache_h = nil, nil
 
 -- The hold a member names: `<resource>` an exclusive hold, `<resource>\0<token>`
 -- one of a group's; with its kind code.
@@ -39,23 +39,17 @@ local function hold_named(name)
   local z = string.find(name, '\0', 1, true)
   local res = z and string.sub(name, 1, z - 1) or name
   if res ~= cache_res then
-    cache_res, cache_h, cache_by = res, hold_decode(redis.call('GET', p .. 'h:' .. res)), nil
+    cache_res, cache_h = res, rec_load(p, res)
   end
   local h = cache_h
   if not h then
     return res, nil
   elseif not z then
-    return res, (not h.g) and h or nil, ''
-  elseif not h.g then
+    return res, (not h.grp) and h or nil, ''
+  elseif not h.grp then
     return res, nil
   end
-  if not cache_by then
-    cache_by = {}
-    for _, x in ipairs(h.hs) do
-      cache_by[x.ft] = x
-    end
-  end
-  return res, cache_by[tonumber(string.sub(name, z + 1))], kind_code(h.g)
+  return res, grp_get(h, string.sub(name, z + 1)), h.kc
 end
 
 -- One live hold past the page tells whether another page follows.

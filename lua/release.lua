@@ -28,7 +28,7 @@ local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
 local p = string.sub(KEYS[1], 1, -2)
 local res = ARGV[1]
-local h = hold_decode(redis.call('GET', KEYS[3]))
+local h = rec_load(p, res)
 local hk, live = holders(h, now_ms)
 if #live == 0 then
   idem_keep = {0}
@@ -49,9 +49,8 @@ local ats = num(now_ms)
 -- A group's holds past their time get their EXPIRED first; then every live
 -- hold is released, oldest first.
 local lapsed = 0
-if h.g then
-  local _, left, gone = retire_lapsed(p, res, h, now_ms, ats)
-  h.hs, lapsed = left, gone
+if h.grp then
+  lapsed = retire_lapsed(p, res, h, now_ms, ats)
 end
 for _, x in ipairs(live) do
   drop_hold(p, KEYS[3], res, h, x, ARGV[3], ARGV[4], ats)

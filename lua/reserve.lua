@@ -78,24 +78,33 @@ local lines = redis.call('ZCARD', p .. 'wn') > 0
 local is_lock = ll ~= ''
 
 -- What an item of kind `kc` answers on a resource whose state is `st`
--- ({hk, n, o, qlen}: the holders' kind, how many, the oldest, the line's
--- length); nil when it can be granted now.
+-- ({hk, n, o, qlen, g}: the holders' kind, how many, the oldest (found when
+-- needed, for a group `g`), the line's length); nil when it can be granted now.
 local function verdict(st, kc)
   if st.n > 0 and ((is_lock and st.hk ~= '') or join(st.hk, st.n, kc) == 'mismatch') then
     return {5, st.hk}
   end
-  if st.qlen > 0 then
-    return held_row(st.hk, st.n, st.o, st.qlen)
+  local why = st.qlen > 0 or join(st.hk, st.n, kc) == 'held'
+  if not why then
+    return nil
   end
-  if join(st.hk, st.n, kc) == 'held' then
-    return held_row(st.hk, st.n, st.o, 0)
+  if st.n > 0 and not st.o and st.g then
+    st.o = grp_oldest(p, st.g, now_ms)
   end
-  return nil
+  return held_row(st.hk, st.n, st.o, st.qlen)
 end
 
+-- The state of resource `res` whose record is `h` (rec_load).
 local function state_of(res, h)
-  local hk, live = holders(h, now_ms)
-  return {hk = hk, n = #live, o = live[1], qlen = lines and wl_length(p, res) or 0}
+  local st = {qlen = lines and wl_length(p, res) or 0, n = 0}
+  if h and h.grp then
+    st.g = h
+    st.n = grp_count(h, now_ms)
+    st.hk = st.n > 0 and h.kc or nil
+  elseif hold_live(h, now_ms) then
+    st.hk, st.n, st.o = '', 1, h
+  end
+  return st
 end
 
 -- All or nothing, and waiting: the batch as it would go, read only (each
@@ -120,7 +129,7 @@ if ARGV[7] == '1' or wait_ms > 0 then
     o.hk, o.n = kc, o.n + 1
     local st = sims[res]
     if not st then
-      st = state_of(res, hold_decode(redis.call('GET', KEYS[2 + i])))
+      st = state_of(res, rec_load(p, res))
       sims[res] = st
     end
     rows[i] = verdict(st, kc)
@@ -160,10 +169,6 @@ ev_open(KEYS[2], ARGV[3])
 
 local out = {}
 local by_name, by_requester = p .. 'i', p .. 'q'
--- The groups this batch granted holds in, kept here and written once at the
--- end (a batch taking many permits of one semaphore decodes and encodes its
--- record once, not once per item): key -> {kc, record}.
-local groups = {}
 -- The items of a batch mostly share one TTL: their expiry's strings are made once.
 local last_ea, eas, pxat = nil, '', ''
 for i = 1, n do
@@ -172,35 +177,27 @@ for i = 1, n do
   local a = 5 * i + 6
   local res, rq, ttl, tok, kc = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local qlen = lines and wl_length(p, res) or 0
-  local cached = groups[key]
   if kc ~= '' then
     -- A shared hold or a permit: joins the group, if it may.
-    local h = cached and cached.h or hold_decode(redis.call('GET', key))
+    local h = rec_load(p, res)
     local st = state_of(res, h)
     st.qlen = qlen
     local row = verdict(st, kc)
     if row then
       out[i] = row
     else
-      local _, left, gone = retire_lapsed(p, res, h, now_ms, ats)
+      local gone = retire_lapsed(p, res, h, now_ms, ats)
       local ea = ttl > 0 and now_ms + ttl or 0
       local ft = math.max(hw + 1, now_us)
       hw = ft
-      group_grant(p, key, res, kc, left,
-        {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, ll = ll}, n - i + 1, ats, true)
-      groups[key] = {kc = kc, h = {g = group_num(kc), hs = left}}
+      group_grant(p, group_for(p, res, h, kc),
+        {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, ll = ll}, n - i + 1, ats)
       held = held + 1 - gone
       out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
     end
-  elseif cached then
-    -- A lock on a group this batch holds holds in (not written yet): never
-    -- grantable, its holders are live.
-    local st = state_of(res, cached.h)
-    st.qlen = qlen
-    out[i] = verdict(st, kc) or held_row(st.hk, st.n, st.o, qlen)
   elseif qlen > 0 then
     -- No barging: the line comes first, even for a free resource.
-    local st = state_of(res, hold_decode(redis.call('GET', key)))
+    local st = state_of(res, rec_load(p, res))
     st.qlen = qlen
     out[i] = verdict(st, kc)
   else
@@ -218,14 +215,19 @@ for i = 1, n do
     end
     -- Most names are free: write the hold unless one is there (SET NX GET,
     -- one call); only when one is there, look at it. (The record of
-    -- hold_encode, packed here without the intermediate table.)
+    -- hold_encode, packed here without the intermediate table.) A shared or
+    -- semaphore resource's key is a hash, which SET refuses (WRONGTYPE).
     local set = {'SET', key, cmsgpack.pack({tok, rq, label, now_ms, ea, ft, k, ll}), 'NX', 'GET'}
     if ttl > 0 then
       set[6] = 'PXAT'
       set[7] = pxat
     end
-    local old = redis.call(unpack(set))
-    old = old and hold_decode(old)
+    local old = redis.pcall(unpack(set))
+    if type(old) == 'table' and old.err then
+      old = rec_load(p, res)
+    else
+      old = old and hold_decode(old)
+    end
     local row = nil
     if old then
       local st = state_of(res, old)
@@ -235,14 +237,16 @@ for i = 1, n do
     if row then
       out[i] = row
     else
-      if old and old.g then
-        -- A group whose holds all passed their time: EXPIRED for each, then
-        -- the new hold over it.
-        local _, _, gone = retire_lapsed(p, res, old, now_ms, ats)
-        held = held - gone + 1
-        set[4] = 'XX'
-        set[5] = 'GET'
-        redis.call(unpack(set))
+      if old and old.grp then
+        -- A group whose holds all passed their time: EXPIRED for each (its
+        -- keys go with the last), then the new hold.
+        held = held - retire_lapsed(p, res, old, now_ms, ats) + 1
+        local plain = {'SET', key, set[3]}
+        if ttl > 0 then
+          plain[4] = 'PXAT'
+          plain[5] = pxat
+        end
+        redis.call(unpack(plain))
         pg_add(by_name, res)
         pg_add(by_requester, rq .. '\0' .. res)
       else
@@ -269,9 +273,6 @@ for i = 1, n do
       out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
     end
   end
-end
-for key, g in pairs(groups) do
-  group_save(key, g.kc, g.h.hs)
 end
 redis.call('HSET', KEYS[1], 'hw', num(hw), 'n', num(held))
 bucket_flush()

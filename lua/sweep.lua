@@ -47,21 +47,14 @@ for _, s in ipairs(seconds) do
         local field = res
         res = string.sub(field, 1, string.find(field, '\0', 1, true) - 1)
         redis.call('HDEL', bk, field)
-        local key = p .. 'h:' .. res
-        local cur = hold_decode(redis.call('GET', key))
-        local kc = e[5] or ''
-        ev_emit('EXPIRED', res, rq, lb, ats, num(ea), num(ft), kc)
+        local cur = rec_load(p, res)
+        ev_emit('EXPIRED', res, rq, lb, ats, num(ea), num(ft), e[5] or '')
         pg_rem(p .. 'i', field)
         pg_rem(p .. 'q', rq .. '\0' .. field)
-        if cur and cur.g then
-          local left = {}
-          for _, y in ipairs(cur.hs) do
-            if y.ft ~= ft then
-              left[#left + 1] = y
-            end
-          end
-          if #left < #cur.hs then
-            group_save(key, kc, left)
+        if cur and cur.grp then
+          local x = grp_get(cur, string.sub(field, #res + 2))
+          if x and x.ft == ft then
+            grp_remove(cur, x)
             freed[#freed + 1] = res
           end
         end
@@ -70,7 +63,7 @@ for _, s in ipairs(seconds) do
         ev_emit('EXPIRED', res, rq, lb, ats, num(ea), num(ft))
         redis.call('HDEL', bk, res)
         local key = p .. 'h:' .. res
-        local cur = hold_decode(redis.call('GET', key))
+        local cur = rec_load(p, res)
         if not cur or cur.ft == ft then
           redis.call('DEL', key)
           unindex(p, res, rq)

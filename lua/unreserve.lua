@@ -31,18 +31,25 @@ end
 -- (no live holder left, `gone`: holds an earlier item released), 2
 -- INVALID_TOKEN.
 local function find(i, h, gone)
-  local _, live = holders(h, now_ms)
   local rq, tok = ARGV[3 * i + 3], ARGV[3 * i + 4]
-  local any = false
-  for _, x in ipairs(live) do
-    if not (gone and gone[x.ft]) then
-      any = true
-      if x.rq == rq and x.tok == tok then
-        return x, nil
-      end
+  gone = gone or {}
+  if h and h.grp then
+    local x = grp_by_token(h, tok)
+    if hold_live(x, now_ms) and x.rq == rq and not gone[x.ft] then
+      return x, nil
     end
+    local left = grp_count(h, now_ms)
+    for _ in pairs(gone) do
+      left = left - 1
+    end
+    return nil, left > 0 and 2 or 0
   end
-  return nil, any and 2 or 0
+  if not hold_live(h, now_ms) or gone[h.ft] then
+    return nil, 0
+  elseif h.rq == rq and h.tok == tok then
+    return h, nil
+  end
+  return nil, 2
 end
 
 -- All or nothing: the batch as it would go, read only (a hold released by an
@@ -52,7 +59,7 @@ if ARGV[4] == '1' then
   for i = 1, n do
     local res = ARGV[3 * i + 2]
     gone_now[res] = gone_now[res] or {}
-    local x, code = find(i, hold_decode(redis.call('GET', KEYS[2 + i])), gone_now[res])
+    local x, code = find(i, rec_load(p, res), gone_now[res])
     if x then
       gone_now[res][x.ft] = true
     end
@@ -73,7 +80,7 @@ for i = 1, n do
   pg_more = n - i
   local a = 3 * i + 2
   local res, rq = ARGV[a], ARGV[a + 1]
-  local h = hold_decode(redis.call('GET', key))
+  local h = rec_load(p, res)
   local x, failed = find(i, h, nil)
   if failed then
     out[i] = failed

@@ -16,14 +16,21 @@
 local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
 local out = {}
+local p = #KEYS > 0 and string.match(KEYS[1], '^(.-)h:') or ''
 
 for i = 1, #KEYS do
-  local hk, live = holders(hold_decode(redis.call('GET', KEYS[i])), now_ms)
-  out[i] = {0, hk == '' and live[1].ft or -1}
-  for _, x in ipairs(live) do
-    if num(x.ft) == ARGV[i] then
-      out[i] = {1, x.rq, x.ea == 0 and -1 or x.ea}
-    end
+  local h = rec_load(p, string.sub(KEYS[i], #p + 3))
+  local x = h
+  if h and h.grp then
+    -- The group's hold of that token, if any (tokens have at most 17 digits).
+    local t = ARGV[i]
+    x = #t <= 17 and grp_get(h, string.rep('0', 17 - #t) .. t) or nil
+    out[i] = {0, -1}
+  else
+    out[i] = {0, hold_live(h, now_ms) and h.ft or -1}
+  end
+  if hold_live(x, now_ms) and num(x.ft) == ARGV[i] then
+    out[i] = {1, x.rq, x.ea == 0 and -1 or x.ea}
   end
 end
 return out

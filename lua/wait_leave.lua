@@ -37,14 +37,14 @@ if w.st == 1 then
   for i, it in ipairs(w.it) do
     local res, rq = it[1], it[2]
     local key = p .. 'h:' .. res
-    local h = hold_decode(redis.call('GET', key))
-    local _, live = holders(h, now_ms)
-    for _, x in ipairs(live) do
-      if x.tok == it[4] and x.rq == rq then
-        drop_hold(p, key, res, h, x, 'UNRESERVED', w.lb, ats)
-        gone = gone + 1
-        break
-      end
+    local h = rec_load(p, res)
+    local x = h
+    if h and h.grp then
+      x = grp_by_token(h, it[4])
+    end
+    if hold_live(x, now_ms) and x.tok == it[4] and x.rq == rq then
+      drop_hold(p, key, res, h, x, 'UNRESERVED', w.lb, ats)
+      gone = gone + 1
     end
   end
   if gone > 0 then
@@ -59,8 +59,13 @@ else
   local rows = {}
   for i, it in ipairs(w.it) do
     local place = (redis.call('ZRANK', wl_line(p, it[1]), wid) or -1) + 1
-    local _, live = holders(hold_decode(redis.call('GET', p .. 'h:' .. it[1])), now_ms)
-    local o = live[1]
+    local h = rec_load(p, it[1])
+    local o = nil
+    if h and h.grp then
+      o = grp_oldest(p, h, now_ms)
+    elseif hold_live(h, now_ms) then
+      o = h
+    end
     if o then
       rows[i] = {place, o.rq, o.ea == 0 and -1 or o.ea}
     else

@@ -83,8 +83,15 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
     end
     local st = sims[res]
     if not st then
-      local hk, live = holders(hold_decode(redis.call('GET', p .. 'h:' .. res)), now_ms)
-      st = {hk = hk, n = #live}
+      local h = rec_load(p, res)
+      if h and h.grp then
+        st = {n = grp_count(h, now_ms)}
+        st.hk = st.n > 0 and h.kc or nil
+      elseif hold_live(h, now_ms) then
+        st = {hk = '', n = 1}
+      else
+        st = {n = 0}
+      end
       sims[res] = st
     end
     if join(st.hk, st.n, kc) ~= 'ok' then
@@ -99,19 +106,18 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
   for i, it in ipairs(w.it) do
     local res, rq, ttl, tok, kc = it[1], it[2], it[3], it[4], it[5] or ''
     local key = p .. 'h:' .. res
-    local old = hold_decode(redis.call('GET', key))
+    local old = rec_load(p, res)
     local ft = math.max(hw + 1, now_us)
     hw = ft
     local ea = now_ms + ttl
     if kc ~= '' then
-      local _, left, gone = retire_lapsed(p, res, old, now_ms, ats)
-      group_grant(p, key, res, kc, left,
+      local gone = retire_lapsed(p, res, old, now_ms, ats)
+      group_grant(p, group_for(p, res, old, kc),
         {tok = tok, rq = rq, lb = lb, at = now_ms, ea = ea, ft = ft, ll = w.ll or ''}, 1, ats)
       held = held + 1 - gone
     else
-      if old and old.g then
-        local _, _, gone = retire_lapsed(p, res, old, now_ms, ats)
-        held = held - gone + 1
+      if old and old.grp then
+        held = held - retire_lapsed(p, res, old, now_ms, ats) + 1
         pg_add(p .. 'i', res)
         pg_add(p .. 'q', rq .. '\0' .. res)
       else
