@@ -15,8 +15,8 @@
 --                  expiresAt on (every script compares with TIME); the key
 --                  itself stays a while so the next reserve can still announce
 --                  its EXPIRED first, and the sweeper deletes it.
---                  Or, for shared holds and semaphores, a hash: the group
---                  (below; docs/design/kinds.md).
+--                  (Shared holds and semaphores: a group, P g: and P e:
+--                  below; docs/design/kinds.md.)
 --   P i / P q      paged sets (pages.lua): listing by resource, and by
 --                  requester (`<requester>\0<resource>`); a hold of a group
 --                  is `<resource>\0<fencing token, 17 digits>` in both
@@ -204,7 +204,7 @@ end
 -- Semaphores and shared locks (contract section 15; docs/design/kinds.md).
 -- A kind code is '' (exclusive), 's' (shared) or a semaphore's limit in
 -- decimal. The holds of a shared or semaphore resource are a group:
---   P h:<resource>  hash: k -> kind code; f<token17> -> the hold (the
+--   P g:<resource>  hash: k -> kind code; f<token17> -> the hold (the
 --                   MessagePack array of an exclusive hold); t<release token>
 --                   -> token17 (token17: the fencing token in 17 digits)
 --   P e:<resource>  zset token17 -> expiresAt (+inf without a TTL): who is
@@ -225,20 +225,25 @@ local function member_of(res, h, grouped)
   return res
 end
 
--- The record of a resource: nil, an exclusive hold (a string key), or a group
--- handle {grp, key, ek, res, kc} (a hash key).
+-- The record of a resource: nil, an exclusive hold (P h:<resource>), or a
+-- group handle {grp, key, ek, res, kc} (P g:<resource>). A resource has one
+-- or the other, never both.
 local function rec_load(p, res)
-  local key = p .. 'h:' .. res
-  local raw = redis.pcall('GET', key)
-  if type(raw) == 'table' and raw.err then
-    return {grp = true, key = key, ek = p .. 'e:' .. res, res = res, kc = redis.call('HGET', key, 'k')}
+  local raw = redis.call('GET', p .. 'h:' .. res)
+  if raw then
+    return hold_decode(raw)
   end
-  return hold_decode(raw)
+  local key = p .. 'g:' .. res
+  local kc = redis.call('HGET', key, 'k')
+  if kc then
+    return {grp = true, key = key, ek = p .. 'e:' .. res, res = res, kc = kc}
+  end
+  return nil
 end
 
 -- A group about to get its first hold.
 local function grp_new(p, res, kc)
-  return {grp = true, key = p .. 'h:' .. res, ek = p .. 'e:' .. res, res = res, kc = kc, fresh = true}
+  return {grp = true, key = p .. 'g:' .. res, ek = p .. 'e:' .. res, res = res, kc = kc, fresh = true}
 end
 
 local function grp_hold(raw)

@@ -216,16 +216,17 @@ for i = 1, n do
     -- Most names are free: write the hold unless one is there (SET NX GET,
     -- one call); only when one is there, look at it. (The record of
     -- hold_encode, packed here without the intermediate table.) A shared or
-    -- semaphore resource's key is a hash, which SET refuses (WRONGTYPE).
+    -- semaphore resource has its group (P g:) instead.
     local set = {'SET', key, cmsgpack.pack({tok, rq, label, now_ms, ea, ft, k, ll}), 'NX', 'GET'}
     if ttl > 0 then
       set[6] = 'PXAT'
       set[7] = pxat
     end
-    local old = redis.pcall(unpack(set))
-    if type(old) == 'table' and old.err then
+    local old
+    if redis.call('EXISTS', p .. 'g:' .. res) == 1 then
       old = rec_load(p, res)
     else
+      old = redis.call(unpack(set))
       old = old and hold_decode(old)
     end
     local row = nil
