@@ -303,18 +303,14 @@ local function grp_oldest(p, g, now_ms)
   return grp_live(g, now_ms)[1]
 end
 
-local function grp_pack(x)
-  return cmsgpack.pack({x.tok, x.rq, x.lb, x.at, x.ea, x.ft, x.k, x.ll})
-end
-
 -- Writes hold `x` of group `g` (new or changed).
 local function grp_put(g, x)
   local f = ft17(x.ft)
   if g.fresh then
-    redis.call('HSET', g.key, 'k', g.kc, 'f' .. f, grp_pack(x), 't' .. x.tok, f)
+    redis.call('HSET', g.key, 'k', g.kc, 'f' .. f, hold_encode(x), 't' .. x.tok, f)
     g.fresh = false
   else
-    redis.call('HSET', g.key, 'f' .. f, grp_pack(x), 't' .. x.tok, f)
+    redis.call('HSET', g.key, 'f' .. f, hold_encode(x), 't' .. x.tok, f)
   end
   redis.call('ZADD', g.ek, x.ea == 0 and '+inf' or num(x.ea), f)
 end
@@ -455,15 +451,35 @@ end
 -- announces `kind` (UNRESERVED, FORCE_RELEASED) with `label`. The caller
 -- counts it off the tenant and hands the resource over.
 local function drop_hold(p, key, res, h, x, kind, label, at)
-  local ea = x.ea == 0 and '' or num(x.ea)
   if h.grp then
     grp_remove(h, x)
-    forget_hold(p, res, x, true)
-    ev_emit(kind, res, x.rq, label, at, ea, num(x.ft), h.kc)
   else
     redis.call('DEL', key)
-    unindex(p, res, x.rq)
-    bucket_rem(p, res, x)
-    ev_emit(kind, res, x.rq, label, at, ea, num(x.ft))
   end
+  forget_hold(p, res, x, h.grp)
+  ev_emit(kind, res, x.rq, label, at, x.ea == 0 and '' or num(x.ea), num(x.ft), h.grp and h.kc or nil)
+end
+
+-- An exclusive hold of `rq` takes `res` over from the record `old` there
+-- (nothing, an exclusive hold past its time, or a group whose holds all
+-- passed theirs): what is there is retired (EXPIRED first) and the indexes
+-- name the new hold. The caller writes the hold key; returns by how much the
+-- tenant's hold count changes.
+local function take_over(p, res, old, rq, now_ms, at)
+  local by_name, by_requester = p .. 'i', p .. 'q'
+  if not old then
+    pg_add(by_name, res)
+    pg_add(by_requester, rq .. '\0' .. res)
+    return 1
+  elseif old.grp then
+    local gone = retire_lapsed(p, res, old, now_ms, at)
+    pg_add(by_name, res)
+    pg_add(by_requester, rq .. '\0' .. res)
+    return 1 - gone
+  end
+  retire_before_grant(p, res, old, rq, at)
+  if old.rq ~= rq then
+    pg_add(by_requester, rq .. '\0' .. res)
+  end
+  return 0
 end

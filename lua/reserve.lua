@@ -94,9 +94,10 @@ local function verdict(st, kc)
   return held_row(st.hk, st.n, st.o, st.qlen)
 end
 
--- The state of resource `res` whose record is `h` (rec_load).
-local function state_of(res, h)
-  local st = {qlen = lines and wl_length(p, res) or 0, n = 0}
+-- The state of resource `res` whose record is `h` (rec_load); `qlen`, the
+-- length of its line when the caller knows it.
+local function state_of(res, h, qlen)
+  local st = {qlen = qlen or (lines and wl_length(p, res) or 0), n = 0}
   if h and h.grp then
     st.g = h
     st.n = grp_count(h, now_ms)
@@ -168,7 +169,6 @@ end
 ev_open(KEYS[2], ARGV[3])
 
 local out = {}
-local by_name, by_requester = p .. 'i', p .. 'q'
 -- The items of a batch mostly share one TTL: their expiry's strings are made once.
 local last_ea, eas, pxat = nil, '', ''
 for i = 1, n do
@@ -180,9 +180,7 @@ for i = 1, n do
   if kc ~= '' then
     -- A shared hold or a permit: joins the group, if it may.
     local h = rec_load(p, res)
-    local st = state_of(res, h)
-    st.qlen = qlen
-    local row = verdict(st, kc)
+    local row = verdict(state_of(res, h, qlen), kc)
     if row then
       out[i] = row
     else
@@ -197,9 +195,7 @@ for i = 1, n do
     end
   elseif qlen > 0 then
     -- No barging: the line comes first, even for a free resource.
-    local st = state_of(res, rec_load(p, res))
-    st.qlen = qlen
-    out[i] = verdict(st, kc)
+    out[i] = verdict(state_of(res, rec_load(p, res), qlen), kc)
   else
     local ea = 0
     if ttl > 0 then
@@ -231,40 +227,21 @@ for i = 1, n do
     end
     local row = nil
     if old then
-      local st = state_of(res, old)
-      st.qlen = 0
-      row = verdict(st, kc)
+      row = verdict(state_of(res, old, 0), kc)
     end
     if row then
       out[i] = row
     else
-      if old and old.grp then
-        -- A group whose holds all passed their time: EXPIRED for each (its
-        -- keys go with the last), then the new hold.
-        held = held - retire_lapsed(p, res, old, now_ms, ats) + 1
-        local plain = {'SET', key, set[3]}
+      held = held + take_over(p, res, old, rq, now_ms, ats)
+      if old then
+        -- What was there passed its time (its EXPIRED is announced): the
+        -- new hold is written over it, or where its group was.
+        local write = {'SET', key, set[3]}
         if ttl > 0 then
-          plain[4] = 'PXAT'
-          plain[5] = pxat
+          write[4] = 'PXAT'
+          write[5] = pxat
         end
-        redis.call(unpack(plain))
-        pg_add(by_name, res)
-        pg_add(by_requester, rq .. '\0' .. res)
-      else
-        if old then
-          -- Past its time but not retired yet: announce its EXPIRED first,
-          -- then write the new hold over it.
-          retire_before_grant(p, res, old, rq, ats)
-          set[4] = 'XX'
-          set[5] = 'GET'
-          redis.call(unpack(set))
-        else
-          held = held + 1
-          pg_add(by_name, res)
-        end
-        if not old or old.rq ~= rq then
-          pg_add(by_requester, rq .. '\0' .. res)
-        end
+        redis.call(unpack(write))
       end
       hw = ft
       if ttl > 0 then

@@ -116,21 +116,7 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
         {tok = tok, rq = rq, lb = lb, at = now_ms, ea = ea, ft = ft, ll = w.ll or ''}, 1, ats)
       held = held + 1 - gone
     else
-      if old and old.grp then
-        held = held - retire_lapsed(p, res, old, now_ms, ats) + 1
-        pg_add(p .. 'i', res)
-        pg_add(p .. 'q', rq .. '\0' .. res)
-      else
-        if old then
-          retire_before_grant(p, res, old, rq, ats)
-        else
-          held = held + 1
-          pg_add(p .. 'i', res)
-        end
-        if not old or old.rq ~= rq then
-          pg_add(p .. 'q', rq .. '\0' .. res)
-        end
-      end
+      held = held + take_over(p, res, old, rq, now_ms, ats)
       local k = bucket_slot(p, ea, 1)
       redis.call('SET', key, cmsgpack.pack({tok, rq, lb, now_ms, ea, ft, k, w.ll or ''}), 'PXAT', num(ea + GRACE_MS))
       bucket_file(p, res, k, rq, lb, ea, ft)
