@@ -62,6 +62,38 @@ impl One {
         )
     }
 
+    /// One reservation made and released, so the event stream exists: the
+    /// tenant's keys from then on.
+    async fn baseline(&self) -> Vec<String> {
+        let (_, tok) = self.reserve_one("warm-up", None).await;
+        self.post(
+            "/api/v1/Reservation/unreserve",
+            json!([{"resource":"warm-up","requester":"rq","releaseToken":tok}]),
+        )
+        .await;
+        tenant_keys(&self.redis, &self.tenant)
+    }
+
+    /// Waits (up to 6 s: expiries are retired within a second or two) until
+    /// the tenant has no key but those of `before` (and its rate limits).
+    async fn back_to(&self, before: &[String]) {
+        let clean = eventually(Duration::from_secs(6), || async {
+            tenant_keys(&self.redis, &self.tenant)
+                .iter()
+                .all(|k| before.contains(k) || k.contains(":rl:"))
+        })
+        .await;
+        assert!(
+            clean.is_some(),
+            "left behind: {:?}",
+            tenant_keys(&self.redis, &self.tenant)
+                .into_iter()
+                .filter(|k| !before.contains(k))
+                .take(20)
+                .collect::<Vec<_>>()
+        );
+    }
+
     fn used_memory(&self) -> i64 {
         self.redis
             .cli(&["INFO", "memory"])
@@ -83,14 +115,7 @@ impl One {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_and_expiry_leave_no_residue() {
     let o = one(RedisServer::start()).await;
-    // One reservation first, so the event stream exists in the baseline.
-    let (_, tok) = o.reserve_one("warm-up", None).await;
-    o.post(
-        "/api/v1/Reservation/unreserve",
-        json!([{"resource":"warm-up","requester":"rq","releaseToken":tok}]),
-    )
-    .await;
-    let keys_before = tenant_keys(&o.redis, &o.tenant);
+    let keys_before = o.baseline().await;
     let (mem_before, db_before) = (o.used_memory(), o.dbsize());
 
     for batch in 0..30 {
@@ -128,21 +153,7 @@ async fn churn_and_expiry_leave_no_residue() {
         .await;
     assert!(tenant_keys(&o.redis, &o.tenant).len() > 1000);
 
-    let clean = eventually(Duration::from_secs(6), || async {
-        tenant_keys(&o.redis, &o.tenant)
-            .iter()
-            .all(|k| keys_before.contains(k) || k.contains(":rl:"))
-    })
-    .await;
-    assert!(
-        clean.is_some(),
-        "left behind: {:?}",
-        tenant_keys(&o.redis, &o.tenant)
-            .into_iter()
-            .filter(|k| !keys_before.contains(k))
-            .take(20)
-            .collect::<Vec<_>>()
-    );
+    o.back_to(&keys_before).await;
     let listed = o
         .post(
             "/api/v1/Reservation/check",
@@ -168,13 +179,7 @@ async fn churn_and_expiry_leave_no_residue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semaphores_and_shared_holds_leave_no_residue() {
     let o = one(RedisServer::start()).await;
-    let (_, tok) = o.reserve_one("warm-up", None).await;
-    o.post(
-        "/api/v1/Reservation/unreserve",
-        json!([{"resource":"warm-up","requester":"rq","releaseToken":tok}]),
-    )
-    .await;
-    let keys_before = tenant_keys(&o.redis, &o.tenant);
+    let keys_before = o.baseline().await;
     for s in 0..20 {
         let ttl = (s % 2 == 0).then_some(1);
         let items: Vec<Value> = (0..10)
@@ -210,21 +215,7 @@ async fn semaphores_and_shared_holds_leave_no_residue() {
         .collect();
     o.post("/api/v1/Reservation/reserve", Value::Array(shared))
         .await;
-    let clean = eventually(Duration::from_secs(6), || async {
-        tenant_keys(&o.redis, &o.tenant)
-            .iter()
-            .all(|k| keys_before.contains(k) || k.contains(":rl:"))
-    })
-    .await;
-    assert!(
-        clean.is_some(),
-        "left behind: {:?}",
-        tenant_keys(&o.redis, &o.tenant)
-            .into_iter()
-            .filter(|k| !keys_before.contains(k))
-            .take(20)
-            .collect::<Vec<_>>()
-    );
+    o.back_to(&keys_before).await;
     let listed = o
         .post(
             "/api/v1/Reservation/check",

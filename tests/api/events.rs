@@ -233,13 +233,7 @@ async fn every_change_arrives_with_the_label_of_the_key_that_caused_it(app: Test
         json!([{"resource":"r","requester":"other"}]),
     )
     .await;
-    let r = app
-        .admin(
-            Method::DELETE,
-            &format!("/tenants/{}/reservations/r", app.tenant_id),
-            None,
-        )
-        .await;
+    let r = app.force_release("r").await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
 
     let ev = s.take(5, WAIT).await;
@@ -431,13 +425,7 @@ async fn a_holder_follows_its_own_leases_by_requester(app: TestApp) {
         ]),
     )
     .await;
-    let r = app
-        .admin(
-            Method::DELETE,
-            &format!("/tenants/{}/reservations/c", app.tenant_id),
-            None,
-        )
-        .await;
+    let r = app.force_release("c").await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
     let got = mine.take(4, WAIT).await;
     assert_eq!(

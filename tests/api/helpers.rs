@@ -423,6 +423,16 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// The operator's force release of `resource` (admin API).
+    pub async fn force_release(&self, resource: &str) -> Reply {
+        self.admin(
+            Method::DELETE,
+            &format!("/tenants/{}/reservations/{resource}", self.tenant_id),
+            None,
+        )
+        .await
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         send(
             &self.client,

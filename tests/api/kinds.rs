@@ -683,13 +683,7 @@ async fn fencing_tokens_rise_across_kinds_and_events_carry_the_mode(app: TestApp
     let s1 = take(&app, "f", "s1", shared()).await;
     let s2 = take(&app, "f", "s2", shared()).await;
     // The operator force-releases the group: one event per hold.
-    let r = app
-        .admin(
-            Method::DELETE,
-            &format!("/tenants/{}/reservations/f", app.tenant_id),
-            None,
-        )
-        .await;
+    let r = app.force_release("f").await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
     assert_eq!(check_one(&app, "f").await["status"], "FREE");
     let m = take(&app, "f", "m", sem(2)).await;
@@ -995,26 +989,16 @@ async fn a_repeat_under_its_idempotency_key_takes_no_more_permits(app: TestApp) 
     let (again, replayed) = send("permits-1", two).await;
     assert!(replayed, "{again:?}");
     assert_eq!(again.body, first.body);
-    let check = app
-        .post(
-            "/api/v1/Reservation/check",
-            json!([{"resource": "idem-pool"}]),
-        )
-        .await;
-    assert_eq!(check.results()[0]["available"], 1, "{check:?}");
+    let check = check_one(&app, "idem-pool").await;
+    assert_eq!(check["available"], 1, "{check}");
     let mismatch = json!([item("idem-pool", "c", shared())]);
     let (m1, _) = send("mismatch-1", mismatch.clone()).await;
     assert_eq!(m1.results()[0]["status"], "LIMIT_MISMATCH", "{m1:?}");
     let (m2, replayed) = send("mismatch-1", mismatch).await;
     assert!(replayed, "an executed request is recorded: {m2:?}");
     assert_eq!(m2.body, m1.body);
-    let check = app
-        .post(
-            "/api/v1/Reservation/check",
-            json!([{"resource": "idem-pool"}]),
-        )
-        .await;
-    assert_eq!(check.results()[0]["available"], 1, "{check:?}");
+    let check = check_one(&app, "idem-pool").await;
+    assert_eq!(check["available"], 1, "{check}");
 }
 
 /// Items of one batch on one semaphore apply in order, each against what the

@@ -268,13 +268,7 @@ async fn a_force_release_hands_the_resource_on(app: TestApp) {
         Duration::from_secs(15),
     );
     until_waiting(&app, "f", 1).await;
-    let r = app
-        .admin(
-            Method::DELETE,
-            &format!("/tenants/{}/reservations/f", app.tenant_id),
-            None,
-        )
-        .await;
+    let r = app.force_release("f").await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
     let got = waiter.await.expect("waiter");
     assert_eq!(got.results()[0]["status"], "RESERVED", "{got:?}");
