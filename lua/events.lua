@@ -13,6 +13,8 @@
 -- when it is not ''.
 
 local ev_key, ev_retain, ev_out = nil, 0, {}
+-- The events that end a hold, and their code in `ended` (clock.lua).
+local ev_ends = {UNRESERVED = 1, EXPIRED = 2, FORCE_RELEASED = 3}
 
 local function ev_open(key, retain)
   ev_key, ev_retain = key, retain
@@ -29,6 +31,11 @@ local function ev_emit(kind, res, rq, label, at, ea, ft, kc)
       't', kind, 'r', res, 'q', rq, 'l', label, 'a', at, 'x', ea, 'f', ft)
   end
   ev_out[#ev_out + 1] = {id, kind, res, rq, label, at, ea, ft, kc}
+  local e = ev_ends[kind]
+  if e then
+    ended[#ended + 1] = e
+    ended[#ended + 1] = math.max(0, tonumber(at) - math.floor(tonumber(ft) / 1000))
+  end
 end
 
 local function ev_close()

@@ -17,10 +17,11 @@
 -- A request whose Idempotency-Key has a record is not run again: it is
 -- counted against the read limit instead and answered from the record.
 --
--- Returns {1, remaining, resetMs, reply, how} when the request ran or was
--- answered — how 0: the body ran (reply is its reply), 1: a repeat (reply is
--- the recorded one), 2: the key was used for another request, 3: the request
--- under the key is still waiting (reply 0 for both) —
+-- Returns {1, remaining, resetMs, reply, how, ended} when the request ran or
+-- was answered — how 0: the body ran (reply is its reply), 1: a repeat (reply
+-- is the recorded one), 2: the key was used for another request, 3: the
+-- request under the key is still waiting (reply 0 for both); ended: the holds
+-- the body ended (clock.lua) —
 -- and {0, retryAfterMs, resetMs} when it was refused.
 
 local rl_key = table.remove(KEYS)
@@ -56,4 +57,4 @@ if how == 0 then
 elseif how >= 2 then
   reply = 0
 end
-return {1, rl_remaining, rl_reset, reply, how}
+return {1, rl_remaining, rl_reset, reply, how, ended}

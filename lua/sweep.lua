@@ -12,8 +12,9 @@
 -- Idempotent: a bucket entry is there until it is retired, so a second
 -- sweeper (another instance) finds nothing left to do.
 --
--- Returns {retired, more, next}: more = 1 when the limit stopped it, next the
--- tenant's earliest second that still has buckets (-1: none).
+-- Returns {retired, more, next, ended}: more = 1 when the limit stopped it,
+-- next the tenant's earliest second that still has buckets (-1: none), ended
+-- the holds retired (clock.lua).
 
 local t = clock()
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -92,4 +93,4 @@ due_close(p)
 ev_close()
 wl_close()
 local first = redis.call('ZRANGE', p .. 'xd', '0', '0', 'WITHSCORES')[2]
-return {retired, more, first and tonumber(first) or -1}
+return {retired, more, first and tonumber(first) or -1, ended}

@@ -84,4 +84,5 @@ earliest = due_close(p)
 ev_close()
 wl_close()
 answer[#answer + 1] = earliest
+answer[#answer + 1] = ended
 return answer

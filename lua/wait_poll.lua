@@ -8,8 +8,10 @@
 -- KEYS[1]  P t     the tenant    KEYS[2]  P ev    the event stream
 -- ARGV[1]  the waiter's id    ARGV[2]  events retained per tenant
 --
--- Returns -1 when the waiter is gone, {1, rows} when it was granted (rows as
--- reserve.lua's RESERVED rows), else {0, places}: its place in each line.
+-- Returns -1 when the waiter is gone, {1, rows, earliest, ended} when it was
+-- granted (rows as reserve.lua's RESERVED rows), else {0, places, earliest,
+-- ended}: its place in each line; earliest as reserve.lua's, ended the holds
+-- a hand-over retired (clock.lua).
 
 local t = clock()
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -39,10 +41,10 @@ if w.st == 0 then
   end
 end
 if w.st == 1 then
-  return {1, w.rows, earliest}
+  return {1, w.rows, earliest, ended}
 end
 local places = {}
 for i, it in ipairs(w.it) do
   places[i] = (redis.call('ZRANK', wl_line(p, it[1]), wid) or -1) + 1
 end
-return {0, places, earliest}
+return {0, places, earliest, ended}

@@ -454,3 +454,85 @@ async fn contention_metrics_move_and_name_no_tenant_or_resource() {
         );
     }
 }
+
+/// `cooplocker_hold_seconds` (contract section 19): one sample per ended hold,
+/// by how it ended, its length by the store clock — on both stores. A hold of
+/// about 1.2 s released, one of 1 s TTL expired, one force released; a semaphore
+/// permit released counts like any hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_times_are_measured_by_how_the_hold_ended() {
+    for kind in [Kind::Redis, Kind::Embedded] {
+        let app = spawn_app_with(kind, |_| {}).await;
+        let before = scrape(&app).await;
+        let held = app
+            .reserve(json!([
+                {"requester": "a", "resource": "released-xyz", "ttlSeconds": 30},
+                {"requester": "a", "resource": "permit-xyz", "ttlSeconds": 30, "limit": 2},
+                {"requester": "a", "resource": "expires-xyz", "ttlSeconds": 1},
+                {"requester": "a", "resource": "forced-xyz"}
+            ]))
+            .await;
+        assert!(
+            held.results().iter().all(|r| r["status"] == "RESERVED"),
+            "{held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let r = app
+            .unreserve(json!([
+                {"requester": "a", "resource": "released-xyz", "releaseToken": held.results()[0]["releaseToken"]},
+                {"requester": "a", "resource": "permit-xyz", "releaseToken": held.results()[1]["releaseToken"]}
+            ]))
+            .await;
+        assert!(
+            r.results().iter().all(|r| r["status"] == "UNRESERVED"),
+            "{r:?}"
+        );
+        assert_eq!(
+            app.force_release("forced-xyz").await.status,
+            StatusCode::NO_CONTENT
+        );
+        let mut after = String::new();
+        for _ in 0..60 {
+            after = scrape(&app).await;
+            let expired = &[("end", "expired")];
+            if sample(&after, "cooplocker_hold_seconds_count", expired)
+                > sample(&before, "cooplocker_hold_seconds_count", expired)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let delta = |name: &str, end: &str| {
+            sample(&after, name, &[("end", end)]) - sample(&before, name, &[("end", end)])
+        };
+        assert_eq!(
+            delta("cooplocker_hold_seconds_count", "released"),
+            2.0,
+            "{kind:?}: {after}"
+        );
+        assert_eq!(
+            delta("cooplocker_hold_seconds_count", "expired"),
+            1.0,
+            "{kind:?}: {after}"
+        );
+        assert_eq!(
+            delta("cooplocker_hold_seconds_count", "force_released"),
+            1.0,
+            "{kind:?}: {after}"
+        );
+        let released = delta("cooplocker_hold_seconds_sum", "released");
+        assert!(
+            (2.3..10.0).contains(&released),
+            "two holds of ~1.2 s: {released} ({kind:?})"
+        );
+        let expired = delta("cooplocker_hold_seconds_sum", "expired");
+        assert!(
+            (0.9..10.0).contains(&expired),
+            "a hold of 1 s TTL: {expired} ({kind:?})"
+        );
+        assert!(
+            after.contains("cooplocker_hold_seconds_bucket{end=\"released\",le=\"86400\"}"),
+            "holds have buckets up to a day: {after}"
+        );
+    }
+}

@@ -243,6 +243,16 @@ impl TenantState {
         lock: &Lock,
         label: &str,
     ) {
+        let end = match kind {
+            EventKind::Unreserved => Some("released"),
+            EventKind::Expired => Some("expired"),
+            EventKind::ForceReleased => Some("force_released"),
+            _ => None,
+        };
+        if let Some(end) = end {
+            let ms = now_ms.saturating_sub(lock.reserved_at);
+            crate::metrics::hold_ended(end, ms as f64 / 1000.0);
+        }
         let id = match self.last_event {
             Some(last) if last.ms >= now_ms => EventId {
                 ms: last.ms,

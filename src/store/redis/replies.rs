@@ -75,6 +75,9 @@ fn split(reply: Value, limit: impl FnOnce(bool) -> u32) -> StoreResult<(RateDeci
                 Some(Value::Int(h @ 0..=3)) => h,
                 _ => return Err(bad_reply("meter")),
             };
+            if let Some(ended) = parts.next() {
+                holds_ended(&ended);
+            }
             let decision = RateDecision {
                 allowed: true,
                 limit: limit(how == 1),
@@ -95,6 +98,23 @@ fn split(reply: Value, limit: impl FnOnce(bool) -> u32) -> StoreResult<(RateDeci
             Ok((decision, Value::Nil, 0))
         }
         _ => Err(bad_reply("meter")),
+    }
+}
+
+/// Records the holds a script ended (`ended` of `lua/clock.lua`: pairs of
+/// how it ended and its age in ms) in `cooplocker_hold_seconds`.
+pub fn holds_ended(ended: &Value) {
+    let Value::Array(pairs) = ended else { return };
+    for pair in pairs.chunks_exact(2) {
+        let end = match pair[0] {
+            Value::Int(1) => "released",
+            Value::Int(2) => "expired",
+            Value::Int(3) => "force_released",
+            _ => continue,
+        };
+        if let Some(ms) = as_u64(&pair[1]) {
+            crate::metrics::hold_ended(end, ms as f64 / 1000.0);
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! of the index; a slow reconcile walks every tenant, a few per round, and puts
 //! back what is missing.
 
-use super::replies::{as_i64, items};
+use super::replies::{self, as_i64, items};
 use super::{keys, scripts, RedisStore};
 use crate::domain::TenantId;
 use crate::store::{StoreError, StoreResult};
@@ -116,9 +116,10 @@ impl RedisStore {
                 })
                 .await?;
             let parts = items(reply)?;
-            let [n, more, next] = parts.as_slice() else {
+            let [n, more, next, ended] = parts.as_slice() else {
                 return Err(StoreError::Internal("unexpected reply from sweep".into()));
             };
+            replies::holds_ended(ended);
             retired += as_i64(n).unwrap_or(0).max(0) as usize;
             let more = as_i64(more) == Some(1);
             if !more || started.elapsed() > Duration::from_millis(SWEEP_LEASE_MS) {

@@ -3,7 +3,7 @@
 //! the lines of `lua/waits.lua`; the grants themselves are made by whatever
 //! frees a resource, in its own script.
 
-use super::replies::{as_i64, as_opt_millis, as_string, as_u64, bad_reply, items};
+use super::replies::{self, as_i64, as_opt_millis, as_string, as_u64, bad_reply, items};
 use super::reservations::{flag, reserve_row};
 use super::{keys, scripts, RedisStore};
 use crate::domain::TenantId;
@@ -59,11 +59,13 @@ impl RedisStore {
             reply => items(reply)?,
         };
         match parts.as_slice() {
-            [Value::Int(1), rows, earliest] => {
+            [Value::Int(1), rows, earliest, ended] => {
+                replies::holds_ended(ended);
                 self.due(tenant, earliest).await;
                 Ok(WaitState::Granted(grant_rows(rows)?))
             }
-            [Value::Int(0), places, earliest] => {
+            [Value::Int(0), places, earliest, ended] => {
+                replies::holds_ended(ended);
                 self.due(tenant, earliest).await;
                 Ok(WaitState::Waiting(
                     items(places.clone())?.iter().filter_map(as_u64).collect(),
@@ -94,15 +96,18 @@ impl RedisStore {
             reply => items(reply)?,
         };
         match parts.as_slice() {
-            [Value::Int(1), rows, earliest] => {
+            [Value::Int(1), rows, earliest, ended] => {
+                replies::holds_ended(ended);
                 self.due(tenant, earliest).await;
                 Ok(LeaveOutcome::Granted(grant_rows(rows)?))
             }
-            [Value::Int(2), earliest] => {
+            [Value::Int(2), earliest, ended] => {
+                replies::holds_ended(ended);
                 self.due(tenant, earliest).await;
                 Ok(LeaveOutcome::Released)
             }
-            [Value::Int(0), rows, earliest] => {
+            [Value::Int(0), rows, earliest, ended] => {
+                replies::holds_ended(ended);
                 self.due(tenant, earliest).await;
                 let left = items(rows.clone())?
                     .into_iter()
