@@ -282,6 +282,8 @@ struct Seen {
     status: u16,
     replayed: bool,
     body: serde_json::Value,
+    /// When its answer came back from the server.
+    at: Instant,
 }
 
 /// A reverse proxy in front of `upstream` that forwards every request, but
@@ -310,6 +312,17 @@ async fn flaky_proxy(upstream: String, lose: usize) -> (String, Arc<Mutex<Vec<Se
                 let res = out.body(body.to_vec()).send().await.expect("upstream");
                 let status = res.status().as_u16();
                 let replayed = res.headers().contains_key("idempotent-replayed");
+                let headers: Vec<(String, Vec<u8>)> = res
+                    .headers()
+                    .iter()
+                    .filter(|(n, _)| {
+                        !matches!(
+                            n.as_str(),
+                            "content-length" | "transfer-encoding" | "connection" | "date"
+                        )
+                    })
+                    .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                    .collect();
                 let bytes = res.bytes().await.expect("upstream body");
                 let n = {
                     let mut log = log.lock().expect("log");
@@ -322,6 +335,7 @@ async fn flaky_proxy(upstream: String, lose: usize) -> (String, Arc<Mutex<Vec<Se
                         status,
                         replayed,
                         body: serde_json::from_slice(&bytes).unwrap_or_default(),
+                        at: Instant::now(),
                     });
                     log.len()
                 };
@@ -334,9 +348,8 @@ async fn flaky_proxy(upstream: String, lose: usize) -> (String, Arc<Mutex<Vec<Se
                 let mut answer = HttpResponse::build(
                     actix_web::http::StatusCode::from_u16(status).expect("status"),
                 );
-                answer.content_type("application/json");
-                if replayed {
-                    answer.insert_header(("Idempotent-Replayed", "true"));
+                for (name, value) in headers {
+                    answer.insert_header((name, value));
                 }
                 answer.body(bytes.to_vec())
             }
@@ -426,7 +439,8 @@ async fn a_rate_limited_call_waits_for_retry_after() {
         .retry(RetryPolicy::never())
         .build()
         .expect("client");
-    let patient = Client::new(&app.address, &key).expect("client");
+    let (proxy, seen) = flaky_proxy(app.address.clone(), 0).await;
+    let patient = Client::new(&proxy, &key).expect("client");
     let item = |r: &str| [ReserveItem::new(r, "w")];
     once.reserve(&item("rl/1")).await.expect("the first write");
     let refused = once.reserve(&item("rl/2")).await.expect_err("429");
@@ -443,12 +457,20 @@ async fn a_rate_limited_call_waits_for_retry_after() {
     let start = Instant::now();
     let got = patient.reserve(&item("rl/3")).await.expect("retried");
 
-    // Assert: it waited for Retry-After, then went through.
+    // Assert: refused once, then, Retry-After later, let through: two
+    // attempts under one Idempotency-Key, not a burst of back-offs.
     assert_eq!(got.results[0].status, Status::Reserved);
     let waited = start.elapsed();
+    assert!(waited < retry_after + Duration::from_secs(2), "{waited:?}");
+    let seen = seen.lock().expect("log").clone();
+    let statuses: Vec<_> = seen.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [429, 200], "{seen:?}");
+    assert!(seen[0].idempotency_key.is_some());
+    assert_eq!(seen[0].idempotency_key, seen[1].idempotency_key);
+    let gap = seen[1].at - seen[0].at;
     assert!(
-        waited >= retry_after && waited < retry_after + Duration::from_secs(2),
-        "{waited:?}"
+        gap >= retry_after,
+        "retried after {gap:?}, Retry-After {retry_after:?}"
     );
     assert_eq!(
         patient.check(&["rl/2"]).await.expect("check")[0].status,
@@ -635,5 +657,35 @@ async fn a_dropped_lease_frees_the_resource(app: TestApp) {
     assert!(
         freed.is_some(),
         "dropping the lease released it (TTL was 60 s)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_extends_all_fail_is_lost_by_its_expiry() {
+    // Arrange: the only instance goes away while the lease is held.
+    let redis = RedisServer::start();
+    let (address, handle) = start_instance(settings(Some(redis.url()))).await;
+    let (_, key) = create_tenant(&crate::helpers::client(), &address, "cut", "pro").await;
+    let c = Client::new(&address, &key).expect("client");
+    let lease = c
+        .lease("lease/cut-off")
+        .ttl(Duration::from_secs(2))
+        .acquire()
+        .await
+        .expect("acquire");
+    let start = Instant::now();
+
+    // Act
+    handle.stop(false).await;
+
+    // Assert: lost when the TTL runs out with no extend through, not before.
+    let reason = tokio::time::timeout(Duration::from_secs(4), lease.lost())
+        .await
+        .expect("lost() resolves by the expiry");
+    assert_eq!(reason, LostReason::Expired);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1000) && took <= Duration::from_millis(2100),
+        "{took:?}"
     );
 }
