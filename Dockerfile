@@ -5,6 +5,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY client ./client
 COPY lua ./lua
 COPY examples ./examples
 RUN cargo build --release --locked --bin cooplocker \

@@ -41,6 +41,13 @@ pub enum Command {
     /// Print the OpenAPI document of the API (as served at
     /// /api/v1/openapi.json) and exit.
     Openapi,
+    /// Run a command while holding a lock: wait for RESOURCE, run COMMAND
+    /// with COOPLOCKER_RESOURCE and COOPLOCKER_FENCING_TOKEN set, renew the
+    /// lease while it runs, release it when it exits. Exits with COMMAND's
+    /// status; 75 if the lock was not acquired within --wait, 76 if the lease
+    /// was lost, 2 on errors. The API key comes from COOPLOCKER_API_KEY (or
+    /// --key-file).
+    Lock(crate::lock::LockArgs),
 }
 
 /// Parses the command line and environment; on a bad value prints one line

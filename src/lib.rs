@@ -7,7 +7,9 @@
 //! (top to bottom: each module depends only on those below it; the module map
 //! with every file is in `docs/architecture.md`)
 //! - [`cli`], [`startup`]: the binary's commands; one instance
-//!   ([`startup::Application`]) and its routes.
+//!   ([`startup::Application`]) and its routes. [`lock`]: `cooplocker lock`,
+//!   a command run under a lock, on the client library (`client/`,
+//!   `cooplocker_client`), which does not depend on this crate.
 //! - [`dashboard`]: the web dashboard (session, sign-in, pages).
 //! - [`http`]: routes, the ready callers ([`http::extract`]), strict JSON and
 //!   query parsing, the one error type, the wire shapes (`http::wire`) and the
@@ -49,6 +51,7 @@ pub mod domain;
 pub mod events;
 pub mod fanout;
 pub mod http;
+pub mod lock;
 pub mod metrics;
 pub mod startup;
 pub mod state;

@@ -16,6 +16,7 @@ async fn main() -> std::process::ExitCode {
     }
     match cli.command {
         Some(Command::Admin(args)) => cooplocker::cli::run(&cli.settings, args).await,
+        Some(Command::Lock(args)) => cooplocker::lock::run(args).await,
         Some(Command::Healthcheck) => cooplocker::cli::healthcheck(&cli.settings).await,
         Some(Command::Openapi) => {
             println!("{}", cooplocker::http::openapi::json());
