@@ -22,6 +22,7 @@ mod jwt;
 mod kinds;
 mod locklock;
 mod ops;
+mod ops_kit;
 mod rate_limits;
 mod reservations;
 mod semaphore_fleet;
