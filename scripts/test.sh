@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what it needs
-# (redis-server, redis-tools, nginx-light, chromium and Node.js through apt, playwright-core
+# (redis-server, redis-tools, nginx-light, prometheus for promtool, chromium and Node.js through apt, playwright-core
 # through npm; Rust through rustup if missing),
 # then checks the deployment files offline (scripts/validate-deploy.sh), runs
 # format and lint checks and the one integration-test binary against real Redis
@@ -27,6 +27,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 # The graceful-stop test runs deploy/nginx.conf in front of real instances.
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# scripts/validate-deploy.sh checks the monitoring kit's alert rules with
+# promtool, which Debian ships in its prometheus package.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -37,7 +40,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Installing the packages may start a system Redis on 6379 or nginx on 80; the
+# Installing the packages may start a system Redis on 6379, nginx on 80 or
+# Prometheus on 9090; the
 # tests never use them (each test spawns its own on a free port), so they are
 # left alone.
 

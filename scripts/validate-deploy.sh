@@ -2,8 +2,13 @@
 # Offline checks of the deployment files (no Docker engine or cluster needed):
 # every kustomize overlay renders and validates strictly against the Kubernetes
 # API schemas; docker-compose.yml validates against the Compose specification;
-# the OpenAPI document the binary serves validates as OpenAPI 3.1.
-# Installs what it needs: kubectl (Debian's kubernetes-client) and, from PyPI
+# the OpenAPI document the binary serves validates as OpenAPI 3.1; the
+# monitoring kit (k8s/monitoring) renders, its ConfigMap validates strictly, its
+# ServiceMonitor and PrometheusRule validate against the Prometheus Operator's
+# CRD schemas (vendored in k8s/monitoring/schemas/) and its rules pass
+# `promtool check rules`.
+# Installs what it needs: kubectl (Debian's kubernetes-client), promtool
+# (Debian's prometheus) and, from PyPI
 # into a virtualenv under target/, kubernetes-validate, check-jsonschema and
 # openapi-spec-validator. Called by scripts/test.sh.
 set -euo pipefail
@@ -21,6 +26,11 @@ if ! command -v kubectl >/dev/null 2>&1; then
   say "installing kubectl (kubernetes-client) with apt-get"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+if ! command -v promtool >/dev/null 2>&1; then
+  say "installing promtool (prometheus) with apt-get"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 # Pinned, in a virtualenv of their own (no root, nothing global), so the
 # schemas the files are checked against do not move under us.
@@ -48,6 +58,14 @@ for overlay in k8s/overlays/*/; do
     grep -q "^kind: $kind\$" "$out/$name.yaml" || { echo "error: $overlay renders no $kind" >&2; exit 1; }
   done
 done
+say "k8s: kubectl kustomize k8s/monitoring | kubernetes-validate --strict, check-jsonschema (CRD schemas), promtool check rules"
+kubectl kustomize k8s/monitoring 2>"$out/monitoring.err" >"$out/monitoring.yaml" || { cat "$out/monitoring.err" >&2; exit 1; }
+mkdir "$out/monitoring"
+"$TOOLS/bin/python" scripts/check_monitoring.py "$out/monitoring.yaml" "$out/monitoring"
+kubernetes-validate --strict --quiet "$out/monitoring/standard.yaml"
+check-jsonschema --schemafile k8s/monitoring/schemas/servicemonitor.schema.json "$out/monitoring/ServiceMonitor.yaml"
+check-jsonschema --schemafile k8s/monitoring/schemas/prometheusrule.schema.json "$out/monitoring/PrometheusRule.yaml"
+promtool check rules "$out/monitoring/rules.yaml"
 say "compose: check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml"
 check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 say "openapi: cooplocker openapi | openapi-spec-validator"

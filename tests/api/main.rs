@@ -24,6 +24,7 @@ mod kinds;
 mod lock_command;
 mod locklock;
 mod ops;
+mod ops_kit;
 mod rate_limits;
 mod reservations;
 mod semaphore_fleet;
