@@ -248,6 +248,7 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
                     requester: requester.clone(),
                     ttl: None,
                     kind: cooplocker::domain::Kind::Exclusive,
+                    warn: None,
                 }],
                 BatchMode::default(),
             )
@@ -267,12 +268,14 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
             requester: requester.clone(),
             release_token: ReleaseToken::parse(release_token.as_str()).expect("token"),
             ttl: Ttl::from_seconds(60).expect("ttl"),
+            warn: None,
         }];
         let reserve = [ReserveItem {
             resource,
             requester,
             ttl: None,
             kind: cooplocker::domain::Kind::Exclusive,
+            warn: None,
         }];
         assert!(
             matches!(
