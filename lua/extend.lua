@@ -9,6 +9,10 @@
 --          nothing is written and the others answer ABORTED
 -- then per item four values starting at ARGV[4*i+1]: resource, requester,
 --   release token (16 bytes), ttl in ms
+-- then, after the items, per item its warnBeforeSeconds at ARGV[4*n+4+i]
+--   ('0': the hold keeps the warning it has, if any; else it replaces it):
+--   the warning is re-armed for the new expiry (contract section 18,
+--   holds.lua warn_file). A kept warning not below the new TTL is due at once.
 --
 -- Returns -1 when the tenant does not exist, else {rows, earliest}: one row
 -- per item, {1, expiresAtMs} EXTENDED, {0} NOT_HELD, {2} INVALID_TOKEN,
@@ -22,6 +26,10 @@ local ats = num(now_ms)
 local n = tonumber(ARGV[1])
 local label = ARGV[2]
 local p = string.sub(KEYS[1], 1, -2)
+-- Item i's new expiry warning in seconds (0: keep the hold's).
+local function warn_of(i)
+  return tonumber(ARGV[4 * n + 4 + i] or '0')
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
@@ -76,6 +84,12 @@ for i = 1, n do
     x.ea = now_ms + ttl
     x.k = bucket_slot(p, x.ea, n - i + 1)
     bucket_file(p, m, x.k, x.rq, x.lb, x.ea, x.ft, kc)
+    -- The warning (bucket_rem took the old one) re-armed for the new expiry.
+    if warn_of(i) > 0 then
+      x.w = warn_of(i)
+    end
+    warn_slot(p, x, n - i + 1)
+    warn_file(p, m, x)
     grp_put(h, x)
     ev_emit('EXTENDED', res, rq, label, ats, num(x.ea), num(x.ft), kc)
     out[i] = {1, x.ea}
@@ -83,6 +97,11 @@ for i = 1, n do
     bucket_rem(p, res, h)
     h.ea = now_ms + ttl
     bucket_add(p, res, h, n - i + 1)
+    if warn_of(i) > 0 then
+      h.w = warn_of(i)
+    end
+    warn_slot(p, h, n - i + 1)
+    warn_file(p, res, h)
     redis.call('SET', key, hold_encode(h), 'PXAT', num(h.ea + GRACE_MS))
     ev_emit('EXTENDED', res, rq, label, ats, num(h.ea), num(h.ft))
     out[i] = {1, h.ea}

@@ -8,9 +8,12 @@
 --                  mark), n (holds, live or awaiting their EXPIRED)
 --   P h:<resource> string, the hold: a MessagePack array
 --                  {token(16 raw bytes), requester, label, reservedAtMs,
---                   expiresAtMs or 0, fencingToken, bucket slot k, locklock}
+--                   expiresAtMs or 0, fencingToken, bucket slot k, locklock
+--                   [, warnBeforeSeconds w, warning bucket slot wk]}
 --                  where locklock is '' for a Reservation API hold, else 'L'
---                  followed by the hash of the lock's secret (may be empty).
+--                  followed by the hash of the lock's secret (may be empty);
+--                  w and wk only for a hold with an expiry warning (contract
+--                  section 18: absent, a hold without one costs no byte more).
 --                  PEXPIREAT expiresAt + GRACE_MS: the hold is free from
 --                  expiresAt on (every script compares with TIME); the key
 --                  itself stays a while so the next reserve can still announce
@@ -24,7 +27,10 @@
 --                  fencingToken} (a hold of a group: `<resource>\0<token>` ->
 --                  the same and its kind code): the holds whose expiresAt falls in second s,
 --                  at most BUCKET (32) entries per k (so it stays a listpack); what
---                  EXPIRED needs survives the hold key
+--                  EXPIRED needs survives the hold key. A hold with an expiry
+--                  warning also has `\1<member>` -> MessagePack {expiresAtMs,
+--                  fencingToken, w, k} in the bucket of second floor((expiresAt
+--                  - w s) / 1000), slot wk (warn_file below): EXPIRING.
 --   P xc           hash second -> slots handed out in that second's buckets
 --   P xd           zset second -> second: the seconds that have buckets
 --
@@ -38,7 +44,8 @@ local BUCKET = 32
 local MAX_HOLDERS = 10000
 
 local function hold_of(h)
-  return {tok = h[1], rq = h[2], lb = h[3], at = h[4], ea = h[5], ft = h[6], k = h[7], ll = h[8]}
+  return {tok = h[1], rq = h[2], lb = h[3], at = h[4], ea = h[5], ft = h[6], k = h[7], ll = h[8],
+          w = h[9] or 0, wk = h[10] or 0}
 end
 
 -- An exclusive hold's record (a shared or semaphore resource's key is a
@@ -51,6 +58,9 @@ local function hold_decode(raw)
 end
 
 local function hold_encode(h)
+  if h.w and h.w > 0 then
+    return cmsgpack.pack({h.tok, h.rq, h.lb, h.at, h.ea, h.ft, h.k, h.ll, h.w, h.wk})
+  end
   return cmsgpack.pack({h.tok, h.rq, h.lb, h.at, h.ea, h.ft, h.k, h.ll})
 end
 
@@ -124,17 +134,84 @@ local function bucket_add(p, res, h, wanted)
   bucket_file(p, res, h.k, h.rq, h.lb, h.ea, h.ft)
 end
 
+-- Takes the entry `field` out of bucket `bk`: true when it was there.
+local function bucket_drop(bk, field)
+  local entries = bucket_pending[bk]
+  if entries and entries[field] then
+    -- Filed by this script and not written yet: it is in Redis no longer
+    -- (the same hold's earlier entry was removed before it was filed again).
+    entries[field] = nil
+    return true
+  end
+  return redis.call('HDEL', bk, field) == 1
+end
+
+-- Expiry warnings (contract section 18, EXPIRING). A hold with
+-- warnBeforeSeconds `w` has a warning entry `\1<member>` (a resource has no
+-- control characters, so it never collides with a hold's entry) in the bucket
+-- of second floor((ea - w s) / 1000), slot `wk`, both kept in its record:
+-- MessagePack {ea, ft, w, k}, `k` the slot of the hold's own expiry entry. The
+-- sweeper announces EXPIRING from that expiry entry (requester, label, kind)
+-- when it still has this ea and ft; every path that moves or drops the expiry
+-- entry drops the warning with it (bucket_rem), so a warning is never stale.
+-- The warning's second is w seconds before the expiry's, so a sweep that finds
+-- both due announces EXPIRING first.
+local function warn_field(m)
+  return '\1' .. m
+end
+
+local function warn_at(ea, w)
+  return ea - w * 1000
+end
+
+-- Gives hold `h` (ea, w set) the slot of its warning; `wanted` as for
+-- bucket_slot. A hold without a warning, or without a TTL, gets none.
+local function warn_slot(p, h, wanted)
+  h.wk = 0
+  if h.w and h.w > 0 and h.ea > 0 then
+    h.wk = bucket_slot(p, warn_at(h.ea, h.w), wanted)
+  end
+end
+
+-- Files the warning entry of hold `h` (member `m`; ea ft k w wk set), to be
+-- written by bucket_flush(); nothing without a warning.
+local function warn_file(p, m, h)
+  if not (h.w and h.w > 0 and h.ea > 0) then
+    return
+  end
+  local bk = bucket_key(p, warn_at(h.ea, h.w), h.wk)
+  local entries = bucket_pending[bk]
+  if not entries then
+    entries = {}
+    bucket_pending[bk] = entries
+  end
+  entries[warn_field(m)] = cmsgpack.pack({h.ea, h.ft, h.w, h.k})
+end
+
+-- Takes hold `h`'s warning entry out: true when it was still there (its
+-- EXPIRING not announced yet).
+local function warn_rem(p, m, h)
+  if h.w and h.w > 0 and h.ea > 0 then
+    return bucket_drop(bucket_key(p, warn_at(h.ea, h.w), h.wk), warn_field(m))
+  end
+  return false
+end
+
+-- A hold past its time is retired by a script other than the sweeper (a
+-- reserve taking the resource over, a release finding it lapsed): its
+-- EXPIRING, when still due, is announced first, just before its EXPIRED, as
+-- the sweeper would have. `kc` the group's kind code (nil: exclusive).
+local function warn_due(p, res, m, h, at, kc)
+  if warn_rem(p, m, h) then
+    ev_emit('EXPIRING', res, h.rq, h.lb, at, num(h.ea), num(h.ft), kc)
+  end
+end
+
+-- Takes a hold's entries (its expiry and its warning) out of their buckets.
 local function bucket_rem(p, res, h)
   if h.ea > 0 then
-    local bk = bucket_key(p, h.ea, h.k)
-    local entries = bucket_pending[bk]
-    if entries and entries[res] then
-      -- Filed by this script and not written yet: it is in Redis no longer
-      -- (the same hold's earlier entry was removed before it was filed again).
-      entries[res] = nil
-    else
-      redis.call('HDEL', bk, res)
-    end
+    bucket_drop(bucket_key(p, h.ea, h.k), res)
+    warn_rem(p, res, h)
   end
 end
 
@@ -184,6 +261,7 @@ end
 -- not announce it again) and so does its requester index entry unless the same
 -- requester takes the resource now. The listing entry stays for the new hold.
 local function retire_before_grant(p, res, old, new_rq, at)
+  warn_due(p, res, res, old, at)
   ev_emit('EXPIRED', res, old.rq, old.lb, at, num(old.ea), num(old.ft))
   bucket_rem(p, res, old)
   if old.rq ~= new_rq then
@@ -408,6 +486,7 @@ local function retire_lapsed(p, res, h, now_ms, at)
     if hold_live(h, now_ms) then
       return 0
     end
+    warn_due(p, res, res, h, at)
     ev_emit('EXPIRED', res, h.rq, h.lb, at, num(h.ea), num(h.ft))
     forget_hold(p, res, h, false)
     redis.call('DEL', p .. 'h:' .. res)
@@ -415,6 +494,7 @@ local function retire_lapsed(p, res, h, now_ms, at)
   end
   local gone = 0
   for _, x in ipairs(grp_lapsed(h, now_ms)) do
+    warn_due(p, res, member_of(res, x, true), x, at, h.kc)
     ev_emit('EXPIRED', res, x.rq, x.lb, at, num(x.ea), num(x.ft), h.kc)
     forget_hold(p, res, x, true)
     grp_remove(h, x)
@@ -423,13 +503,17 @@ local function retire_lapsed(p, res, h, now_ms, at)
   return gone
 end
 
--- Grants `hold` (tok rq lb at ea ft ll) of group `g`: the hold, its indexes,
--- its expiry bucket, RESERVED. `wanted` as for bucket_slot.
+-- Grants `hold` (tok rq lb at ea ft ll, and w: its warning, 0 for none) of
+-- group `g`: the hold, its indexes, its expiry bucket (and warning), RESERVED.
+-- `wanted` as for bucket_slot.
 local function group_grant(p, g, hold, wanted, at)
   hold.k = 0
   if hold.ea > 0 then
+    local m = member_of(g.res, hold, true)
     hold.k = bucket_slot(p, hold.ea, wanted)
-    bucket_file(p, member_of(g.res, hold, true), hold.k, hold.rq, hold.lb, hold.ea, hold.ft, g.kc)
+    bucket_file(p, m, hold.k, hold.rq, hold.lb, hold.ea, hold.ft, g.kc)
+    warn_slot(p, hold, wanted)
+    warn_file(p, m, hold)
   end
   grp_put(g, hold)
   index_hold(p, g.res, hold, true)

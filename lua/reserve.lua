@@ -23,6 +23,9 @@
 -- then per item five values starting at ARGV[5*i+6]: resource, requester, ttl
 --   in ms ("0" for none), the release token to hand out (16 bytes), and the
 --   kind code ('' exclusive, 's' shared, a semaphore's limit; holds.lua)
+-- then, after the items, per item its warnBeforeSeconds at ARGV[5*n+10+i]
+--   ('0': no expiry warning; else at least 1 and below the TTL, contract
+--   section 18): the hold gets a warning entry, EXPIRING (holds.lua warn_file)
 -- No barging: an item whose resource has a line answers ALREADY_HELD (with
 -- the line's length), even when the resource is free. An item whose resource
 -- has holders of another kind answers LIMIT_MISMATCH (before the line is looked
@@ -53,6 +56,11 @@ local n = tonumber(ARGV[2])
 local cap = tonumber(ARGV[4])
 local ll = ARGV[6]
 local p = string.sub(KEYS[1], 1, -2)
+-- Item i's expiry warning in seconds (0: none), from the list after the items.
+local function warn_of(i, ttl)
+  local w = tonumber(ARGV[5 * n + 10 + i] or '0')
+  return ttl > 0 and w or 0
+end
 
 local tenant = redis.call('HMGET', KEYS[1], 'tier', 'hw', 'n')
 if not tenant[1] then
@@ -153,6 +161,12 @@ if ARGV[7] == '1' or wait_ms > 0 then
     for i = 1, n do
       local a = 5 * i + 6
       items[i] = {ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]}
+      -- A waiter's item keeps its warning (6th, only when it has one): armed
+      -- when the hand-over grants it.
+      local w = warn_of(i, items[i][3])
+      if w > 0 then
+        items[i][6] = w
+      end
     end
     local ik = idem_pending(now_us, now_ms + wait_ms)
     local places = wl_enter(p, ARGV[9], label, ll, ik, items, now_ms, now_ms + wait_ms)
@@ -176,6 +190,7 @@ for i = 1, n do
   pg_more = n - i
   local a = 5 * i + 6
   local res, rq, ttl, tok, kc = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
+  local w = warn_of(i, ttl)
   local qlen = lines and wl_length(p, res) or 0
   if kc ~= '' then
     -- A shared hold or a permit: joins the group, if it may.
@@ -189,7 +204,7 @@ for i = 1, n do
       local ft = math.max(hw + 1, now_us)
       hw = ft
       group_grant(p, group_for(p, res, h, kc),
-        {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, ll = ll}, n - i + 1, ats)
+        {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, ll = ll, w = w}, n - i + 1, ats)
       held = held + 1 - gone
       out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
     end
@@ -214,6 +229,12 @@ for i = 1, n do
     -- hold_encode, packed here without the intermediate table.) A shared or
     -- semaphore resource has its group (P g:) instead.
     local set = {'SET', key, cmsgpack.pack({tok, rq, label, now_ms, ea, ft, k, ll}), 'NX', 'GET'}
+    -- With an expiry warning: its slot, and the record's two more elements.
+    local wh = {ea = ea, ft = ft, k = k, w = w}
+    if w > 0 then
+      warn_slot(p, wh, n - i + 1)
+      set[3] = cmsgpack.pack({tok, rq, label, now_ms, ea, ft, k, ll, w, wh.wk})
+    end
     if ttl > 0 then
       set[6] = 'PXAT'
       set[7] = pxat
@@ -246,6 +267,7 @@ for i = 1, n do
       hw = ft
       if ttl > 0 then
         bucket_file(p, res, k, rq, label, ea, ft)
+        warn_file(p, res, wh)
       end
       ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and eas or '', num(ft))
       out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}

@@ -11,6 +11,12 @@
 -- its hold key and index entries. A second whose buckets are empty is dropped.
 -- Idempotent: a bucket entry is there until it is retired, so a second
 -- sweeper (another instance) finds nothing left to do.
+-- A due expiry warning (`\1<member>`, holds.lua warn_file) is dropped and
+-- announced as EXPIRING when the hold's expiry entry still has its expiresAt
+-- and fencing token. Seconds are walked in order and a warning's second is
+-- before its hold's expiry's, so a hold whose warning and expiry both fell due
+-- (no instance ran) shows EXPIRING before EXPIRED. Warnings count towards
+-- ARGV[2] but not in `retired`.
 --
 -- Returns {retired, more, next, ended}: more = 1 when the limit stopped it,
 -- next the tenant's earliest second that still has buckets (-1: none), ended
@@ -24,7 +30,7 @@ local p = string.sub(KEYS[1], 1, -2)
 local limit = tonumber(ARGV[2])
 ev_open(KEYS[2], ARGV[1])
 
-local retired, more = 0, 0
+local retired, more, warned = 0, 0, 0
 local freed = {}
 pg_more = limit
 local seconds = redis.call('ZRANGEBYSCORE', p .. 'xd', '-inf', math.floor(now_ms / 1000), 'LIMIT', 0, 16)
@@ -38,11 +44,28 @@ for _, s in ipairs(seconds) do
       local res = kv[j]
       local e = cmsgpack.unpack(kv[j + 1])
       local rq, lb, ea, ft = e[1], e[2], e[3], e[4]
-      if ea > now_ms or retired >= limit then
+      -- An expiry warning: {ea, ft, w, k}, due w seconds before ea.
+      local warning = string.byte(res, 1) == 1
+      local due = ea
+      if warning then
+        ea, ft = e[1], e[2]
+        due = warn_at(ea, e[3])
+      end
+      if due > now_ms or retired + warned >= limit then
         emptied = false
-        if ea <= now_ms then
+        if due <= now_ms then
           more = 1
         end
+      elseif warning then
+        redis.call('HDEL', bk, res)
+        local m = string.sub(res, 2)
+        local raw = redis.call('HGET', bucket_key(p, ea, e[4]), m)
+        local x = raw and cmsgpack.unpack(raw)
+        if x and x[3] == ea and x[4] == ft then
+          local z = string.find(m, '\0', 1, true)
+          ev_emit('EXPIRING', z and string.sub(m, 1, z - 1) or m, x[1], x[2], ats, num(ea), num(ft), x[5] or '')
+        end
+        warned = warned + 1
       elseif string.find(res, '\0', 1, true) then
         -- A hold of a group (`<resource>\0<token>`): it leaves the group.
         local field = res

@@ -12,7 +12,9 @@
 --                   {lb = label, ll = locklock mark (as holds.lua's),
 --                    tk = ticket, hb = heartbeat deadline ms, en = entered ms,
 --                    it = {{resource, requester, ttl ms, release token,
---                           kind code (holds.lua)}...},
+--                           kind code (holds.lua)[, warnBeforeSeconds]}...},
+--                    (the 6th only for an item with an expiry warning,
+--                    armed by the grant: holds.lua warn_file)
 --                    st = 0 waiting / 1 granted, rows = the grant's rows,
 --                    ik = {record key, fingerprint, retention ms} of its
 --                    Idempotency-Key, when it has one (idem.lua)}
@@ -105,6 +107,8 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
   local rows = {}
   for i, it in ipairs(w.it) do
     local res, rq, ttl, tok, kc = it[1], it[2], it[3], it[4], it[5] or ''
+    -- The item's expiry warning (0: none); `w` is the waiter.
+    local iw = it[6] or 0
     local key = p .. 'h:' .. res
     local old = rec_load(p, res)
     local ft = math.max(hw + 1, now_us)
@@ -113,13 +117,20 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
     if kc ~= '' then
       local gone = retire_lapsed(p, res, old, now_ms, ats)
       group_grant(p, group_for(p, res, old, kc),
-        {tok = tok, rq = rq, lb = lb, at = now_ms, ea = ea, ft = ft, ll = w.ll or ''}, 1, ats)
+        {tok = tok, rq = rq, lb = lb, at = now_ms, ea = ea, ft = ft, ll = w.ll or '', w = iw}, 1, ats)
       held = held + 1 - gone
     else
       held = held + take_over(p, res, old, rq, now_ms, ats)
       local k = bucket_slot(p, ea, 1)
-      redis.call('SET', key, cmsgpack.pack({tok, rq, lb, now_ms, ea, ft, k, w.ll or ''}), 'PXAT', num(ea + GRACE_MS))
+      local rec = {tok, rq, lb, now_ms, ea, ft, k, w.ll or ''}
+      local wh = {ea = ea, ft = ft, k = k, w = iw}
+      if iw > 0 then
+        warn_slot(p, wh, 1)
+        rec[9], rec[10] = iw, wh.wk
+      end
+      redis.call('SET', key, cmsgpack.pack(rec), 'PXAT', num(ea + GRACE_MS))
       bucket_file(p, res, k, rq, lb, ea, ft)
+      warn_file(p, res, wh)
       ev_emit('RESERVED', res, rq, lb, ats, num(ea), num(ft))
     end
     rows[i] = {1, now_ms, ea, ft, tok, now_ms - (w.en or now_ms)}

@@ -208,6 +208,33 @@ impl Ttl {
     }
 }
 
+/// An expiry warning (contract section 18): `EXPIRING` this many seconds
+/// before a hold's expiry. At least 1 and below the TTL it warns about, so it
+/// is only built against one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarnBefore(u64);
+
+impl WarnBefore {
+    pub fn new(seconds: u64, ttl: Ttl) -> Result<Self, Invalid> {
+        if (1..ttl.seconds()).contains(&seconds) {
+            Ok(Self(seconds))
+        } else {
+            Err(Invalid(format!(
+                "must be a whole number of seconds, at least 1 and below ttlSeconds ({})",
+                ttl.seconds()
+            )))
+        }
+    }
+
+    pub fn seconds(self) -> u64 {
+        self.0
+    }
+
+    pub fn millis(self) -> u64 {
+        self.0 * 1000
+    }
+}
+
 /// The four service tiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -459,6 +486,12 @@ mod tests {
         assert!(Ttl::from_seconds(1).is_ok());
         assert!(Ttl::from_seconds(MAX_TTL_SECONDS).is_ok());
         assert!(Ttl::from_seconds(MAX_TTL_SECONDS + 1).is_err());
+        let ttl = Ttl::from_seconds(10).unwrap();
+        assert!(WarnBefore::new(0, ttl).is_err());
+        assert!(WarnBefore::new(1, ttl).is_ok());
+        assert!(WarnBefore::new(9, ttl).is_ok());
+        assert!(WarnBefore::new(10, ttl).is_err());
+        assert!(WarnBefore::new(1, Ttl::from_seconds(1).unwrap()).is_err());
     }
 
     #[test]

@@ -57,15 +57,19 @@ pub enum EventKind {
     Extended,
     Expired,
     ForceReleased,
+    /// A hold's expiry warning (contract section 18): `warnBeforeSeconds`
+    /// before its `expiresAt`, once per lease unless it was released first.
+    Expiring,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Reserved,
         EventKind::Unreserved,
         EventKind::Extended,
         EventKind::Expired,
         EventKind::ForceReleased,
+        EventKind::Expiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +79,7 @@ impl EventKind {
             Self::Extended => "EXTENDED",
             Self::Expired => "EXPIRED",
             Self::ForceReleased => "FORCE_RELEASED",
+            Self::Expiring => "EXPIRING",
         }
     }
 

@@ -12,7 +12,9 @@ use super::wire::{
     ItemResult, ItemStatus, ListParams, Reservation, ReservationPage, ReserveParams, Results,
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
-use crate::domain::{format_millis, Kind, ReleaseToken, Requester, Resource, Ttl, MAX_HOLDERS};
+use crate::domain::{
+    format_millis, Kind, ReleaseToken, Requester, Resource, Ttl, WarnBefore, MAX_HOLDERS,
+};
 use crate::state::AppState;
 use crate::store::{
     BatchMode, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome, ListQuery,
@@ -112,6 +114,32 @@ fn parse_ttl(f: &mut Fields, required: bool) -> Option<Option<Ttl>> {
     }
 }
 
+/// An item's expiry warning (contract section 18): whole seconds, at least 1
+/// and below the item's TTL, and only with one. `ttl` is what `parse_ttl`
+/// made of the item (`None`: it had a problem, reported already).
+fn parse_warn(f: &mut Fields, ttl: Option<Option<Ttl>>) -> Option<Option<WarnBefore>> {
+    const FIELD: &str = "warnBeforeSeconds";
+    let Some(seconds) = f.opt_u64(FIELD)? else {
+        return Some(None);
+    };
+    match ttl? {
+        None => {
+            f.problem(
+                FIELD,
+                "needs ttlSeconds (a reservation without a TTL never expires)",
+            );
+            None
+        }
+        Some(ttl) => match WarnBefore::new(seconds, ttl) {
+            Ok(w) => Some(Some(w)),
+            Err(e) => {
+                f.problem(FIELD, e.0);
+                None
+            }
+        },
+    }
+}
+
 /// The kind of a reserve item (contract section 15): `"limit":N` a semaphore
 /// of N permits, `"mode":"shared"` a read lock, neither (or `"mode":
 /// "exclusive"`) an exclusive lock; both at once is a problem.
@@ -187,12 +215,20 @@ pub async fn reserve(
         &req,
         &body,
         &state,
-        &["requester", "resource", "ttlSeconds", "mode", "limit"],
+        &[
+            "requester",
+            "resource",
+            "ttlSeconds",
+            "mode",
+            "limit",
+            "warnBeforeSeconds",
+        ],
         |f| {
             let requester = f.string("requester", Requester::parse);
             let resource = f.string("resource", Resource::parse);
             let ttl = parse_ttl(f, false);
             let kind = parse_kind(f);
+            let warn = parse_warn(f, ttl);
             Some((
                 wire::ReserveItem {
                     requester: requester?,
@@ -200,6 +236,7 @@ pub async fn reserve(
                     ttl_seconds: ttl?,
                     mode: None,
                     limit: None,
+                    warn_before_seconds: warn?,
                 },
                 kind?,
             ))
@@ -211,6 +248,7 @@ pub async fn reserve(
         resource: it.resource,
         ttl: it.ttl_seconds,
         kind,
+        warn: it.warn_before_seconds,
     })
     .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;
@@ -419,17 +457,25 @@ pub async fn extend(
         &req,
         &body,
         &state,
-        &["requester", "resource", "releaseToken", "ttlSeconds"],
+        &[
+            "requester",
+            "resource",
+            "releaseToken",
+            "ttlSeconds",
+            "warnBeforeSeconds",
+        ],
         |f| {
             let requester = f.string("requester", Requester::parse);
             let resource = f.string("resource", Resource::parse);
             let token = f.string("releaseToken", ReleaseToken::parse);
             let ttl = parse_ttl(f, true);
+            let warn = parse_warn(f, ttl);
             Some(wire::ExtendItem {
                 requester: requester?,
                 resource: resource?,
                 release_token: token?,
                 ttl_seconds: ttl??,
+                warn_before_seconds: warn?,
             })
         },
     )?
@@ -439,6 +485,7 @@ pub async fn extend(
         resource: it.resource,
         release_token: it.release_token,
         ttl: it.ttl_seconds,
+        warn: it.warn_before_seconds,
     })
     .collect::<Vec<_>>();
     who.may_act_as(batch.iter().map(|it| it.requester.as_str()))?;

@@ -9,7 +9,7 @@ pub mod topology;
 
 use crate::domain::{
     ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Kind, Millis, Principal, ReleaseToken,
-    Requester, Resource, Tenant, TenantId, TenantName, Tier, Ttl,
+    Requester, Resource, Tenant, TenantId, TenantName, Tier, Ttl, WarnBefore,
 };
 use crate::events::{EventId, History, Live};
 use async_trait::async_trait;
@@ -148,6 +148,9 @@ pub struct ReserveItem {
     pub ttl: Option<Ttl>,
     /// Exclusive, shared or a semaphore (contract section 15).
     pub kind: Kind,
+    /// `EXPIRING` this long before the hold's expiry (contract section 18;
+    /// only with a `ttl`, and below it).
+    pub warn: Option<WarnBefore>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,6 +306,9 @@ pub struct ExtendItem {
     pub requester: Requester,
     pub release_token: ReleaseToken,
     pub ttl: Ttl,
+    /// A new expiry warning for the hold (below `ttl`); `None` keeps the
+    /// one it has, re-armed for the new expiry (contract section 18).
+    pub warn: Option<WarnBefore>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

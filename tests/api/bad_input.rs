@@ -86,6 +86,42 @@ const BAD_KINDS: [(&str, &str, &str); 12] = [
     ),
 ];
 
+/// Reserve (and extend) items with a bad expiry warning (contract section
+/// 18): (case name, the item's ttl and warning fields). Each names
+/// `warnBeforeSeconds`.
+const BAD_WARNINGS: [(&str, &str); 9] = [
+    (
+        "warning equal to the ttl",
+        r#""ttlSeconds":60,"warnBeforeSeconds":60"#,
+    ),
+    (
+        "warning above the ttl",
+        r#""ttlSeconds":60,"warnBeforeSeconds":61"#,
+    ),
+    ("warning zero", r#""ttlSeconds":60,"warnBeforeSeconds":0"#),
+    (
+        "warning negative",
+        r#""ttlSeconds":60,"warnBeforeSeconds":-1"#,
+    ),
+    (
+        "warning fractional",
+        r#""ttlSeconds":60,"warnBeforeSeconds":1.5"#,
+    ),
+    (
+        "warning as a string",
+        r#""ttlSeconds":60,"warnBeforeSeconds":"5""#,
+    ),
+    ("warning without a ttl", r#""warnBeforeSeconds":5"#),
+    (
+        "warning with a null ttl",
+        r#""ttlSeconds":null,"warnBeforeSeconds":5"#,
+    ),
+    (
+        "warning with a one-second ttl",
+        r#""ttlSeconds":1,"warnBeforeSeconds":1"#,
+    ),
+];
+
 /// A batch whose first item is a good semaphore request (of `ok`, so
 /// "nothing changed" sees it was not applied either) and whose second has the
 /// bad kind `kind`.
@@ -98,7 +134,17 @@ fn bad_kind_batch(kind: &str) -> String {
 /// The table of malformed requests (also replayed at scale by the harness).
 pub fn cases() -> Vec<Case> {
     let long = "x".repeat(257);
-    let mut v = vec![
+    let warnings = BAD_WARNINGS.iter().map(|&(name, fields)| {
+        case(
+            name,
+            RESERVE,
+            format!(r#"[{{"resource":"ok","requester":"b","ttlSeconds":60}},{{"resource":"a","requester":"b",{fields}}}]"#),
+            400,
+            "INVALID_REQUEST",
+        )
+    });
+    let mut v: Vec<Case> = warnings.collect();
+    v.extend(vec![
         case("empty body", RESERVE, "", 400, "INVALID_REQUEST"),
         case("not json", RESERVE, "hello", 400, "INVALID_REQUEST"),
         case(
@@ -285,6 +331,27 @@ pub fn cases() -> Vec<Case> {
             "INVALID_REQUEST",
         ),
         case(
+            "extend warning equal to the ttl",
+            EXTEND,
+            r#"[{"resource":"a","requester":"b","releaseToken":"t","ttlSeconds":5,"warnBeforeSeconds":5}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "extend warning zero",
+            EXTEND,
+            r#"[{"resource":"a","requester":"b","releaseToken":"t","ttlSeconds":5,"warnBeforeSeconds":0}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
+            "extend warning as a string",
+            EXTEND,
+            r#"[{"resource":"a","requester":"b","releaseToken":"t","ttlSeconds":5,"warnBeforeSeconds":"1"}]"#,
+            400,
+            "INVALID_REQUEST",
+        ),
+        case(
             "extend null ttl",
             EXTEND,
             r#"[{"resource":"a","requester":"b","releaseToken":"t","ttlSeconds":null}]"#,
@@ -305,7 +372,7 @@ pub fn cases() -> Vec<Case> {
             400,
             "INVALID_REQUEST",
         ),
-    ];
+    ]);
     for (name, token) in [
         ("validate negative token", "-1"),
         ("validate fractional token", "1.5"),
@@ -522,6 +589,31 @@ async fn malformed_requests_change_nothing(app: TestApp) {
             assert_eq!(details.len(), 1, "{name}{query}: {details:?}");
             assert_eq!(details[0]["index"], 1, "{name}{query}: {details:?}");
             assert_eq!(details[0]["field"], field, "{name}{query}: {details:?}");
+        }
+    }
+    assert_eq!(app.check_status("ok").await, "FREE");
+    assert_eq!(snapshot(&app).await, before, "nothing changed");
+    // A bad expiry warning names the item and `warnBeforeSeconds`, also with
+    // a wait or all or nothing.
+    for (name, fields) in BAD_WARNINGS {
+        for query in ["", "?atomic=true", "?atomic=true&waitSeconds=1"] {
+            let batch = format!(
+                r#"[{{"resource":"ok","requester":"b","ttlSeconds":60}},{{"resource":"a","requester":"b",{fields}}}]"#
+            );
+            let r = app
+                .post(
+                    &format!("{RESERVE}{query}"),
+                    serde_json::from_str(&batch).expect("a JSON batch"),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{name}{query}: {r:?}");
+            let details = r.body["error"]["details"].as_array().expect("details");
+            assert_eq!(details.len(), 1, "{name}{query}: {details:?}");
+            assert_eq!(details[0]["index"], 1, "{name}{query}: {details:?}");
+            assert_eq!(
+                details[0]["field"], "warnBeforeSeconds",
+                "{name}{query}: {details:?}"
+            );
         }
     }
     assert_eq!(app.check_status("ok").await, "FREE");

@@ -248,6 +248,7 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
                     requester: requester.clone(),
                     ttl: None,
                     kind: cooplocker::domain::Kind::Exclusive,
+                    warn: None,
                 }],
                 BatchMode::default(),
             )
@@ -267,12 +268,14 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
             requester: requester.clone(),
             release_token: ReleaseToken::parse(release_token.as_str()).expect("token"),
             ttl: Ttl::from_seconds(60).expect("ttl"),
+            warn: None,
         }];
         let reserve = [ReserveItem {
             resource,
             requester,
             ttl: None,
             kind: cooplocker::domain::Kind::Exclusive,
+            warn: None,
         }];
         assert!(
             matches!(
@@ -322,5 +325,142 @@ async fn both_stores_refuse_writes_of_a_deleted_tenant_alike() {
             ),
             "{name}: reserve"
         );
+    }
+}
+
+/// Expiry warnings (contract section 18) on both stores, driven directly
+/// (no sweeper runs but the test's): the same events per resource when a
+/// warning falls due, is re-armed by an extend, goes with a release, and is
+/// announced by a reserve that takes over a lapsed hold before its sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stores_warn_alike() {
+    use cooplocker::domain::{Kind, ReleaseToken, Requester, Resource, Ttl, WarnBefore};
+    use cooplocker::events::{EventId, History};
+    use cooplocker::store::{BatchMode, ExtendItem, ReleaseItem, ReserveItem, ReserveOutcome};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    let redis = crate::helpers::RedisServer::start();
+    let mut seen = Vec::new();
+    for (name, store, caller) in crate::helpers::raw_stores(&redis, "warn").await {
+        let item = |res: &str, ttl: Option<u64>, warn: Option<u64>, kind: Kind| {
+            let ttl = ttl.map(|t| Ttl::from_seconds(t).expect("ttl"));
+            ReserveItem {
+                resource: Resource::parse(res).expect("resource"),
+                requester: Requester::parse("q").expect("requester"),
+                ttl,
+                kind,
+                warn: warn
+                    .zip(ttl)
+                    .map(|(w, t)| WarnBefore::new(w, t).expect("warn")),
+            }
+        };
+        let batch = [
+            item("a", Some(2), Some(1), Kind::Exclusive),
+            item("b", Some(2), Some(1), Kind::Shared),
+            item("c", Some(3), Some(1), Kind::Semaphore(2)),
+            item("d", Some(2), Some(1), Kind::Exclusive),
+            item("e", Some(2), Some(1), Kind::Exclusive),
+            item("f", Some(2), Some(1), Kind::Shared),
+        ];
+        let got = store
+            .reserve(&caller, &batch, BatchMode::default())
+            .await
+            .expect("reserve");
+        let token = |i: usize| match &got.value[i] {
+            ReserveOutcome::Reserved { release_token, .. } => release_token.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        let (q, d, e, f) = (
+            Requester::parse("q").expect("requester"),
+            Resource::parse("d").expect("d"),
+            Resource::parse("e").expect("e"),
+            Resource::parse("f").expect("f"),
+        );
+        // `d` released (its warning goes with it); `e` extended, keeping
+        // its warning; `f` extended with a new one.
+        store
+            .unreserve(
+                &caller,
+                &[ReleaseItem {
+                    resource: d,
+                    requester: q.clone(),
+                    release_token: token(3),
+                }],
+                BatchMode::default(),
+            )
+            .await
+            .expect("unreserve");
+        let four = Ttl::from_seconds(4).expect("ttl");
+        store
+            .extend(
+                &caller,
+                &[
+                    ExtendItem {
+                        resource: e,
+                        requester: q.clone(),
+                        release_token: ReleaseToken::parse(token(4).as_str()).expect("token"),
+                        ttl: four,
+                        warn: None,
+                    },
+                    ExtendItem {
+                        resource: f,
+                        requester: q.clone(),
+                        release_token: ReleaseToken::parse(token(5).as_str()).expect("token"),
+                        ttl: four,
+                        warn: Some(WarnBefore::new(3, four).expect("warn")),
+                    },
+                ],
+                BatchMode::default(),
+            )
+            .await
+            .expect("extend");
+        // Past `a`'s and `b`'s expiry with no sweep: a reserve takes them
+        // over, announcing each one's EXPIRING, then EXPIRED.
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        store
+            .reserve(
+                &caller,
+                &[
+                    item("a", None, None, Kind::Exclusive),
+                    item("b", None, None, Kind::Shared),
+                ],
+                BatchMode::default(),
+            )
+            .await
+            .expect("reserve again");
+        // The sweeps then announce the rest (the Redis sweep lease is 400 ms).
+        for _ in 0..8 {
+            store.sweep().await.expect("sweep");
+            tokio::time::sleep(Duration::from_millis(450)).await;
+        }
+        let History::Events(events) = store
+            .events_after(&caller.tenant, EventId::ZERO, 1000)
+            .await
+            .expect("history")
+        else {
+            panic!("{name}: a gap");
+        };
+        let mut by_resource: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+        for ev in &events {
+            by_resource
+                .entry(ev.resource.clone())
+                .or_default()
+                .push(ev.kind.as_str());
+        }
+        seen.push((name, by_resource));
+    }
+    let expected: BTreeMap<String, Vec<&'static str>> = [
+        ("a", vec!["RESERVED", "EXPIRING", "EXPIRED", "RESERVED"]),
+        ("b", vec!["RESERVED", "EXPIRING", "EXPIRED", "RESERVED"]),
+        ("c", vec!["RESERVED", "EXPIRING", "EXPIRED"]),
+        ("d", vec!["RESERVED", "UNRESERVED"]),
+        ("e", vec!["RESERVED", "EXTENDED", "EXPIRING", "EXPIRED"]),
+        ("f", vec!["RESERVED", "EXTENDED", "EXPIRING", "EXPIRED"]),
+    ]
+    .into_iter()
+    .map(|(r, v)| (r.to_string(), v))
+    .collect();
+    for (name, by_resource) in &seen {
+        assert_eq!(by_resource, &expected, "{name}");
     }
 }

@@ -14,6 +14,7 @@ mod data_model;
 mod drain;
 mod equivalence;
 mod events;
+mod expiring;
 mod fences;
 mod fleet;
 mod ha;

@@ -1053,6 +1053,7 @@ async fn a_grant_that_crosses_a_disconnect_is_released_again() {
             requester: Requester::parse(rq).expect("requester"),
             ttl: Some(Ttl::from_seconds(30).expect("ttl")),
             kind: cooplocker::domain::Kind::Exclusive,
+            warn: None,
         };
         let held = store
             .reserve(&caller, &[item("holder")], BatchMode::default())

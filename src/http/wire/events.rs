@@ -14,7 +14,8 @@ pub struct EventParams {
     pub resource: Option<Vec<Resource>>,
     /// Only resources starting with it
     pub prefix: Option<Resource>,
-    /// Only these event types, comma-separated
+    /// Only these event types, comma-separated (RESERVED, UNRESERVED,
+    /// EXTENDED, EXPIRED, FORCE_RELEASED, EXPIRING)
     #[param(style = Form, explode = false)]
     pub types: Option<Vec<EventKind>>,
     /// Only the events of these requesters (repeatable, exact, up to 100):

@@ -32,7 +32,7 @@ pub use token::*;
 
 use crate::domain::{
     KeyLabel, KeyScope, ReleaseToken, Requester, Resource, TenantId, TenantName, Tier, Ttl,
-    MAX_NAME_BYTES, MAX_TTL_SECONDS,
+    WarnBefore, MAX_NAME_BYTES, MAX_TTL_SECONDS,
 };
 use crate::tokens::JwtSettings;
 use serde::Serialize;
@@ -115,6 +115,18 @@ schema_of!(
         .minimum(Some(1))
         .maximum(Some(MAX_TTL_SECONDS))
         .description(Some("Seconds, 1 to 31,536,000 (one year)."))
+        .into()
+);
+schema_of!(
+    WarnBefore,
+    "WarnBeforeSeconds",
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_TTL_SECONDS - 1))
+        .description(Some(
+            "Seconds before expiresAt for the EXPIRING event (contract section 18): at least 1 and below the item's ttlSeconds.",
+        ))
         .into()
 );
 schema_of!(

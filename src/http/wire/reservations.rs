@@ -1,6 +1,8 @@
 //! The Coop Locker reservation endpoints: batch items, their results, the listing.
 
-use crate::domain::{format_millis, Holding, Kind, ReleaseToken, Requester, Resource, Ttl};
+use crate::domain::{
+    format_millis, Holding, Kind, ReleaseToken, Requester, Resource, Ttl, WarnBefore,
+};
 use serde::Serialize;
 use std::borrow::Cow;
 use utoipa::openapi::schema::ArrayBuilder;
@@ -29,6 +31,10 @@ pub struct ReserveItem {
     /// `mode`.
     #[schema(minimum = 1, maximum = 10000, nullable = false)]
     pub limit: Option<u16>,
+    /// An `EXPIRING` event this many seconds before `expiresAt`, once, unless
+    /// released first (armed at the grant, also after waitSeconds). Only
+    /// with ttlSeconds, and below it.
+    pub warn_before_seconds: Option<WarnBefore>,
 }
 
 /// The lock modes a reserve item may ask for.
@@ -56,6 +62,10 @@ pub struct ExtendItem {
     pub resource: Resource,
     pub release_token: ReleaseToken,
     pub ttl_seconds: Ttl,
+    /// Replaces the reservation's expiry warning (below ttlSeconds). Absent:
+    /// the warning it has, if any, is kept, re-armed for the new expiresAt
+    /// (due at once when it is not below ttlSeconds).
+    pub warn_before_seconds: Option<WarnBefore>,
 }
 
 /// One item of a check batch.

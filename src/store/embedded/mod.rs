@@ -72,6 +72,10 @@ struct TenantState {
     /// (expiresAt, resource, fencing token) of every hold with a TTL, for the
     /// sweeper.
     expiries: BTreeSet<(Millis, String, u64)>,
+    /// (expiresAt - warnBeforeSeconds, resource, fencing token) of every hold
+    /// whose expiry warning (`EXPIRING`, contract section 18) is still due,
+    /// as the warning entries of `lua/holds.lua`.
+    warnings: BTreeSet<(Millis, String, u64)>,
     /// The highest fencing token handed out in this tenant: tokens are
     /// max(this + 1, now in µs), rising across every hold with no per-resource
     /// state, as in the Redis store (`lua/holds.lua`).
@@ -106,6 +110,8 @@ struct Lock {
     expires_at: Option<Millis>,
     fencing: u64,
     label: String,
+    /// Its expiry warning in seconds (contract section 18), if it has one.
+    warn_s: Option<u64>,
 }
 
 impl Lock {
@@ -116,6 +122,11 @@ impl Lock {
 
     fn live(&self, now_ms: Millis) -> bool {
         self.expires_at.is_none_or(|ea| ea > now_ms)
+    }
+
+    /// When its `EXPIRING` is due, if it has a warning (and a TTL).
+    fn warn_at(&self) -> Option<Millis> {
+        Some(self.expires_at?.saturating_sub(self.warn_s? * 1000))
     }
 
     fn holding(&self, resource: &str) -> Option<Holding> {
@@ -224,6 +235,7 @@ impl TenantState {
             locks: BTreeMap::new(),
             by_requester: BTreeSet::new(),
             expiries: BTreeSet::new(),
+            warnings: BTreeSet::new(),
             high_water: 0,
             events: VecDeque::new(),
             last_event: None,
@@ -317,6 +329,7 @@ impl TenantState {
             expires_at,
             fencing,
             label: g.label.to_string(),
+            warn_s: g.warn_s,
         };
         self.emit(retain, now_ms, EventKind::Reserved, res, &lock, g.label);
         self.add_hold(res, lock);
@@ -338,6 +351,7 @@ impl TenantState {
             self.expiries
                 .insert((ea, resource.to_string(), lock.fencing));
         }
+        self.arm_warning(resource, &lock);
         self.locks
             .entry(resource.to_string())
             .or_default()
@@ -348,6 +362,12 @@ impl TenantState {
     /// index entries (the resource's state goes with its last hold); returns
     /// it.
     fn remove_hold(&mut self, resource: &str, fencing: u64) -> Option<Lock> {
+        self.take_hold(resource, fencing).map(|(lock, _)| lock)
+    }
+
+    /// `remove_hold`, also answering whether the hold's expiry warning was
+    /// still due (for a retirement: `EXPIRING` before its `EXPIRED`).
+    fn take_hold(&mut self, resource: &str, fencing: u64) -> Option<(Lock, bool)> {
         let holds = self.locks.get_mut(resource)?;
         let at = holds.binary_search_by_key(&fencing, |l| l.fencing).ok()?;
         let lock = holds.remove(at);
@@ -359,7 +379,25 @@ impl TenantState {
         if let Some(ea) = lock.expires_at {
             self.expiries.remove(&(ea, resource.to_string(), fencing));
         }
-        Some(lock)
+        let warned = self.disarm_warning(resource, &lock);
+        Some((lock, warned))
+    }
+
+    /// Files `lock`'s expiry warning, if it has one, for the sweeper.
+    fn arm_warning(&mut self, resource: &str, lock: &Lock) {
+        if let Some(at) = lock.warn_at() {
+            self.warnings
+                .insert((at, resource.to_string(), lock.fencing));
+        }
+    }
+
+    /// Takes `lock`'s expiry warning out: whether it was still due (its
+    /// `EXPIRING` not announced yet).
+    fn disarm_warning(&mut self, resource: &str, lock: &Lock) -> bool {
+        lock.warn_at().is_some_and(|at| {
+            self.warnings
+                .remove(&(at, resource.to_string(), lock.fencing))
+        })
     }
 
     /// The hold of `resource` with fencing token `fencing`, to change it.
@@ -384,9 +422,8 @@ impl TenantState {
             })
             .unwrap_or_default();
         for fencing in due {
-            if let Some(old) = self.remove_hold(resource, fencing) {
-                let label = old.label.clone();
-                self.emit(retain, now_ms, EventKind::Expired, resource, &old, &label);
+            if let Some((old, warned)) = self.take_hold(resource, fencing) {
+                self.retired(retain, now_ms, resource, &old, warned);
             }
         }
     }
@@ -442,9 +479,41 @@ impl TenantState {
         }
     }
 
+    /// Announces the retirement of `old` (removed already: `take_hold`):
+    /// its `EXPIRING` first when that was still due (`warned`), as a sweep
+    /// that found both due would, then its `EXPIRED`.
+    fn retired(&mut self, retain: usize, now_ms: Millis, resource: &str, old: &Lock, warned: bool) {
+        let label = old.label.clone();
+        if warned {
+            self.emit(retain, now_ms, EventKind::Expiring, resource, old, &label);
+        }
+        self.emit(retain, now_ms, EventKind::Expired, resource, old, &label);
+    }
+
     /// Retires every hold whose expiry has passed, emitting `EXPIRED` for
-    /// each; returns how many.
+    /// each (after the `EXPIRING` of every warning due: a warning falls due
+    /// before its hold's expiry); returns how many.
     fn sweep(&mut self, now_ms: Millis, retain: usize) -> usize {
+        let warned: Vec<(Millis, String, u64)> = self
+            .warnings
+            .range(..(now_ms + 1, String::new(), 0))
+            .cloned()
+            .collect();
+        for entry in warned {
+            self.warnings.remove(&entry);
+            let (_, resource, fencing) = entry;
+            if let Some(lock) = self.hold_mut(&resource, fencing).map(|l| l.clone()) {
+                let label = lock.label.clone();
+                self.emit(
+                    retain,
+                    now_ms,
+                    EventKind::Expiring,
+                    &resource,
+                    &lock,
+                    &label,
+                );
+            }
+        }
         let due: Vec<(Millis, String, u64)> = self
             .expiries
             .range(..(now_ms + 1, String::new(), 0))
@@ -453,9 +522,8 @@ impl TenantState {
         let mut seen = HashSet::new();
         let mut freed: Vec<&str> = Vec::new();
         for (_, resource, fencing) in &due {
-            if let Some(lock) = self.remove_hold(resource, *fencing) {
-                let label = lock.label.clone();
-                self.emit(retain, now_ms, EventKind::Expired, resource, &lock, &label);
+            if let Some((lock, warned)) = self.take_hold(resource, *fencing) {
+                self.retired(retain, now_ms, resource, &lock, warned);
             }
             if seen.insert(resource.as_str()) {
                 freed.push(resource);
@@ -489,6 +557,8 @@ struct Grant<'a> {
     /// A locklock lock: the hash of its secret, if any.
     locklock: Option<Option<String>>,
     kind: Kind,
+    /// Its expiry warning in seconds (with `ttl_ms` only).
+    warn_s: Option<u64>,
 }
 
 /// The name of a tenant's rate-limit partition in `Inner::limits`.
@@ -628,6 +698,7 @@ impl EmbeddedStore {
                         ttl_ms: it.ttl.map_or(0, |t| t.millis()),
                         token: ReleaseToken::generate(),
                         kind: it.kind,
+                        warn_s: it.warn.map(|w| w.seconds()),
                     })
                     .collect();
                 let places = ts.enter(
@@ -680,6 +751,7 @@ impl EmbeddedStore {
                     label: &caller.label,
                     locklock: locklock.clone(),
                     kind: it.kind,
+                    warn_s: it.warn.map(|w| w.seconds()),
                 },
                 now_us,
                 retain,

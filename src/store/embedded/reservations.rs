@@ -148,12 +148,20 @@ impl EmbeddedStore {
             };
             let ea = now_ms + it.ttl.millis();
             if let Some(lock) = ts.hold_mut(res, fencing) {
-                let old = lock.expires_at.replace(ea);
+                let before = lock.clone();
+                lock.expires_at = Some(ea);
+                // A new warning replaces the hold's; either is re-armed for
+                // the new expiry (contract section 18).
+                if let Some(w) = it.warn {
+                    lock.warn_s = Some(w.seconds());
+                }
                 let snapshot = lock.clone();
-                if let Some(old) = old {
+                if let Some(old) = before.expires_at {
                     ts.expiries.remove(&(old, res.to_string(), fencing));
                 }
+                ts.disarm_warning(res, &before);
                 ts.expiries.insert((ea, res.to_string(), fencing));
+                ts.arm_warning(res, &snapshot);
                 ts.emit(
                     retain,
                     now_ms,
@@ -359,6 +367,7 @@ impl EmbeddedStore {
             requester: req.requester.clone(),
             ttl: Some(req.ttl),
             kind: Kind::Exclusive,
+            warn: None,
         };
         let caps = (req.max_held, req.max_per_requester);
         let outcome = match self.reserve_sync(

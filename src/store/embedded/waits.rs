@@ -20,6 +20,8 @@ pub(super) struct WaitItem {
     pub token: ReleaseToken,
     /// Exclusive, shared or a semaphore permit.
     pub kind: Kind,
+    /// Its expiry warning in seconds, armed by the grant.
+    pub warn_s: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +181,7 @@ impl TenantState {
                         label: &w.label,
                         locklock: w.locklock.clone(),
                         kind: it.kind,
+                        warn_s: it.warn_s,
                     },
                     now_us,
                     retain,

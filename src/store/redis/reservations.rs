@@ -20,6 +20,8 @@ struct ReserveArgs<'a> {
     ttl_ms: u64,
     token: ReleaseToken,
     kind: Kind,
+    /// warnBeforeSeconds (0: no expiry warning).
+    warn_s: u64,
 }
 
 /// A release token as the hold records it: its 16 bytes. A token that is not
@@ -210,6 +212,10 @@ impl RedisStore {
                 .arg(token_bytes(&it.token))
                 .arg(it.kind.code());
         }
+        // The expiry warnings, one per item, after the items (reserve.lua).
+        for it in items_in {
+            inv.arg(it.warn_s);
+        }
         meter(&mut inv, &p, caller);
         let mut c = self.conn();
         let reply = self
@@ -225,13 +231,14 @@ impl RedisStore {
     /// Runs unreserve.lua or extend.lua: both take the tenant, its event
     /// stream and one hold key per item, then `n`, the label, the retention
     /// and the all-or-nothing flag, then per item resource, requester, token (and what `extra`
-    /// adds). The body's reply, or `TenantGone`.
+    /// adds), then `after` (extend.lua's warnings). The body's reply, or `TenantGone`.
     async fn run_token_batch<I>(
         &self,
         what: &'static str,
         script: &redis::Script,
         caller: &Caller,
         (items_in, mode): (&[I], BatchMode),
+        after: &[u64],
         item: impl Fn(
             &I,
         ) -> (
@@ -257,6 +264,9 @@ impl RedisStore {
             if let Some(x) = extra {
                 inv.arg(x);
             }
+        }
+        for x in after {
+            inv.arg(*x);
         }
         meter(&mut inv, &p, caller);
         let mut c = self.conn();
@@ -307,6 +317,7 @@ impl Reservations for RedisStore {
                 ttl_ms: it.ttl.map_or(0, |d| d.millis()),
                 token: ReleaseToken::generate(),
                 kind: it.kind,
+                warn_s: it.warn.map_or(0, |w| w.seconds()),
             })
             .collect();
         let Metered {
@@ -354,6 +365,7 @@ impl Reservations for RedisStore {
                 &scripts::UNRESERVE,
                 caller,
                 (items_in, mode),
+                &[],
                 |it| (&it.resource, &it.requester, &it.release_token, None),
             )
             .await?;
@@ -388,19 +400,31 @@ impl Reservations for RedisStore {
         if items_in.is_empty() {
             return self.empty_batch(caller).await;
         }
+        // Each item's new expiry warning (0: keep the hold's), after the items.
+        let warnings: Vec<u64> = items_in
+            .iter()
+            .map(|it| it.warn.map_or(0, |w| w.seconds()))
+            .collect();
         let Metered {
             value,
             rate,
             replayed,
         } = self
-            .run_token_batch("extend", &scripts::EXTEND, caller, (items_in, mode), |it| {
-                (
-                    &it.resource,
-                    &it.requester,
-                    &it.release_token,
-                    Some(it.ttl.millis()),
-                )
-            })
+            .run_token_batch(
+                "extend",
+                &scripts::EXTEND,
+                caller,
+                (items_in, mode),
+                &warnings,
+                |it| {
+                    (
+                        &it.resource,
+                        &it.requester,
+                        &it.release_token,
+                        Some(it.ttl.millis()),
+                    )
+                },
+            )
             .await?;
         let rows = items(self.with_due(&caller.tenant, value).await?)?;
         if rows.len() != items_in.len() {
@@ -655,6 +679,7 @@ impl Reservations for RedisStore {
             ttl_ms: req.ttl.millis(),
             token: ReleaseToken::generate(),
             kind: Kind::Exclusive,
+            warn_s: 0,
         }];
         let locklock = format!("L{}", req.secret_hash.as_deref().unwrap_or(""));
         let Metered {
