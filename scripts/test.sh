@@ -76,14 +76,14 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "module dependencies run one way (scripts/modules.py)"
 python3 scripts/modules.py
-say "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+say "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast
 else
-  cargo test --no-fail-fast
+  cargo test --workspace --no-fail-fast
 fi
 
 say "schemathesis against the OpenAPI document"
