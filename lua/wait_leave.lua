@@ -12,7 +12,8 @@
 --
 -- Returns -1 when the waiter is gone, {1, rows} when it had been granted (and
 -- the client is there), {2} when a grant was released again, else {0, rows}:
--- per item {placeInLine, heldBy or '', expiresAtMs or -1}.
+-- per item {placeInLine, heldBy or '', expiresAtMs or -1}; each followed by
+-- earliest (reserve.lua's) and ended (the holds this call ended, clock.lua).
 
 local t = clock()
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -27,7 +28,7 @@ if not w then
 end
 redis.call('DEL', p .. 'W:' .. wid)
 if w.st == 1 and ARGV[3] ~= '1' then
-  return {1, w.rows, 0}
+  return {1, w.rows, 0, ended}
 end
 ev_open(KEYS[2], ARGV[2])
 local answer
