@@ -1,6 +1,6 @@
 """Schemathesis hooks for scripts/schemathesis.sh (loaded via SCHEMATHESIS_HOOKS).
 
-Three things no schema keyword can say, fixed in generated cases:
+Four things no schema keyword can say, fixed in generated cases:
 
 1. Whole floats for integer fields (below).
 2. `Idempotency-Key`: a key is one request. Schemathesis draws few distinct
@@ -10,6 +10,10 @@ Three things no schema keyword can say, fixed in generated cases:
 3. Waits: `waitSeconds` / `wait` up to 60 make a request for a held resource
    wait that long; they are cut to 1 s so a run stays within its request
    timeout (the wait itself is still exercised).
+4. `warnBeforeSeconds` must be below the same item's `ttlSeconds` (contract
+   section 18), a rule between two fields: in positive cases an item whose
+   warning is not below its TTL (or that has no TTL) is sent without it;
+   negative cases go out untouched.
 
 JSON Schema (draft 2020-12, which OpenAPI 3.1 uses) counts a whole float such as
 `60.0` as an integer, and schemathesis deliberately spells some of the integers
@@ -57,3 +61,9 @@ def before_call(context, case, kwargs):
         return
     if isinstance(case.body, (list, dict)):
         case.body = _integers(case.body)
+    if isinstance(case.body, list):
+        for item in case.body:
+            if isinstance(item, dict) and "warnBeforeSeconds" in item:
+                ttl, warn = item.get("ttlSeconds"), item["warnBeforeSeconds"]
+                if not (isinstance(ttl, int) and isinstance(warn, int) and warn < ttl):
+                    del item["warnBeforeSeconds"]
