@@ -5,6 +5,7 @@
 //! Internal causes are logged with their chain and never sent to the client.
 
 use super::wire::{Detail, ErrorBody, ErrorInfo};
+use crate::domain::PolicyRefusal;
 use crate::store::StoreError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -180,6 +181,40 @@ impl From<StoreError> for ApiError {
             }
             .with_headers(super::rate_headers::headers(&d))
             }
+            StoreError::Policy(why) => Self::policy(why, "ttlSeconds", "waitSeconds"),
+        }
+    }
+}
+
+impl ApiError {
+    /// A lease-policy refusal (contract section 17) as a 400 naming the
+    /// item and field: `ttl_field` and `wait_field` are the request's names
+    /// for the TTL and the wait (locklock: `expires_in`, `wait`).
+    pub fn policy(why: PolicyRefusal, ttl_field: &str, wait_field: &str) -> Self {
+        let (index, field, problem) = match why {
+            PolicyRefusal::TtlAboveMax { index, max_seconds } => (
+                Some(index),
+                ttl_field,
+                format!("is above this tenant's lease policy maxTtlSeconds ({max_seconds})"),
+            ),
+            PolicyRefusal::TtlRequired { index } => (
+                Some(index),
+                ttl_field,
+                "is required by this tenant's lease policy (requireTtl)".to_string(),
+            ),
+            PolicyRefusal::WaitAboveMax { max_seconds } => (
+                None,
+                wait_field,
+                format!("is above this tenant's lease policy maxWaitSeconds ({max_seconds})"),
+            ),
+        };
+        let message = match index {
+            Some(i) => format!("item {i}: {field} {problem}"),
+            None => format!("{field} {problem}"),
+        };
+        Self::InvalidRequest {
+            message,
+            details: vec![Detail::field(index, field, problem)],
         }
     }
 }
