@@ -181,16 +181,19 @@ impl From<StoreError> for ApiError {
             }
             .with_headers(super::rate_headers::headers(&d))
             }
-            StoreError::Policy(why) => Self::policy(why, "ttlSeconds", "waitSeconds"),
+            StoreError::Policy(why) => Self::policy(why, Some("ttlSeconds"), "waitSeconds"),
         }
     }
 }
 
 impl ApiError {
     /// A lease-policy refusal (contract section 17) as a 400 naming the
-    /// item and field: `ttl_field` and `wait_field` are the request's names
-    /// for the TTL and the wait (locklock: `expires_in`, `wait`).
-    pub fn policy(why: PolicyRefusal, ttl_field: &str, wait_field: &str) -> Self {
+    /// item and field: `ttl_field` is the items' name for the TTL (`None`: a
+    /// request of no items, locklock's `expires_in`), `wait_field` the
+    /// request's for the wait.
+    pub fn policy(why: PolicyRefusal, ttl_field: Option<&str>, wait_field: &str) -> Self {
+        let itemized = ttl_field.is_some();
+        let ttl_field = ttl_field.unwrap_or("expires_in");
         let (index, field, problem) = match why {
             PolicyRefusal::TtlAboveMax { index, max_seconds } => (
                 Some(index),
@@ -208,6 +211,7 @@ impl ApiError {
                 format!("is above this tenant's lease policy maxWaitSeconds ({max_seconds})"),
             ),
         };
+        let index = index.filter(|_| itemized);
         let message = match index {
             Some(i) => format!("item {i}: {field} {problem}"),
             None => format!("{field} {problem}"),

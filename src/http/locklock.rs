@@ -472,7 +472,7 @@ fn tenant_gone(e: StoreError, state: &AppState) -> ApiError {
         state.public_tenant_ready.store(false, Ordering::Relaxed);
     }
     match e {
-        StoreError::Policy(why) => ApiError::policy(why, "expires_in", "wait"),
+        StoreError::Policy(why) => ApiError::policy(why, None, "wait"),
         e => e.into(),
     }
 }
