@@ -81,8 +81,9 @@ if wait_ms > pol.mw then
   return {-5, 0, 3, pol.mw / 1000}
 end
 -- Each item's TTL in ms (0: none) after the policy, and whether maxHoldSeconds
--- capped it.
-local ttls, capped = {}, {}
+-- capped it; `asked`, before maxHoldSeconds (a waiter keeps it: its grant is
+-- capped from the grant, holds.lua hold_clamp).
+local ttls, capped, asked = {}, {}, {}
 for i = 1, n do
   local ttl = tonumber(ARGV[5 * i + 8])
   if ttl < 0 then
@@ -97,6 +98,7 @@ for i = 1, n do
   elseif pol.rt and ttl == 0 then
     return {-5, i, 2, 0}
   end
+  asked[i] = ttl
   ttls[i], capped[i] = hold_clamp(ttl)
 end
 local hw = tonumber(tenant[2] or '0')
@@ -198,7 +200,7 @@ if ARGV[7] == '1' or wait_ms > 0 then
     local items = {}
     for i = 1, n do
       local a = 5 * i + 6
-      items[i] = {ARGV[a], ARGV[a + 1], ttls[i], ARGV[a + 3], ARGV[a + 4]}
+      items[i] = {ARGV[a], ARGV[a + 1], asked[i], ARGV[a + 3], ARGV[a + 4]}
       -- A waiter's item keeps its warning (6th, only when it has one): armed
       -- when the hand-over grants it.
       local w = warn_of(i, items[i][3])

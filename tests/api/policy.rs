@@ -668,3 +668,39 @@ async fn a_policy_change_applies_on_another_instance_at_the_next_request() {
     assert_eq!(r.results()[1]["status"], "RESERVED", "{r:?}");
     assert!(r.results()[0].get("holdDeadline").is_none(), "{r:?}");
 }
+
+/// The OpenAPI document describes the policy, its fields and the new answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_the_policy() {
+    let app = crate::helpers::spawn_app(crate::helpers::Kind::Embedded).await;
+    let doc = app.get("/api/v1/openapi.json").await.body;
+    let schemas = &doc["components"]["schemas"];
+    let policy = &schemas["LeasePolicy"]["properties"];
+    for field in [
+        "maxTtlSeconds",
+        "requireTtl",
+        "maxHoldSeconds",
+        "lockDelaySeconds",
+        "maxWaitSeconds",
+    ] {
+        assert!(!policy[field].is_null(), "{field}: {policy}");
+        assert!(
+            !schemas["LeasePolicyPatch"]["properties"][field].is_null(),
+            "{field}: {}",
+            schemas["LeasePolicyPatch"]
+        );
+    }
+    assert_eq!(policy["lockDelaySeconds"]["maximum"], 60, "{policy}");
+    assert_eq!(policy["maxWaitSeconds"]["maximum"], 300, "{policy}");
+    assert!(!schemas["Tenant"]["properties"]["policy"].is_null());
+    assert!(!schemas["TenantPatch"]["properties"]["policy"].is_null());
+    let statuses = schemas["ItemStatus"]["enum"].as_array().expect("statuses");
+    assert!(statuses.contains(&json!("LOCK_DELAY")), "{statuses:?}");
+    for field in ["holdDeadline", "capped", "availableAt"] {
+        assert!(
+            !schemas["ItemResult"]["properties"][field].is_null(),
+            "{field}"
+        );
+    }
+    assert!(!schemas["Reservation"]["properties"]["holdDeadline"].is_null());
+}
