@@ -2,6 +2,7 @@
 //! loopback, sessions across instances, CSRF, keys, and the separation of
 //! dashboard sessions from API keys. `e2e.rs` drives it in headless Chromium.
 
+mod data;
 mod e2e;
 pub mod provider;
 
