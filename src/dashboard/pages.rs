@@ -346,7 +346,7 @@ pub fn plan(
             h2 { "Usage now" }
             p.hint { (live_status()) " Read every 5 seconds; each reading counts as one read request." }
             table #usage {
-                thead { tr { th scope="col" { "What" } th scope="col" { "Used" } th scope="col" { "Limit" } th scope="col" { span.visually-hidden { "Share of the limit" } } } }
+                thead { tr { th scope="col" { "What" } th scope="col" { "Now" } th scope="col" { "Limit" } th scope="col" { span.visually-hidden { "Share of the limit" } } } }
                 tbody {
                     tr #u-reads { th scope="row" { "Read requests left this second" } td.used { "…" } td.limit { (u64::from(usage.writes) * 5) } td.share {} }
                     tr #u-waiters { th scope="row" { "Requests waiting in line" } td.used { "…" } td.limit { (usage.waiter_limit) } td.share {} }
