@@ -49,7 +49,12 @@ const browser = await chromium.launch({
   ],
 });
 const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
-const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+// Each page in full, and the first screen of the four main pages as the
+// README's pictures (docs/img/dashboard-*.png are copies of readme-*.png).
+const shot = async (name, readme) => {
+  await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+  if (readme) await page.screenshot({ path: `${SHOTS}/readme-${readme}.png` });
+};
 const text = async (sel) => ((await page.textContent(sel)) || "").trim();
 
 // WCAG AA: every text element matched has a contrast of at least 4.5:1
@@ -99,7 +104,7 @@ try {
   expect((await text('tr[data-key] td.scope')) === "write", "the default key's scope (write) is shown");
   const scopes = await page.$$eval("#scope option", (os) => os.map((o) => o.value));
   expect(scopes.includes("read") && scopes.includes("write"), "a new key's scope can be set to read or write");
-  await shot("3-keys");
+  await shot("3-keys", "keys");
 
   // Reservations: the live marker says it once.
   await page.click("nav >> text=Reservations");
@@ -136,7 +141,7 @@ try {
   const waiting = api(key, "/api/v1/Reservation/reserve?waitSeconds=30", [{ resource: "e2e-queue", requester: "second", ttlSeconds: 600 }]);
   await page.waitForFunction(() => document.querySelector('tr[data-resource="e2e-queue"] td.waiting')?.textContent === "1", null, { timeout: 10000 });
   console.log("ok - a waiting reserve through the API raises the waiter count to 1");
-  await shot("4-reservations-live");
+  await shot("4-reservations-live", "reservations");
   const released = await api(key, "/api/v1/Reservation/unreserve", [{ resource: "e2e-queue", requester: "first", releaseToken: token }]);
   expect(released.body.includes("UNRESERVED"), "the holder releases e2e-queue");
   const granted = await waiting;
@@ -207,7 +212,7 @@ try {
   await page.waitForSelector("#contended tbody tr[data-resource]", { timeout: 20000 });
   const top = await page.$$eval("#contended tbody tr[data-resource]", (rs) => rs.map((r) => r.dataset.resource));
   expect(top.includes("e2e-queue"), `the most contended resources list the resources seen (${top.slice(0, 5).join(", ")})`);
-  await shot("5-events");
+  await shot("5-events", "events");
 
   // Plan: live usage against the tier's limits; the lease policy.
   await page.click("nav >> text=Plan");
@@ -223,7 +228,7 @@ try {
   expect(Number(await text("#u-active .used")) >= 33, "active reservations counted");
   expect((await page.$$("#policy")).length === 1, "the lease policy section is shown");
   expect((await page.$$("#usage meter[aria-label]")).length >= 3, "each usage bar has its numbers as a label");
-  await shot("6-plan");
+  await shot("6-plan", "plan");
 
   // 10,000 live holds: the page stays paged (never all in the DOM) and quick.
   for (let b = 0; b < 10; b++) {

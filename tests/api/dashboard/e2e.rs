@@ -52,6 +52,10 @@ async fn dashboard_at_a_glance_in_chromium() {
         "6-plan",
         "7-rotated",
         "8-reservations-10k",
+        "readme-keys",
+        "readme-reservations",
+        "readme-events",
+        "readme-plan",
     ] {
         let f = shots.join(format!("{name}.png"));
         let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
