@@ -132,6 +132,20 @@ try {
   const width = await page.$eval('tr[data-resource="e2e-lock"] .bar > span', (s) => parseFloat(s.style.width));
   expect(width > 90 && width <= 100, `the time-left bar is nearly full for a fresh 10-minute hold (${width}%)`);
 
+  // A browser whose clock is an hour fast still counts down by the server's.
+  const skewed = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  await skewed.addCookies(await page.context().cookies());
+  await skewed.clock.install({ time: Date.now() + 3600 * 1000 });
+  const fast = await skewed.newPage();
+  await fast.goto(BASE + "/dashboard/reservations");
+  await fast.waitForFunction(() => /\d/.test(document.querySelector('tr[data-resource="e2e-lock"] .countdown')?.textContent || ""));
+  const browserNow = await fast.evaluate(() => new Date().getTime());
+  const fastLeft = await fast.textContent('tr[data-resource="e2e-lock"] .countdown');
+  const note = await fast.textContent("#clock-note");
+  expect(browserNow - Date.now() > 3500 * 1000 && /^9 min/.test(fastLeft), `with the browser's clock an hour fast the countdown still says "${fastLeft}"`);
+  expect(/3[56]\d\d s ahead/.test(note), `and the page says the browser's clock is off ("${note}")`);
+  await skewed.close();
+
   // A waiter raises the line, the hand-over lowers it.
   const holder = await api(key, "/api/v1/Reservation/reserve", [{ resource: "e2e-queue", requester: "first", ttlSeconds: 600 }]);
   const token = JSON.parse(holder.body).results[0].releaseToken;

@@ -22,6 +22,21 @@
   let offset = 0;
   let clockKnown = false;
   const serverNow = () => Date.now() + offset;
+  // An event's `at` is the store's clock: the store's now is at least that
+  // when the event arrives, so it raises the offset if the server's `now`
+  // was behind the store.
+  const sawStoreTime = (at) => {
+    const t = Date.parse(at);
+    if (!Number.isNaN(t) && t - Date.now() > offset) offset = t - Date.now();
+  };
+  const clockNote = () => {
+    const note = $("clock-note");
+    if (!note || !clockKnown) return;
+    const off = Math.round(offset / 1000);
+    note.textContent = Math.abs(off) < 2
+      ? "Times left are counted by the server's clock (this browser's clock agrees with it)."
+      : `Times left are counted by the server's clock (this browser's clock is ${Math.abs(off)} s ${off > 0 ? "behind" : "ahead"}).`;
+  };
   async function getJSON(url) {
     const sent = Date.now();
     const res = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
@@ -73,6 +88,7 @@
       let e;
       try { e = JSON.parse(msg.data); } catch (_) { return; }
       if (e.type === "GAP") { for (const l of listeners) l(null); return; }
+      if (e.at) sawStoreTime(e.at);
       for (const l of listeners) l(e);
     };
     for (const t of ["RESERVED", "UNRESERVED", "EXTENDED", "EXPIRED", "FORCE_RELEASED", "EXPIRING"]) source.addEventListener(t, handle);
@@ -197,6 +213,7 @@
         view.lines = page.resources || {};
         view.nextCursor = page.nextCursor;
         render();
+        clockNote();
       } catch (e) {
         info.textContent = "Could not read the reservations (" + e.message + "); retrying.";
       } finally {

@@ -227,6 +227,7 @@ pub fn reservations(
                 }
             }
             p #empty hidden[!items.is_empty()] { "No active reservations." }
+            p #clock-note.hint {}
             nav.pager aria-label="Pages of reservations" {
                 button #page-first type="button" disabled { "First page" }
                 button #page-prev type="button" disabled { "Previous page" }
