@@ -9,7 +9,10 @@
 -- code, queueLength, {{requester, reservedAtMs, expiresAtMs or -1,
 -- fencingToken, apiKeyLabel}...}} when held shared or as a semaphore (the live
 -- holders, oldest first), {0, queueLength} when free (queueLength: the
--- waiters in the resource's line, waits.lua).
+-- waiters in the resource's line, waits.lua). With the tenant's lease policy
+-- (holds.lua): an exclusive row adds its holdDeadline (maxHoldSeconds), a
+-- group's adds maxHoldSeconds in ms (0: none), and a free row adds
+-- availableAt (-1: not in a lock delay).
 
 local t = clock()
 local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
@@ -20,6 +23,7 @@ local lines = false
 if #KEYS > 0 then
   p = string.match(KEYS[1], '^(.-)h:')
   lines = p and redis.call('ZCARD', p .. 'wn') > 0
+  policy_load(p)
 end
 
 for i = 1, #KEYS do
@@ -31,14 +35,17 @@ for i = 1, #KEYS do
   local hk, live = holders(h, now_ms)
   if hk == '' then
     out[i] = {1, h.rq, h.at, h.ea == 0 and -1 or h.ea, h.ft, h.lb, qlen}
+    if pol.mh > 0 then
+      out[i][8] = h.at + pol.mh
+    end
   elseif hk then
     local rows = {}
     for j, x in ipairs(live) do
       rows[j] = {x.rq, x.at, x.ea == 0 and -1 or x.ea, x.ft, x.lb}
     end
-    out[i] = {2, hk, qlen, rows}
+    out[i] = {2, hk, qlen, rows, pol.mh}
   else
-    out[i] = {0, qlen}
+    out[i] = {0, qlen, delay_until(p, string.sub(KEYS[i], #p + 3), h, now_ms) or -1}
   end
 end
 return out

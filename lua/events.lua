@@ -15,6 +15,9 @@
 local ev_key, ev_retain, ev_out = nil, 0, {}
 -- The events that end a hold, and their code in `ended` (clock.lua).
 local ev_ends = {UNRESERVED = 1, EXPIRED = 2, FORCE_RELEASED = 3}
+-- Called with (resource, end ms, now ms) for each EXPIRED (ended at its expiresAt) and
+-- FORCE_RELEASED (ended now): holds.lua starts the resource's lock delay there.
+local ev_on_end = nil
 
 local function ev_open(key, retain)
   ev_key, ev_retain = key, retain
@@ -35,6 +38,9 @@ local function ev_emit(kind, res, rq, label, at, ea, ft, kc)
   if e then
     ended[#ended + 1] = e
     ended[#ended + 1] = math.max(0, tonumber(at) - math.floor(tonumber(ft) / 1000))
+    if e > 1 and ev_on_end then
+      ev_on_end(res, e == 2 and tonumber(ea) or tonumber(at), tonumber(at))
+    end
   end
 end
 

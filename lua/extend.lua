@@ -14,8 +14,11 @@
 --   the warning is re-armed for the new expiry (contract section 18,
 --   holds.lua warn_file). A kept warning not below the new TTL is due at once.
 --
--- Returns -1 when the tenant does not exist, else {rows, earliest}: one row
--- per item, {1, expiresAtMs} EXTENDED, {0} NOT_HELD, {2} INVALID_TOKEN,
+-- Returns -1 when the tenant does not exist, {-5, item, 1, maxTtlSeconds}
+-- when an item's ttl is above the tenant's maxTtlSeconds (nothing done, as
+-- reserve.lua's refusals), else {rows, earliest}: one row
+-- per item, {1, expiresAtMs} EXTENDED (with maxHoldSeconds: {1, expiresAtMs,
+-- holdDeadline, capped}), {0} NOT_HELD, {2} INVALID_TOKEN,
 -- {3} ABORTED, and
 -- the second to move the tenant to in the fleet's due index (0: none). The
 -- fencing token does not change.
@@ -32,6 +35,32 @@ local function warn_of(i)
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
+end
+-- The tenant's lease policy (holds.lua): a ttl above maxTtlSeconds refuses
+-- the request before anything is done.
+policy_load(p)
+if pol.mt > 0 then
+  for i = 1, n do
+    if tonumber(ARGV[4 * i + 4]) > pol.mt then
+      return {-5, i, 1, pol.mt / 1000}
+    end
+  end
+end
+
+-- The new expiry of hold `x` for `ttl` from now, and its row: maxHoldSeconds
+-- never lets it pass reservedAt + maxHoldSeconds (capped; a hold already past
+-- that deadline, made before the policy, expires now).
+local function extended(x, ttl)
+  local ea = now_ms + ttl
+  if pol.mh == 0 then
+    return ea, {1, ea}
+  end
+  local deadline = x.at + pol.mh
+  local capped = ea > deadline
+  if capped then
+    ea = math.max(deadline, now_ms)
+  end
+  return ea, {1, ea, deadline, capped and 1 or 0}
 end
 
 -- The live hold of record `h` that item i names (by requester and release
@@ -81,7 +110,8 @@ for i = 1, n do
     local kc = h.kc
     local m = member_of(res, x, true)
     bucket_rem(p, m, x)
-    x.ea = now_ms + ttl
+    local row
+    x.ea, row = extended(x, ttl)
     x.k = bucket_slot(p, x.ea, n - i + 1)
     bucket_file(p, m, x.k, x.rq, x.lb, x.ea, x.ft, kc)
     -- The warning (bucket_rem took the old one) re-armed for the new expiry.
@@ -92,10 +122,11 @@ for i = 1, n do
     warn_file(p, m, x)
     grp_put(h, x)
     ev_emit('EXTENDED', res, rq, label, ats, num(x.ea), num(x.ft), kc)
-    out[i] = {1, x.ea}
+    out[i] = row
   else
     bucket_rem(p, res, h)
-    h.ea = now_ms + ttl
+    local row
+    h.ea, row = extended(h, ttl)
     bucket_add(p, res, h, n - i + 1)
     if warn_of(i) > 0 then
       h.w = warn_of(i)
@@ -104,7 +135,7 @@ for i = 1, n do
     warn_file(p, res, h)
     redis.call('SET', key, hold_encode(h), 'PXAT', num(h.ea + GRACE_MS))
     ev_emit('EXTENDED', res, rq, label, ats, num(h.ea), num(h.ft))
-    out[i] = {1, h.ea}
+    out[i] = row
   end
 end
 bucket_flush()

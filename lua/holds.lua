@@ -567,3 +567,90 @@ local function take_over(p, res, old, rq, now_ms, at)
   end
   return 0
 end
+
+-- The tenant's lease policy (contract section 17), read from P t by every
+-- script that needs it, so a change applies fleet-wide from the next request.
+-- Fields of P t, in seconds ('0' or absent: none, or the default):
+--   pmt maxTtlSeconds, prt requireTtl ('1'), pmh maxHoldSeconds,
+--   pld lockDelaySeconds, pmw maxWaitSeconds (default 60).
+-- policy_load answers them in ms: {mt, rt, mh, ld, mw}; read once per call.
+local POLICY_FIELDS = {'pmt', 'prt', 'pmh', 'pld', 'pmw'}
+local pol = nil
+local function policy_load(p, raw)
+  if not pol then
+    local r = raw or redis.call('HMGET', p .. 't', unpack(POLICY_FIELDS))
+    local function ms(v, default)
+      return (tonumber(v or '') or default) * 1000
+    end
+    pol = {mt = ms(r[1], 0), rt = r[2] == '1', mh = ms(r[3], 0), ld = ms(r[4], 0), mw = ms(r[5], 60)}
+  end
+  return pol
+end
+
+-- Lock delay (lockDelaySeconds): after a hold of `res` ended by EXPIRED (at
+-- its expiresAt) or FORCE_RELEASED (now), the resource takes no new holder
+-- until availableAt = end + delay: P d:<resource>, a string availableAt ms
+-- that expires then (PXAT). UNRESERVED starts none. Waiters keep their place:
+-- the hand-over does not grant while it lasts, and the waiters' instances
+-- poll (wait_poll.lua) at least once a second, so they get it then.
+-- waits.lua (in every script that emits events) hooks it to ev_emit.
+local function delay_after(p, res, end_ms, now_ms)
+  local ld = policy_load(p).ld
+  if ld > 0 and end_ms + ld > now_ms then
+    local key = p .. 'd:' .. res
+    local cur = tonumber(redis.call('GET', key) or '0')
+    if end_ms + ld > cur then
+      redis.call('SET', key, num(end_ms + ld), 'PXAT', num(end_ms + ld))
+    end
+  end
+end
+
+-- availableAt when `res` (whose record is `h`) is in its lock delay now, else
+-- nil. A hold past its time that no script has retired yet counts as ended
+-- at its expiresAt.
+local function delay_until(p, res, h, now_ms)
+  local ld = policy_load(p).ld
+  if ld == 0 then
+    return nil
+  end
+  local at = tonumber(redis.call('GET', p .. 'd:' .. res) or '0')
+  if h and h.grp then
+    local last = redis.call('ZREVRANGEBYSCORE', h.ek, num(now_ms), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
+    if last then
+      at = math.max(at, tonumber(last) + ld)
+    end
+  elseif h and h.ea > 0 and h.ea <= now_ms then
+    at = math.max(at, h.ea + ld)
+  end
+  if at > now_ms then
+    return at
+  end
+  return nil
+end
+
+-- maxHoldSeconds: the TTL in ms a grant at `now` gets for `ttl` (0: none),
+-- and whether the policy capped it (no hold lasts past reservedAt + mh).
+local function hold_clamp(ttl)
+  local mh = pol and pol.mh or 0
+  if mh > 0 and (ttl == 0 or ttl > mh) then
+    return mh, true
+  end
+  return ttl, false
+end
+
+-- The row of a grant (reserve.lua's RESERVED row): {1, reservedAt,
+-- expiresAt or -1, fencingToken, releaseToken[, waited ms]} and, when the
+-- tenant has maxHoldSeconds, {..., waited or -1, holdDeadline, capped 0/1}.
+local function granted(at, ea, ft, tok, waited, capped)
+  local row = {1, at, ea == 0 and -1 or ea, ft, tok}
+  if waited then
+    row[6] = waited
+  end
+  local mh = pol and pol.mh or 0
+  if mh > 0 then
+    row[6] = waited or -1
+    row[7] = at + mh
+    row[8] = capped and 1 or 0
+  end
+  return row
+end

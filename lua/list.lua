@@ -2,7 +2,7 @@
 -- Composed as: clock.lua, pages.lua, holds.lua, this file as the metered body, meter.lua
 -- (lua/README.md).
 --
--- KEYS[1]  P t     the tenant (only its name is used: it gives the prefix P)
+-- KEYS[1]  P t     the tenant (it gives the prefix P, and the lease policy)
 -- ARGV[1]  'i' to walk the listing index (members: resources), 'q' for the
 --          requester index (members: `<requester>\0<resource>`)
 -- ARGV[2]  ZRANGEBYLEX min ('-', '[<member>' or '(<member>')
@@ -11,7 +11,8 @@
 -- ARGV[5]  the requester for 'q' (only its holds count), '' for 'i'
 --
 -- Returns {rows, last, more}: rows of {resource, requester, reservedAtMs,
--- expiresAtMs or -1, fencingToken, apiKeyLabel, kind code}, one per hold (a
+-- expiresAtMs or -1, fencingToken, apiKeyLabel, kind code[, holdDeadline:
+-- with the tenant's maxHoldSeconds, holds.lua]}, one per hold (a
 -- group's holds are members `<resource>\0<token>`, holds.lua); `last`, the
 -- last member read ('' if none), without the requester prefix; more = 1 when members may follow. Entries of holds past their
 -- time (the sweeper retires them within a second or two) are skipped, and at
@@ -29,6 +30,7 @@ if which == 'q' then
   strip = #want_rq + 1
 end
 local budget = 2 * count + 100
+local mh = policy_load(p).mh
 local rows, names, last, ended = {}, {}, '', false
 -- The record of the last resource read.
 local cache_res, cache_h = nil, nil
@@ -62,6 +64,9 @@ while #rows <= count and budget > 0 and not ended do
     local res, h, kc = hold_named(name)
     if hold_live(h, now_ms) and (want_rq == '' or h.rq == want_rq) then
       rows[#rows + 1] = {res, h.rq, h.at, h.ea == 0 and -1 or h.ea, h.ft, h.lb, kc}
+      if mh > 0 then
+        rows[#rows][8] = h.at + mh
+      end
       names[#rows] = name
     end
     last = name

@@ -12,6 +12,8 @@
 --          with their secret), '0' for the admin
 -- ARGV[6]  the hash of the secret presented ('' for none)
 --
+-- FORCE_RELEASED starts the resource's lock delay (holds.lua delay_after, by
+-- the events.lua hook), so the hand-over below grants nothing until it ends.
 -- A group (shared holds, a semaphore's permits) is released whole: one event
 -- per hold. Returns {1, requester, earliest} when released (the oldest
 -- holder's requester; earliest: the second to move

@@ -21,7 +21,8 @@
 --          every item (waits.lua) and answers QUEUED
 -- ARGV[9]  the waiter's id    ARGV[10] most waiters the tenant may have
 -- then per item five values starting at ARGV[5*i+6]: resource, requester, ttl
---   in ms ("0" for none), the release token to hand out (16 bytes), and the
+--   in ms ("0" for none; negative: a locklock default, lowered to the
+--   tenant's maxTtlSeconds), the release token to hand out (16 bytes), and the
 --   kind code ('' exclusive, 's' shared, a semaphore's limit; holds.lua)
 -- then, after the items, per item its warnBeforeSeconds at ARGV[5*n+10+i]
 --   ('0': no expiry warning; else at least 1 and below the TTL, contract
@@ -32,16 +33,22 @@
 -- at; it never waits); so does a locklock lock (ARGV[6] not '') on shared or
 -- semaphore holders (contract section 15, docs/design/kinds.md).
 --
+-- The tenant's lease policy (contract section 17; holds.lua policy_load)
+-- refuses a request before anything is done: {-5, item, why, limit}, why 1 a
+-- ttl above maxTtlSeconds (limit), 2 no ttl under requireTtl, 3 a wait above
+-- maxWaitSeconds (item 0); nothing is recorded for an Idempotency-Key.
 -- Returns -1 when the tenant does not exist, -2 when it holds its most
 -- already, -3 when the requester does, -4 when the tenant has its most
 -- waiters, else {rows, earliest}: one row per item, in order,
 --   {1, reservedAtMs, expiresAtMs or -1, fencingToken, releaseToken}   RESERVED
+--     (with maxHoldSeconds: {..., -1, holdDeadline, capped}; holds.lua granted)
 --   {0, heldBy or '', expiresAtMs or -1, queueLength, holders, available or -1}
 --                                                        ALREADY_HELD (the
 --                                                        oldest holder's)
 --   {3}                                                  ABORTED (all or nothing)
 --   {4, placeInLine, heldBy or '', expiresAtMs or -1}    QUEUED (waiting)
 --   {5, the holders' kind code}                          LIMIT_MISMATCH
+--   {6, availableAtMs}                                   LOCK_DELAY
 -- and `earliest`, a second to move the tenant to in the fleet's due index (0:
 -- no change; see holds.lua due_close).
 -- A hold whose expiresAt has passed counts as free. If its EXPIRED is still
@@ -62,9 +69,35 @@ local function warn_of(i, ttl)
   return ttl > 0 and w or 0
 end
 
-local tenant = redis.call('HMGET', KEYS[1], 'tier', 'hw', 'n')
+local tenant = redis.call('HMGET', KEYS[1], 'tier', 'hw', 'n', unpack(POLICY_FIELDS))
 if not tenant[1] then
   return -1
+end
+-- The tenant's lease policy (holds.lua policy_load): refusals first, before
+-- anything is written or counted.
+policy_load(p, {tenant[4], tenant[5], tenant[6], tenant[7], tenant[8]})
+local wait_ms = tonumber(ARGV[8])
+if wait_ms > pol.mw then
+  return {-5, 0, 3, pol.mw / 1000}
+end
+-- Each item's TTL in ms (0: none) after the policy, and whether maxHoldSeconds
+-- capped it.
+local ttls, capped = {}, {}
+for i = 1, n do
+  local ttl = tonumber(ARGV[5 * i + 8])
+  if ttl < 0 then
+    -- A locklock lock without expires_in: its default, lowered to maxTtlSeconds.
+    ttl = -ttl
+    if pol.mt > 0 and ttl > pol.mt then
+      ttl = pol.mt
+    end
+  end
+  if pol.mt > 0 and ttl > pol.mt then
+    return {-5, i, 1, pol.mt / 1000}
+  elseif pol.rt and ttl == 0 then
+    return {-5, i, 2, 0}
+  end
+  ttls[i], capped[i] = hold_clamp(ttl)
 end
 local hw = tonumber(tenant[2] or '0')
 local held = tonumber(tenant[3] or '0')
@@ -92,6 +125,9 @@ local function verdict(st, kc)
   if st.n > 0 and ((is_lock and st.hk ~= '') or join(st.hk, st.n, kc) == 'mismatch') then
     return {5, st.hk}
   end
+  if st.delay and join(st.hk, st.n, kc) ~= 'held' then
+    return {6, st.delay}
+  end
   local why = st.qlen > 0 or join(st.hk, st.n, kc) == 'held'
   if not why then
     return nil
@@ -106,6 +142,9 @@ end
 -- length of its line when the caller knows it.
 local function state_of(res, h, qlen)
   local st = {qlen = qlen or (lines and wl_length(p, res) or 0), n = 0}
+  if pol.ld > 0 then
+    st.delay = delay_until(p, res, h, now_ms)
+  end
   if h and h.grp then
     st.g = h
     st.n = grp_count(h, now_ms)
@@ -120,7 +159,6 @@ end
 -- item sees what the earlier ones would leave). A batch that cannot go now
 -- aborts, or, when it may wait and no item mismatches (nor its own earlier
 -- items), joins the lines.
-local wait_ms = tonumber(ARGV[8])
 if ARGV[7] == '1' or wait_ms > 0 then
   local rows, sims, failed, mismatch = {}, {}, false, false
   -- What the batch's own items take of each resource: an item that cannot
@@ -147,7 +185,7 @@ if ARGV[7] == '1' or wait_ms > 0 then
       mismatch = mismatch or rows[i][1] == 5
     else
       if st.n == 0 then
-        local ttl = tonumber(ARGV[a + 2])
+        local ttl = ttls[i]
         st.o = {rq = ARGV[a + 1], ea = ttl > 0 and now_ms + ttl or 0}
       end
       st.hk, st.n = kc, st.n + 1
@@ -160,7 +198,7 @@ if ARGV[7] == '1' or wait_ms > 0 then
     local items = {}
     for i = 1, n do
       local a = 5 * i + 6
-      items[i] = {ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]}
+      items[i] = {ARGV[a], ARGV[a + 1], ttls[i], ARGV[a + 3], ARGV[a + 4]}
       -- A waiter's item keeps its warning (6th, only when it has one): armed
       -- when the hand-over grants it.
       local w = warn_of(i, items[i][3])
@@ -171,7 +209,10 @@ if ARGV[7] == '1' or wait_ms > 0 then
     local ik = idem_pending(now_us, now_ms + wait_ms)
     local places = wl_enter(p, ARGV[9], label, ll, ik, items, now_ms, now_ms + wait_ms)
     for i = 1, n do
-      local r = rows[i] or {0, '', -1}
+      local r = rows[i]
+      if not r or r[1] ~= 0 then
+        r = {0, '', -1}
+      end
       rows[i] = {4, places[i], r[2], r[3]}
     end
     return {rows, 0}
@@ -189,9 +230,14 @@ for i = 1, n do
   local key = KEYS[2 + i]
   pg_more = n - i
   local a = 5 * i + 6
-  local res, rq, ttl, tok, kc = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
+  local res, rq, ttl, tok, kc = ARGV[a], ARGV[a + 1], ttls[i], ARGV[a + 3], ARGV[a + 4]
   local w = warn_of(i, ttl)
   local qlen = lines and wl_length(p, res) or 0
+  -- In its lock delay (only a tenant with lockDelaySeconds looks).
+  local delayed = nil
+  if kc == '' and qlen == 0 and pol.ld > 0 then
+    delayed = delay_until(p, res, rec_load(p, res), now_ms)
+  end
   if kc ~= '' then
     -- A shared hold or a permit: joins the group, if it may.
     local h = rec_load(p, res)
@@ -206,11 +252,13 @@ for i = 1, n do
       group_grant(p, group_for(p, res, h, kc),
         {tok = tok, rq = rq, lb = label, at = now_ms, ea = ea, ft = ft, ll = ll, w = w}, n - i + 1, ats)
       held = held + 1 - gone
-      out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
+      out[i] = granted(now_ms, ea, ft, tok, nil, capped[i])
     end
   elseif qlen > 0 then
     -- No barging: the line comes first, even for a free resource.
     out[i] = verdict(state_of(res, rec_load(p, res), qlen), kc)
+  elseif delayed then
+    out[i] = {6, delayed}
   else
     local ea = 0
     if ttl > 0 then
@@ -270,7 +318,7 @@ for i = 1, n do
         warn_file(p, res, wh)
       end
       ev_emit('RESERVED', res, rq, label, ats, ttl > 0 and eas or '', num(ft))
-      out[i] = {1, now_ms, ttl > 0 and ea or -1, ft, tok}
+      out[i] = granted(now_ms, ea, ft, tok, nil, capped[i])
     end
   end
 end

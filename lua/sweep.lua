@@ -18,6 +18,8 @@
 -- (no instance ran) shows EXPIRING before EXPIRED. Warnings count towards
 -- ARGV[2] but not in `retired`.
 --
+-- Each EXPIRED starts the resource's lock delay when the tenant has one
+-- (holds.lua delay_after): the hand-over then grants nothing until it ends.
 -- Returns {retired, more, next, ended}: more = 1 when the limit stopped it,
 -- next the tenant's earliest second that still has buckets (-1: none), ended
 -- the holds retired (clock.lua).

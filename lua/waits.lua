@@ -21,6 +21,12 @@
 --   P wn            zset waiter id -> heartbeat deadline: the tenant's waiters
 -- A grant is announced on `c:grants` as "<tenant id> <waiter id>".
 
+-- Every EXPIRED and FORCE_RELEASED starts the resource's lock delay
+-- (holds.lua delay_after; events.lua ev_on_end).
+ev_on_end = function(res, end_ms, now_ms)
+  delay_after(string.sub(ev_key, 1, -3), res, end_ms or now_ms, now_ms)
+end
+
 local WL_CHANNEL = 'c:grants'
 -- A waiter's record outlives its wait by this much (its instance collects a
 -- grant made at the last moment).
@@ -74,8 +80,10 @@ local wl_granted = {}
 -- retired here, EXPIRED first; docs/design/kinds.md for the kinds).
 -- The grant is the grant of reserve.lua: the hold, its indexes, its expiry
 -- bucket, a fencing token above the tenant's mark, RESERVED; its rows add
--- how long the waiter waited (ms).
+-- how long the waiter waited (ms). The tenant's lease policy applies (holds.lua):
+-- no grant during a lock delay, the TTL capped at maxHoldSeconds.
 local function wl_try(p, wid, w, now_ms, now_us, ats)
+  policy_load(p)
   local sims = {}
   for _, it in ipairs(w.it) do
     local res, kc = it[1], it[5] or ''
@@ -86,6 +94,10 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
     local st = sims[res]
     if not st then
       local h = rec_load(p, res)
+      -- In its lock delay: the waiter keeps its place (holds.lua).
+      if delay_until(p, res, h, now_ms) then
+        return false
+      end
       if h and h.grp then
         st = {n = grp_count(h, now_ms)}
         st.hk = st.n > 0 and h.kc or nil
@@ -113,6 +125,8 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
     local old = rec_load(p, res)
     local ft = math.max(hw + 1, now_us)
     hw = ft
+    local capped
+    ttl, capped = hold_clamp(ttl)
     local ea = now_ms + ttl
     if kc ~= '' then
       local gone = retire_lapsed(p, res, old, now_ms, ats)
@@ -133,7 +147,7 @@ local function wl_try(p, wid, w, now_ms, now_us, ats)
       warn_file(p, res, wh)
       ev_emit('RESERVED', res, rq, lb, ats, num(ea), num(ft))
     end
-    rows[i] = {1, now_ms, ea, ft, tok, now_ms - (w.en or now_ms)}
+    rows[i] = granted(now_ms, ea, ft, tok, now_ms - (w.en or now_ms), capped)
   end
   redis.call('HSET', p .. 't', 'hw', num(hw), 'n', num(held))
   wl_forget(p, wid, w)

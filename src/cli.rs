@@ -131,19 +131,78 @@ pub enum TenantCommand {
     },
     /// Show one tenant.
     Get { id: String },
-    /// Change a tenant's name and/or tier.
+    /// Change a tenant's name, tier and/or lease policy (contract section 17;
+    /// the policy applies fleet-wide from the next request).
     Update {
         id: String,
         #[arg(long)]
         name: Option<String>,
         #[arg(long)]
         tier: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Delete a tenant, its keys and its reservations.
     Delete { id: String },
     /// Set (or with --clear remove) how the tenant's own JWTs are verified for
     /// exchange at POST /api/v1/auth/token. Give exactly one key source.
     Jwt(JwtArgs),
+}
+
+/// The lease policy flags of `tenants update`; the server checks the values.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// The largest ttlSeconds a request may ask (1-31536000, or `none`).
+    #[arg(long, value_name = "SECONDS|none")]
+    pub max_ttl: Option<String>,
+    /// Whether every reserve item needs a ttlSeconds (`true` or `false`).
+    #[arg(long, value_name = "true|false")]
+    pub require_ttl: Option<bool>,
+    /// No hold lasts past reservedAt + this (1-31536000, or `none`).
+    #[arg(long, value_name = "SECONDS|none")]
+    pub max_hold: Option<String>,
+    /// After EXPIRED or FORCE_RELEASED the resource takes no new holder for
+    /// this long (0-60; 0: none).
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_delay: Option<u64>,
+    /// The longest waitSeconds a request may ask (1-300).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_wait: Option<u64>,
+    /// Put every policy field back to its default (alone, without the other
+    /// policy flags).
+    #[arg(long)]
+    pub reset_policy: bool,
+}
+
+/// The `policy` value of a tenant PATCH from the command line, if any flag
+/// sets one: `none` is null, a number a number, anything else is sent as it
+/// is for the server to refuse with its reason.
+fn policy_body(args: &PolicyArgs) -> Option<serde_json::Value> {
+    use serde_json::{json, Value};
+    let secs = |v: &str| match v {
+        "none" | "null" => Value::Null,
+        _ => v.parse::<u64>().map_or_else(|_| json!(v), |n| json!(n)),
+    };
+    let mut p = serde_json::Map::new();
+    if let Some(v) = &args.max_ttl {
+        p.insert("maxTtlSeconds".into(), secs(v));
+    }
+    if let Some(v) = args.require_ttl {
+        p.insert("requireTtl".into(), json!(v));
+    }
+    if let Some(v) = &args.max_hold {
+        p.insert("maxHoldSeconds".into(), secs(v));
+    }
+    if let Some(v) = args.lock_delay {
+        p.insert("lockDelaySeconds".into(), json!(v));
+    }
+    if let Some(v) = args.max_wait {
+        p.insert("maxWaitSeconds".into(), json!(v));
+    }
+    if args.reset_policy && p.is_empty() {
+        return Some(Value::Null);
+    }
+    (!p.is_empty()).then_some(Value::Object(p))
 }
 
 #[derive(Debug, Args)]
@@ -273,13 +332,27 @@ pub async fn run(settings: &Settings, args: AdminArgs) -> ExitCode {
                 (Method::GET, format!("/tenants{q}"), None)
             }
             TenantCommand::Get { id } => (Method::GET, format!("/tenants/{}", seg(&id)), None),
-            TenantCommand::Update { id, name, tier } => {
+            TenantCommand::Update {
+                id,
+                name,
+                tier,
+                policy,
+            } => {
                 let mut b = json!({});
                 if let Some(n) = name {
                     b["name"] = json!(n);
                 }
                 if let Some(t) = tier {
                     b["tier"] = json!(t);
+                }
+                if policy.reset_policy && policy_body(&policy) != Some(serde_json::Value::Null) {
+                    // Reset, then the flags: two changes in one request are
+                    // not expressible, so reset first.
+                    eprintln!("cooplocker admin: --reset-policy goes alone; run it first, then set fields");
+                    return ExitCode::from(2);
+                }
+                if let Some(p) = policy_body(&policy) {
+                    b["policy"] = p;
                 }
                 (Method::PATCH, format!("/tenants/{}", seg(&id)), Some(b))
             }

@@ -99,6 +99,11 @@ impl From<&CheckOutcome> for Line {
                 queue_length: *q,
                 holders: 0,
             },
+            // Free but taking no holder until its lock delay ends.
+            CheckOutcome::LockDelay { queue_length, .. } => Self {
+                queue_length: *queue_length,
+                holders: 0,
+            },
         }
     }
 }
@@ -553,6 +558,7 @@ mod tests {
             fencing_token: 1,
             api_key_label: "k".into(),
             kind: Kind::Semaphore(3),
+            hold_deadline: None,
         };
         assert_eq!(
             Line::from(&CheckOutcome::Held(h.clone(), 2)),
@@ -568,5 +574,16 @@ mod tests {
         };
         assert_eq!(Line::from(&two).holders, 2);
         assert_eq!(Line::from(&CheckOutcome::Free(4)).queue_length, 4);
+        let delayed = CheckOutcome::LockDelay {
+            queue_length: 2,
+            available_at: 9,
+        };
+        assert_eq!(
+            Line::from(&delayed),
+            Line {
+                queue_length: 2,
+                holders: 0
+            }
+        );
     }
 }

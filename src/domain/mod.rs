@@ -3,8 +3,10 @@
 //! contract's rules (section 1), so nothing invalid can reach a store.
 
 pub mod jwt;
+pub mod policy;
 mod time;
 
+pub use policy::{LeasePolicy, PolicyRefusal};
 pub use time::{format_millis, Millis};
 
 use serde::Serialize;
@@ -295,6 +297,9 @@ pub struct Holding {
     pub api_key_label: String,
     /// What kind of hold it is (contract section 15).
     pub kind: Kind,
+    /// `reservedAt + maxHoldSeconds` when the tenant's lease policy has one
+    /// (contract section 17).
+    pub hold_deadline: Option<Millis>,
 }
 
 /// The most permits a semaphore may have, and the most shared holders one
@@ -379,6 +384,8 @@ pub struct Tenant {
     pub created_at: Millis,
     /// JWT verification settings, `None` when not configured.
     pub jwt: Option<jwt::JwtSettings>,
+    /// The lease policy (contract section 17).
+    pub policy: LeasePolicy,
 }
 
 /// What an API key may do (contract section 16): `Write` (the default, every

@@ -11,6 +11,7 @@ use super::wire::{
     AdminErrors, ErrorBody, KeyCreate, KeyList, KeyView, TenantCreate, TenantCreated, TenantList,
     TenantListParams, TenantPatch, TenantView, DEFAULT_TENANT_LIMIT, MAX_TENANT_LIMIT,
 };
+use crate::domain::policy::PolicyPatch;
 use crate::domain::{KeyId, KeyLabel, KeyScope, Resource, TenantId, TenantName, Tier};
 use crate::state::AppState;
 use crate::store::KeyCreateError;
@@ -105,7 +106,7 @@ pub async fn get_tenant(
     Ok(HttpResponse::Ok().json(TenantView::from(&tenant)))
 }
 
-#[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Change the name, tier or JWT settings of a tenant", request_body = TenantPatch, params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 200, description = "The tenant", body = TenantView<'static>), AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(patch, path = "/api/v1/admin/tenants/{id}", tag = "admin", summary = "Change the name, tier, JWT settings or lease policy of a tenant", request_body = TenantPatch, params(("id" = String, Path, format = "uuid", description = "Tenant id")), responses((status = 200, description = "The tenant", body = TenantView<'static>), AdminErrors), security(("adminToken" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %path.as_str()))]
 pub async fn update_tenant(
     req: HttpRequest,
@@ -119,22 +120,36 @@ pub async fn update_tenant(
     let id = tenant_id(&path)?;
     let obj = parse_object(&body, false)?;
     let mut details = Vec::new();
-    let mut f = Fields::new(None, obj, &["name", "tier", "jwt"], &mut details);
+    let mut f = Fields::new(None, obj, &["name", "tier", "jwt", "policy"], &mut details);
     let name = f.opt_string("name", TenantName::parse);
     let tier = f.opt_string("tier", |t| Tier::parse(&t));
+    let has_policy = f.has("policy");
     let jwt = if f.has("jwt") {
         jwt_settings(&body, &mut details).map(Some)
     } else {
         Some(None)
     };
-    let (Some(name), Some(tier), Some(jwt), true) = (name, tier, jwt, details.is_empty()) else {
+    let policy = if has_policy {
+        policy_patch(&body, &mut details).map(Some)
+    } else {
+        Some(None)
+    };
+    let (Some(name), Some(tier), Some(jwt), Some(policy), true) =
+        (name, tier, jwt, policy, details.is_empty())
+    else {
         return Err(invalid_items(details));
     };
-    let request = TenantPatch { name, tier, jwt };
+    let request = TenantPatch {
+        name,
+        tier,
+        jwt,
+        policy,
+    };
     let patch = crate::store::TenantPatch {
         name: request.name,
         tier: request.tier,
         jwt: request.jwt,
+        policy: request.policy.unwrap_or_default(),
     };
     let tenant = state
         .accounts
@@ -196,6 +211,58 @@ fn jwt_settings(
         Err(problems) => {
             for (field, problem) in problems {
                 details.push(Detail::field(None, &format!("jwt.{field}"), problem));
+            }
+            None
+        }
+    }
+}
+
+/// The `policy` field of a tenant PATCH (contract section 17): the fields to
+/// change, or every field back to its default for null. Read again from the
+/// body so that repeated fields inside it are seen.
+fn policy_patch(body: &[u8], details: &mut Vec<Detail>) -> Option<PolicyPatch> {
+    use crate::domain::policy::FIELDS;
+    #[derive(serde::Deserialize)]
+    struct Part {
+        #[serde(default)]
+        policy: Option<Object>,
+    }
+    let Ok(part) = serde_json::from_slice::<Part>(body) else {
+        details.push(Detail::field(
+            None,
+            "policy",
+            format!(
+                "must be an object with some of {} or null",
+                FIELDS.join(", ")
+            ),
+        ));
+        return None;
+    };
+    // Present (the caller checked), so absent here means null.
+    let Some(obj) = part.policy else {
+        return Some(PolicyPatch::reset());
+    };
+    let before = details.len();
+    let mut seen: Vec<&str> = Vec::new();
+    for (k, _) in &obj.0 {
+        if seen.contains(&k.as_str()) {
+            details.push(Detail::field(
+                None,
+                &format!("policy.{k}"),
+                "appears more than once",
+            ));
+        } else {
+            seen.push(k);
+        }
+    }
+    if details.len() > before {
+        return None;
+    }
+    match PolicyPatch::parse(obj.0) {
+        Ok(p) => Some(p),
+        Err(problems) => {
+            for (field, problem) in problems {
+                details.push(Detail::field(None, &format!("policy.{field}"), problem));
             }
             None
         }

@@ -5,6 +5,7 @@
 //! Internal causes are logged with their chain and never sent to the client.
 
 use super::wire::{Detail, ErrorBody, ErrorInfo};
+use crate::domain::PolicyRefusal;
 use crate::store::StoreError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -180,6 +181,44 @@ impl From<StoreError> for ApiError {
             }
             .with_headers(super::rate_headers::headers(&d))
             }
+            StoreError::Policy(why) => Self::policy(why, Some("ttlSeconds"), "waitSeconds"),
+        }
+    }
+}
+
+impl ApiError {
+    /// A lease-policy refusal (contract section 17) as a 400 naming the
+    /// item and field: `ttl_field` is the items' name for the TTL (`None`: a
+    /// request of no items, locklock's `expires_in`), `wait_field` the
+    /// request's for the wait.
+    pub fn policy(why: PolicyRefusal, ttl_field: Option<&str>, wait_field: &str) -> Self {
+        let itemized = ttl_field.is_some();
+        let ttl_field = ttl_field.unwrap_or("expires_in");
+        let (index, field, problem) = match why {
+            PolicyRefusal::TtlAboveMax { index, max_seconds } => (
+                Some(index),
+                ttl_field,
+                format!("is above this tenant's lease policy maxTtlSeconds ({max_seconds})"),
+            ),
+            PolicyRefusal::TtlRequired { index } => (
+                Some(index),
+                ttl_field,
+                "is required by this tenant's lease policy (requireTtl)".to_string(),
+            ),
+            PolicyRefusal::WaitAboveMax { max_seconds } => (
+                None,
+                wait_field,
+                format!("is above this tenant's lease policy maxWaitSeconds ({max_seconds})"),
+            ),
+        };
+        let index = index.filter(|_| itemized);
+        let message = match index {
+            Some(i) => format!("item {i}: {field} {problem}"),
+            None => format!("{field} {problem}"),
+        };
+        Self::InvalidRequest {
+            message,
+            details: vec![Detail::field(index, field, problem)],
         }
     }
 }

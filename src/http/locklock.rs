@@ -259,6 +259,9 @@ async fn acquire(
     let mut holder = holder(&req, &state, naming).await?;
     tracing::Span::current().record("tenant", tracing::field::display(&holder.caller.tenant));
     holder.idempotent(&req, &state, naming.route("lock"), &body)?;
+    // Without expires_in the tenant's maxTtlSeconds lowers the default
+    // rather than refusing it (contract section 17).
+    let ttl_defaulted = expires_in.is_none();
     let expires_in = expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
     if holder.per_address.is_some() && expires_in > DEFAULT_EXPIRES_IN {
         return Err(ApiError::invalid_field(
@@ -297,6 +300,7 @@ async fn acquire(
             waiter: WaiterId::generate(),
             max_waiters: super::waiting::max_waiters(holder.tier.unwrap_or(Tier::Free)),
         }),
+        ttl_defaulted,
     };
     let started = std::time::Instant::now();
     // Subscribed before the waiter enters, so no grant goes unheard.
@@ -347,6 +351,7 @@ async fn acquire(
             LockOutcome::Full => "FULL",
             LockOutcome::TooMany => "TOO_MANY",
             LockOutcome::Queued => "QUEUED",
+            LockOutcome::Delayed { .. } => "LOCK_DELAY",
         },
         1,
     );
@@ -368,6 +373,22 @@ async fn acquire(
             resource.as_str()
         ))
         .with_headers(holder.limit_headers)),
+        // In its lock delay after an expiry or a force release (the tenant's
+        // lockDelaySeconds): 409, with when to come back.
+        LockOutcome::Delayed { available_at } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let after = available_at.saturating_sub(now).div_ceil(1000).max(1);
+            let mut headers = holder.limit_headers;
+            headers.push(("Retry-After", after.to_string()));
+            Err(ApiError::Locked(format!(
+                "the lock {:?} is in its lock delay after its holder was lost; it can be acquired again at {}",
+                resource.as_str(),
+                format_millis(available_at)
+            ))
+            .with_headers(headers))
+        }
         LockOutcome::TooMany => Err(ApiError::RateLimited {
             message: format!(
                 "this address holds as many public locks as it may ({}); release some, wait for them to expire, or use an API key",
@@ -450,7 +471,10 @@ fn tenant_gone(e: StoreError, state: &AppState) -> ApiError {
     if matches!(e, StoreError::TenantGone) {
         state.public_tenant_ready.store(false, Ordering::Relaxed);
     }
-    e.into()
+    match e {
+        StoreError::Policy(why) => ApiError::policy(why, None, "wait"),
+        e => e.into(),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/api/lock/uuid/{uuid}", tag = "locklock", summary = "Acquire a UUID lock (keyless public locks allowed)", request_body(content = LockOptions, description = "Optional: no body, an empty one, or this object"), params(LockWaitParams, IdempotencyParams, ("uuid" = String, Path, format = "uuid", description = "A UUID (any case)")), responses((status = 200, description = "Acquired", body = LockAcquired<'static>), (status = 409, description = "Held by someone else (LOCKED)", body = ErrorBody<'static>), LockErrors))]

@@ -341,6 +341,8 @@ pub async fn reserve(
                     expires_at,
                     fencing_token,
                     waited_ms,
+                    hold_deadline,
+                    capped,
                 } => ItemResult {
                     release_token: Some(release_token.as_str()),
                     reserved_at: Some(format_millis(*reserved_at)),
@@ -349,7 +351,13 @@ pub async fn reserve(
                     // The store's count (a repeat answers the same), else
                     // what this instance saw.
                     waited_ms: waited_ms.or(waited),
+                    hold_deadline: hold_deadline.map(format_millis),
+                    capped: capped.then_some(true),
                     ..item(ItemStatus::Reserved).kind(it.kind)
+                },
+                ReserveOutcome::LockDelay { available_at } => ItemResult {
+                    available_at: Some(format_millis(*available_at)),
+                    ..item(ItemStatus::LockDelay).kind(it.kind)
                 },
                 ReserveOutcome::AlreadyHeld {
                     held_by,
@@ -499,8 +507,14 @@ pub async fn extend(
             let item =
                 |status| ItemResult::new(it.resource.as_str(), Some(it.requester.as_str()), status);
             match out {
-                ExtendOutcome::Extended { expires_at } => ItemResult {
+                ExtendOutcome::Extended {
+                    expires_at,
+                    hold_deadline,
+                    capped,
+                } => ItemResult {
                     expires_at: Some(Some(format_millis(expires_at))),
+                    hold_deadline: hold_deadline.map(format_millis),
+                    capped: capped.then_some(true),
                     ..item(ItemStatus::Extended)
                 },
                 ExtendOutcome::NotHeld => item(ItemStatus::NotHeld),
@@ -541,6 +555,7 @@ pub async fn check(
                 r.expires_at = Some(h.expires_at.map(format_millis));
                 r.fencing_token = Some(h.fencing_token);
                 r.queue_length = Some(*waiting).filter(|q| *q > 0);
+                r.hold_deadline = h.hold_deadline.map(format_millis);
                 r.kind(h.kind)
             }
             CheckOutcome::Holders {
@@ -560,6 +575,7 @@ pub async fn check(
                 r.expires_at = oldest.map(|h| h.expires_at.map(format_millis));
                 r.fencing_token = oldest.map(|h| h.fencing_token);
                 r.queue_length = Some(*queue_length).filter(|q| *q > 0);
+                r.hold_deadline = oldest.and_then(|h| h.hold_deadline).map(format_millis);
                 r.available = kind
                     .limit()
                     .map(|l| u64::from(l).saturating_sub(holders.len() as u64));
@@ -571,6 +587,7 @@ pub async fn check(
                             reserved_at: format_millis(h.reserved_at),
                             expires_at: h.expires_at.map(format_millis),
                             fencing_token: h.fencing_token,
+                            hold_deadline: h.hold_deadline.map(format_millis),
                         })
                         .collect(),
                 ));
@@ -578,6 +595,14 @@ pub async fn check(
             }
             CheckOutcome::Free(waiting) => ItemResult {
                 queue_length: Some(*waiting).filter(|q| *q > 0),
+                ..ItemResult::new(res.as_str(), None, ItemStatus::Free)
+            },
+            CheckOutcome::LockDelay {
+                queue_length,
+                available_at,
+            } => ItemResult {
+                queue_length: Some(*queue_length).filter(|q| *q > 0),
+                available_at: Some(format_millis(*available_at)),
                 ..ItemResult::new(res.as_str(), None, ItemStatus::Free)
             },
         })

@@ -14,9 +14,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The longest wait (the default of the tenant lease policy's
-/// `maxWaitSeconds`, contract section 17).
-pub const MAX_WAIT_SECONDS: u64 = 60;
+/// The longest wait any request may ask (`waitSeconds`, locklock `wait`);
+/// the tenant lease policy's `maxWaitSeconds` (default 60, contract section
+/// 17) bounds it further, in the store's step.
+pub const MAX_WAIT_SECONDS: u64 = crate::domain::policy::MAX_WAIT_SECONDS;
 /// How often a waiter's instance looks at its record at the latest.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 /// How often a waiter checks whether the instance is shutting down and

@@ -8,8 +8,8 @@ pub mod redis;
 pub mod topology;
 
 use crate::domain::{
-    ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Kind, Millis, Principal, ReleaseToken,
-    Requester, Resource, Tenant, TenantId, TenantName, Tier, Ttl, WarnBefore,
+    ApiKeyInfo, Holding, IssuedKey, KeyId, KeyScope, Kind, Millis, PolicyRefusal, Principal,
+    ReleaseToken, Requester, Resource, Tenant, TenantId, TenantName, Tier, Ttl, WarnBefore,
 };
 use crate::events::{EventId, History, Live};
 use async_trait::async_trait;
@@ -39,6 +39,10 @@ pub enum StoreError {
     /// section 12); nothing changed.
     #[error("the request under the Idempotency-Key is still waiting")]
     IdempotencyKeyInUse,
+    /// The tenant's lease policy refused the request (contract section 17);
+    /// nothing changed and nothing was recorded for its Idempotency-Key.
+    #[error("the tenant's lease policy refused the request")]
+    Policy(PolicyRefusal),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -163,7 +167,15 @@ pub enum ReserveOutcome {
         /// A grant after a wait: how long the request waited in line (store
         /// clock, entering to grant), so a repeat answers the same.
         waited_ms: Option<Millis>,
+        /// `reservedAt + maxHoldSeconds` when the tenant's policy has one.
+        hold_deadline: Option<Millis>,
+        /// The policy's maxHoldSeconds lowered the expiry (contract section 17).
+        capped: bool,
     },
+    /// The resource is in its lock delay after an `EXPIRED` or
+    /// `FORCE_RELEASED` (contract section 17): no new holder before
+    /// `available_at`. Nothing changed.
+    LockDelay { available_at: Millis },
     /// Held (by `held_by`, empty when the resource is free but has a line),
     /// or free with waiters in line: no barging (contract section 12).
     /// With several holders, `held_by` and `expires_at` are the oldest
@@ -315,6 +327,10 @@ pub struct ExtendItem {
 pub enum ExtendOutcome {
     Extended {
         expires_at: Millis,
+        /// `reservedAt + maxHoldSeconds` when the tenant's policy has one.
+        hold_deadline: Option<Millis>,
+        /// The policy's maxHoldSeconds lowered the expiry.
+        capped: bool,
     },
     NotHeld,
     InvalidToken,
@@ -336,6 +352,11 @@ pub enum CheckOutcome {
     /// Free, with how many wait in its line (a multi-item waiter at its head
     /// may be waiting for its other resources).
     Free(u64),
+    /// Free but in its lock delay until `available_at` (contract section 17).
+    LockDelay {
+        queue_length: u64,
+        available_at: Millis,
+    },
 }
 
 /// One item of a validate batch: the fencing token a writer presented for a
@@ -374,6 +395,9 @@ pub struct LockRequest {
     pub max_per_requester: Option<usize>,
     /// Wait in line when the lock is held (locklock `?wait=N`).
     pub wait: Option<Wait>,
+    /// `ttl` is locklock's default, not the client's `expires_in`: the
+    /// tenant's maxTtlSeconds lowers it instead of refusing it.
+    pub ttl_defaulted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,6 +413,10 @@ pub enum LockOutcome {
     TooMany,
     /// In the lock's line (with `wait`): the answer comes when the wait ends.
     Queued,
+    /// In its lock delay (contract section 17): free again at `available_at`.
+    Delayed {
+        available_at: Millis,
+    },
 }
 
 /// Who may release a reservation by name (without its release token).
@@ -474,6 +502,8 @@ pub struct TenantPatch {
     pub tier: Option<Tier>,
     /// `Some(None)` removes the JWT settings.
     pub jwt: Option<Option<crate::tokens::JwtSettings>>,
+    /// The lease policy fields to change (contract section 17).
+    pub policy: crate::domain::policy::PolicyPatch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,7 @@ mod lock_command;
 mod locklock;
 mod ops;
 mod ops_kit;
+mod policy;
 mod rate_limits;
 mod reservations;
 mod semaphore_fleet;

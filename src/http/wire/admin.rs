@@ -1,7 +1,8 @@
 //! The admin API: tenants, their JWT settings and API keys.
 
 use crate::domain::{
-    format_millis, ApiKeyInfo, IssuedKey, KeyLabel, KeyScope, Tenant, TenantId, TenantName, Tier,
+    format_millis, ApiKeyInfo, IssuedKey, KeyLabel, KeyScope, LeasePolicy, Tenant, TenantId,
+    TenantName, Tier,
 };
 use crate::tokens::JwtSettings;
 use serde::Serialize;
@@ -57,6 +58,8 @@ pub struct TenantView<'a> {
     /// Null when the tenant accepts no JWTs.
     #[schema(required = true)]
     pub jwt: Option<JwtView<'a>>,
+    /// The lease policy, every field (contract section 17).
+    pub policy: &'a LeasePolicy,
 }
 
 impl<'a> From<&'a Tenant> for TenantView<'a> {
@@ -67,6 +70,7 @@ impl<'a> From<&'a Tenant> for TenantView<'a> {
             tier: t.tier,
             created_at: format_millis(t.created_at),
             jwt: t.jwt.as_ref().map(JwtView::from),
+            policy: &t.policy,
         }
     }
 }
@@ -120,6 +124,28 @@ pub struct TenantPatch {
     pub tier: Option<Tier>,
     #[schema(value_type = Option<JwtSettings>)]
     pub jwt: Option<Option<JwtSettings>>,
+    /// Fields left out stay as they are; `"policy": null` puts every field
+    /// back to its default.
+    #[schema(value_type = Option<LeasePolicyPatch>)]
+    pub policy: Option<crate::domain::policy::PolicyPatch>,
+}
+
+/// A change to a tenant's lease policy: fields left out stay as they are.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LeasePolicyPatch {
+    /// 1 to 31536000, or null for none.
+    #[schema(rename = "maxTtlSeconds", minimum = 1, maximum = 31536000)]
+    pub max_ttl_seconds: Option<Option<u64>>,
+    #[schema(rename = "requireTtl")]
+    pub require_ttl: Option<bool>,
+    /// 1 to 31536000, or null for none.
+    #[schema(rename = "maxHoldSeconds", minimum = 1, maximum = 31536000)]
+    pub max_hold_seconds: Option<Option<u64>>,
+    #[schema(rename = "lockDelaySeconds", minimum = 0, maximum = 60)]
+    pub lock_delay_seconds: Option<u64>,
+    #[schema(rename = "maxWaitSeconds", minimum = 1, maximum = 300)]
+    pub max_wait_seconds: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -152,7 +152,7 @@ schema_of!(
 
 /// The request objects: read strictly, so a field they do not name is a 400.
 /// [`StrictRequests`] says so in the document (`additionalProperties: false`).
-fn request_objects() -> [Cow<'static, str>; 12] {
+fn request_objects() -> [Cow<'static, str>; 13] {
     [
         ReserveItem::name(),
         ReleaseItem::name(),
@@ -164,6 +164,7 @@ fn request_objects() -> [Cow<'static, str>; 12] {
         LockSecret::name(),
         TenantCreate::name(),
         TenantPatch::name(),
+        LeasePolicyPatch::name(),
         KeyCreate::name(),
         JwtSettings::name(),
     ]

@@ -212,6 +212,10 @@ pub enum ItemStatus {
     /// Not granted within `waitSeconds`: nothing is held, the request left
     /// every line.
     TimedOut,
+    /// The resource is in its lock delay after an `EXPIRED` or
+    /// `FORCE_RELEASED` (the tenant's `lockDelaySeconds`): no new holder
+    /// before `availableAt`. Nothing was done.
+    LockDelay,
 }
 
 impl ItemStatus {
@@ -228,6 +232,7 @@ impl ItemStatus {
             Self::Aborted => "ABORTED",
             Self::LimitMismatch => "LIMIT_MISMATCH",
             Self::TimedOut => "TIMED_OUT",
+            Self::LockDelay => "LOCK_DELAY",
         }
     }
 }
@@ -296,6 +301,21 @@ pub struct ItemResult<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub available: Option<u64>,
+    /// With the tenant's `maxHoldSeconds`: `reservedAt + maxHoldSeconds`, past
+    /// which no extend moves `expiresAt` (RESERVED, EXTENDED, HELD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub hold_deadline: Option<String>,
+    /// RESERVED, EXTENDED: `true` when `maxHoldSeconds` lowered `expiresAt`
+    /// below what the item asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub capped: Option<bool>,
+    /// LOCK_DELAY, and FREE in a lock delay: when the resource takes a new
+    /// holder again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub available_at: Option<String>,
 }
 
 /// `holders`: a count on ALREADY_HELD, the list on HELD.
@@ -317,6 +337,10 @@ pub struct Holder {
     #[schema(format = DateTime, required = true)]
     pub expires_at: Option<String>,
     pub fencing_token: u64,
+    /// With the tenant's `maxHoldSeconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub hold_deadline: Option<String>,
 }
 
 impl<'a> ItemResult<'a> {
@@ -338,6 +362,9 @@ impl<'a> ItemResult<'a> {
             limit: None,
             holders: None,
             available: None,
+            hold_deadline: None,
+            capped: None,
+            available_at: None,
         }
     }
 
@@ -397,7 +424,8 @@ pub struct ReserveParams {
     /// Wait up to this many seconds in the line of each
     /// resource (strict FIFO) when the batch cannot be granted now; every item
     /// needs ttlSeconds, and more than one item needs atomic=true.
-    #[param(minimum = 0, maximum = 60, default = 0)]
+    /// At most the tenant's `policy.maxWaitSeconds` (default 60).
+    #[param(minimum = 0, maximum = 300, default = 0)]
     pub wait_seconds: Option<u64>,
 }
 
@@ -421,6 +449,10 @@ pub struct Reservation<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, minimum = 1, maximum = 10000)]
     pub limit: Option<u16>,
+    /// With the tenant's `maxHoldSeconds`: `reservedAt + maxHoldSeconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
+    pub hold_deadline: Option<String>,
 }
 
 impl<'a> From<&'a Holding> for Reservation<'a> {
@@ -434,6 +466,7 @@ impl<'a> From<&'a Holding> for Reservation<'a> {
             api_key_label: &h.api_key_label,
             mode: h.kind.mode(),
             limit: h.kind.limit(),
+            hold_deadline: h.hold_deadline.map(format_millis),
         }
     }
 }

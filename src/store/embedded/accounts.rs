@@ -14,6 +14,7 @@ impl Accounts for EmbeddedStore {
                 tier,
                 created_at: now_ms,
                 jwt: None,
+                policy: crate::domain::LeasePolicy::default(),
             })
         });
         Ok(())
@@ -33,6 +34,7 @@ impl Accounts for EmbeddedStore {
             tier,
             created_at: now_ms,
             jwt: None,
+            policy: crate::domain::LeasePolicy::default(),
         };
         st.tenants
             .insert(tenant.id.clone(), TenantState::new(tenant.clone()));
@@ -87,6 +89,7 @@ impl Accounts for EmbeddedStore {
             if let Some(jwt) = &patch.jwt {
                 ts.tenant.jwt = jwt.clone();
             }
+            patch.policy.apply(&mut ts.tenant.policy);
             ts.tenant.clone()
         };
         self.invalidate(id);

@@ -20,8 +20,8 @@ use super::{
 };
 use crate::domain::{
     constant_time_eq, generate_secret, hash_secret, ApiKeyInfo, Holding, IssuedKey, KeyId,
-    KeyScope, Kind, Millis, Principal, ReleaseToken, Requester, Resource, Tenant, TenantId,
-    TenantName, Tier,
+    KeyScope, Kind, Millis, PolicyRefusal, Principal, ReleaseToken, Requester, Resource, Tenant,
+    TenantId, TenantName, Tier,
 };
 use crate::events::{Event, EventId, EventKind, History, Live};
 use async_trait::async_trait;
@@ -89,6 +89,9 @@ struct TenantState {
     pending: Vec<Event>,
     /// The lines of waiting requests (contract section 12).
     waits: waits::Lines,
+    /// Resources in their lock delay (contract section 17): availableAt, as
+    /// `P d:<resource>` of `lua/holds.lua`; dropped by the sweep once past.
+    delays: HashMap<String, Millis>,
 }
 
 struct KeyRec {
@@ -129,7 +132,9 @@ impl Lock {
         Some(self.expires_at?.saturating_sub(self.warn_s? * 1000))
     }
 
-    fn holding(&self, resource: &str) -> Option<Holding> {
+    /// The hold as answers show it; `max_hold`: the tenant's maxHoldSeconds
+    /// in ms, which gives its holdDeadline.
+    fn holding(&self, resource: &str, max_hold: Option<Millis>) -> Option<Holding> {
         Some(Holding {
             resource: Resource::parse(resource).ok()?,
             requester: self.requester.clone(),
@@ -138,6 +143,7 @@ impl Lock {
             fencing_token: self.fencing,
             api_key_label: self.label.clone(),
             kind: self.kind,
+            hold_deadline: max_hold.map(|m| self.reserved_at + m),
         })
     }
 
@@ -242,7 +248,61 @@ impl TenantState {
             max_dropped: None,
             pending: Vec::new(),
             waits: waits::Lines::default(),
+            delays: HashMap::new(),
         }
+    }
+
+    /// The lease policy's maxHoldSeconds in ms, if it has one.
+    fn max_hold_ms(&self) -> Option<Millis> {
+        self.tenant.policy.max_hold_seconds.map(|s| s * 1000)
+    }
+
+    /// The TTL a grant gets for `ttl_ms` under maxHoldSeconds, and whether
+    /// the policy capped it (`lua/holds.lua` hold_clamp).
+    fn hold_clamp(&self, ttl_ms: Option<Millis>) -> (Option<Millis>, bool) {
+        match (self.max_hold_ms(), ttl_ms) {
+            (Some(mh), None) => (Some(mh), true),
+            (Some(mh), Some(t)) if t > mh => (Some(mh), true),
+            _ => (ttl_ms, false),
+        }
+    }
+
+    /// availableAt when `resource` is in its lock delay now (a hold past its
+    /// time not retired yet counts as ended at its expiresAt), else `None`
+    /// (`lua/holds.lua` delay_until).
+    fn delay_until(&self, resource: &str, now_ms: Millis) -> Option<Millis> {
+        let ld = self.tenant.policy.lock_delay_seconds * 1000;
+        if ld == 0 {
+            return None;
+        }
+        let lapsed = self
+            .locks
+            .get(resource)
+            .into_iter()
+            .flatten()
+            .filter(|l| !l.live(now_ms))
+            .filter_map(|l| l.expires_at)
+            .map(|ea| ea + ld)
+            .max();
+        let at = self.delays.get(resource).copied().max(lapsed)?;
+        (at > now_ms).then_some(at)
+    }
+
+    /// Why a request of kind `kind` on `resource` (holders `view`) cannot be
+    /// granted now — LIMIT_MISMATCH, LOCK_DELAY, or ALREADY_HELD — or `None`.
+    fn judge(
+        &self,
+        view: &View,
+        resource: &str,
+        kind: Kind,
+        now_ms: Millis,
+    ) -> Option<ReserveOutcome> {
+        if !view.mismatch(kind) && view.can_join(kind) {
+            if let Some(available_at) = self.delay_until(resource, now_ms) {
+                return Some(ReserveOutcome::LockDelay { available_at });
+            }
+        }
+        view.verdict(kind, self.waits.len_of(resource))
     }
 
     /// Records an event of `lock` on `resource` (history and pending publish).
@@ -264,6 +324,18 @@ impl TenantState {
         if let Some(end) = end {
             let ms = now_ms.saturating_sub(lock.reserved_at);
             crate::metrics::hold_ended(end, ms as f64 / 1000.0);
+        }
+        // EXPIRED (at its expiresAt) and FORCE_RELEASED (now) start the
+        // resource's lock delay (contract section 17).
+        let ld = self.tenant.policy.lock_delay_seconds * 1000;
+        let ended_at = match kind {
+            EventKind::Expired => Some(lock.expires_at.unwrap_or(now_ms)),
+            EventKind::ForceReleased => Some(now_ms),
+            _ => None,
+        };
+        if let Some(until) = ended_at.map(|e| e + ld).filter(|u| ld > 0 && *u > now_ms) {
+            let at = self.delays.entry(resource.to_string()).or_insert(until);
+            *at = (*at).max(until);
         }
         let id = match self.last_event {
             Some(last) if last.ms >= now_ms => EventId {
@@ -318,7 +390,8 @@ impl TenantState {
         self.retire_expired(res, now_ms, retain);
         let fencing = (self.high_water + 1).max(now_us);
         self.high_water = fencing;
-        let expires_at = g.ttl_ms.map(|t| now_ms + t);
+        let (ttl_ms, capped) = self.hold_clamp(g.ttl_ms);
+        let expires_at = ttl_ms.map(|t| now_ms + t);
         let lock = Lock {
             kind: g.kind,
             locklock: g.locklock.is_some(),
@@ -339,6 +412,8 @@ impl TenantState {
             expires_at,
             fencing_token: fencing,
             waited_ms: None,
+            hold_deadline: self.max_hold_ms().map(|m| now_ms + m),
+            capped,
         }
     }
 
@@ -450,8 +525,7 @@ impl TenantState {
     /// (LIMIT_MISMATCH, or ALREADY_HELD: held, full, or free with a line —
     /// no barging); `None` when it can.
     fn blocked(&self, resource: &str, kind: Kind, now_ms: Millis) -> Option<ReserveOutcome> {
-        self.view(resource, now_ms)
-            .verdict(kind, self.waits.len_of(resource))
+        self.judge(&self.view(resource, now_ms), resource, kind, now_ms)
     }
 
     /// The live hold of `resource` that `requester` holds with `token`.
@@ -532,6 +606,7 @@ impl TenantState {
         for resource in freed {
             self.handover(resource, now_ms * 1000, retain);
         }
+        self.delays.retain(|_, at| *at > now_ms);
         due.len()
     }
 }
@@ -619,6 +694,30 @@ impl EmbeddedStore {
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
         };
+        // The tenant's lease policy refuses first, before anything is done
+        // (contract section 17; reserve.lua's order).
+        let policy = ts.tenant.policy;
+        if let Some(w) = mode.wait {
+            if w.ms > policy.max_wait_seconds * 1000 {
+                return Err(StoreError::Policy(PolicyRefusal::WaitAboveMax {
+                    max_seconds: policy.max_wait_seconds,
+                }));
+            }
+        }
+        for (index, it) in items.iter().enumerate() {
+            match (it.ttl, policy.max_ttl_seconds) {
+                (Some(t), Some(max)) if t.seconds() > max => {
+                    return Err(StoreError::Policy(PolicyRefusal::TtlAboveMax {
+                        index,
+                        max_seconds: max,
+                    }))
+                }
+                (None, _) if policy.require_ttl => {
+                    return Err(StoreError::Policy(PolicyRefusal::TtlRequired { index }))
+                }
+                _ => {}
+            }
+        }
         // The tenant's (and the requester's) holds, every permit and shared
         // hold counted.
         if max_held.is_some_and(|max| ts.by_requester.len() + items.len() > max) {
@@ -654,7 +753,7 @@ impl EmbeddedStore {
                 .map(|it| {
                     let res = it.resource.as_str();
                     let view = views.entry(res).or_insert_with(|| ts.view(res, now_ms));
-                    let verdict = view.verdict(it.kind, ts.waits.len_of(res));
+                    let verdict = ts.judge(view, res, it.kind, now_ms);
                     if verdict.is_none() {
                         let ea = it.ttl.map(|t| now_ms + t.millis());
                         view.join(it.kind, it.requester.as_str(), ea);

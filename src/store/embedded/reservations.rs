@@ -124,6 +124,16 @@ impl EmbeddedStore {
         let Some(ts) = st.tenants.get_mut(&caller.tenant) else {
             return Err(StoreError::TenantGone);
         };
+        // The lease policy refuses first (contract section 17; extend.lua).
+        if let Some(max) = ts.tenant.policy.max_ttl_seconds {
+            if let Some(index) = items.iter().position(|it| it.ttl.seconds() > max) {
+                return Err(StoreError::Policy(PolicyRefusal::TtlAboveMax {
+                    index,
+                    max_seconds: max,
+                }));
+            }
+        }
+        let max_hold = ts.max_hold_ms();
         let none = HashSet::new();
         if mode.atomic {
             // Extending never changes another item's answer.
@@ -146,8 +156,27 @@ impl EmbeddedStore {
                     continue;
                 }
             };
-            let ea = now_ms + it.ttl.millis();
+            let mut ea = now_ms + it.ttl.millis();
+            let mut outcome = ExtendOutcome::Extended {
+                expires_at: ea,
+                hold_deadline: None,
+                capped: false,
+            };
             if let Some(lock) = ts.hold_mut(res, fencing) {
+                // maxHoldSeconds: never past reservedAt + maxHoldSeconds (a
+                // hold already past it, made before the policy, expires now).
+                if let Some(mh) = max_hold {
+                    let deadline = lock.reserved_at + mh;
+                    let capped = ea > deadline;
+                    if capped {
+                        ea = deadline.max(now_ms);
+                    }
+                    outcome = ExtendOutcome::Extended {
+                        expires_at: ea,
+                        hold_deadline: Some(deadline),
+                        capped,
+                    };
+                }
                 let before = lock.clone();
                 lock.expires_at = Some(ea);
                 // A new warning replaces the hold's; either is re-armed for
@@ -171,19 +200,19 @@ impl EmbeddedStore {
                     &caller.label,
                 );
             }
-            out.push(ExtendOutcome::Extended { expires_at: ea });
+            out.push(outcome);
         }
         self.publish(&caller.tenant, ts);
         Ok(out)
     }
 
     /// The live holds of each resource (fencing-token order), with how many
-    /// wait in its line.
+    /// wait in its line and when its lock delay ends, if it is in one.
     fn holdings_now<'a>(
         &self,
         tenant: &TenantId,
         resources: impl Iterator<Item = &'a Resource>,
-    ) -> Vec<(Vec<Holding>, u64)> {
+    ) -> Vec<(Vec<Holding>, u64, Option<Millis>)> {
         let mut st = self.state();
         let now_ms = st.now_us() / 1000;
         let ts = st.tenants.get(tenant);
@@ -191,11 +220,12 @@ impl EmbeddedStore {
             .map(|r| match ts {
                 Some(ts) => (
                     ts.live_holds(r.as_str(), now_ms)
-                        .filter_map(|l| l.holding(r.as_str()))
+                        .filter_map(|l| l.holding(r.as_str(), ts.max_hold_ms()))
                         .collect(),
                     ts.waits.len_of(r.as_str()),
+                    ts.delay_until(r.as_str(), now_ms),
                 ),
-                None => (Vec::new(), 0),
+                None => (Vec::new(), 0, None),
             })
             .collect()
     }
@@ -209,8 +239,14 @@ impl EmbeddedStore {
             .holdings_now(tenant, resources.iter())
             .into_iter()
             .map(
-                |(mut holders, waiting)| match holders.first().map(|h| h.kind) {
-                    None => CheckOutcome::Free(waiting),
+                |(mut holders, waiting, delay)| match holders.first().map(|h| h.kind) {
+                    None => match delay {
+                        Some(available_at) => CheckOutcome::LockDelay {
+                            queue_length: waiting,
+                            available_at,
+                        },
+                        None => CheckOutcome::Free(waiting),
+                    },
                     Some(Kind::Exclusive) => {
                         let h = holders.swap_remove(0);
                         CheckOutcome::Held(h, waiting)
@@ -234,7 +270,7 @@ impl EmbeddedStore {
         Ok(items
             .iter()
             .zip(holds)
-            .map(|(it, (holders, _))| {
+            .map(|(it, (holders, _, _))| {
                 match holders.iter().find(|h| h.fencing_token == it.fencing_token) {
                     Some(h) => FenceOutcome::Current {
                         requester: h.requester.clone(),
@@ -302,7 +338,7 @@ impl EmbeddedStore {
             if after.is_some_and(|a| member.as_str() <= a) {
                 continue;
             }
-            let Some(h) = l.holding(name) else {
+            let Some(h) = l.holding(name, ts.max_hold_ms()) else {
                 continue;
             };
             if items.len() == query.limit {
@@ -362,10 +398,23 @@ impl EmbeddedStore {
     }
 
     fn lock_now(&self, caller: &Caller, req: &LockRequest) -> StoreResult<LockOutcome> {
+        // locklock's default TTL is lowered to the tenant's maxTtlSeconds
+        // rather than refused (contract section 17).
+        let mut ttl = req.ttl;
+        if req.ttl_defaulted {
+            let max = self
+                .state()
+                .tenants
+                .get(&caller.tenant)
+                .and_then(|t| t.tenant.policy.max_ttl_seconds);
+            if let Some(max) = max.filter(|m| *m < ttl.seconds()) {
+                ttl = crate::domain::Ttl::from_seconds(max).unwrap_or(ttl);
+            }
+        }
         let item = ReserveItem {
             resource: req.resource.clone(),
             requester: req.requester.clone(),
-            ttl: Some(req.ttl),
+            ttl: Some(ttl),
             kind: Kind::Exclusive,
             warn: None,
         };
@@ -399,6 +448,7 @@ impl EmbeddedStore {
             | ReserveOutcome::LimitMismatch { .. }
             | ReserveOutcome::Aborted => LockOutcome::Locked,
             ReserveOutcome::Queued { .. } => LockOutcome::Queued,
+            ReserveOutcome::LockDelay { available_at } => LockOutcome::Delayed { available_at },
         })
     }
 }

@@ -156,6 +156,11 @@ impl TenantState {
             if self.waits.head(&it.resource) != Some(wid) {
                 return false;
             }
+            // In its lock delay: the waiter keeps its place (contract
+            // section 17); the poll hands it over when the delay ends.
+            if self.delay_until(&it.resource, now_ms).is_some() {
+                return false;
+            }
             let view = views
                 .entry(it.resource.as_str())
                 .or_insert_with(|| self.view(&it.resource, now_ms));

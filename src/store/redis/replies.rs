@@ -1,7 +1,7 @@
 //! Reading script replies into domain values, and telling the store's
 //! conditions (unreachable, loading, out of memory, failing over) from bugs.
 
-use crate::domain::{Holding, Kind, Millis, Resource};
+use crate::domain::{Holding, Kind, Millis, PolicyRefusal, Resource};
 use crate::store::{Caller, Metered, RateDecision, StoreError, StoreResult};
 use redis::Value;
 
@@ -201,8 +201,9 @@ pub fn bad_reply(what: &str) -> StoreError {
 }
 
 /// A hold as check.lua and list.lua return it:
-/// requester, reservedAt, expiresAt or -1, fencingToken, label, and the kind
-/// code (`Kind::code`; left out: exclusive).
+/// requester, reservedAt, expiresAt or -1, fencingToken, label, the kind
+/// code (`Kind::code`; left out: exclusive) and the holdDeadline (left out:
+/// none).
 pub fn holding(resource: Resource, parts: &[Value]) -> Option<Holding> {
     Some(Holding {
         resource,
@@ -215,5 +216,24 @@ pub fn holding(resource: Resource, parts: &[Value]) -> Option<Holding> {
             Some(kc) => Kind::from_code(&as_string(kc)?)?,
             None => Kind::Exclusive,
         },
+        hold_deadline: parts.get(6).and_then(as_opt_millis),
+    })
+}
+
+/// A lease-policy refusal (`{-5, item, why, limit}` of reserve.lua and
+/// extend.lua), if the reply is one.
+pub fn refusal(reply: &Value) -> Option<PolicyRefusal> {
+    let Value::Array(parts) = reply else {
+        return None;
+    };
+    let [Value::Int(-5), item, why, limit] = parts.as_slice() else {
+        return None;
+    };
+    let index = as_u64(item)?.saturating_sub(1) as usize;
+    let max_seconds = as_u64(limit).unwrap_or(0);
+    Some(match as_u64(why)? {
+        1 => PolicyRefusal::TtlAboveMax { index, max_seconds },
+        2 => PolicyRefusal::TtlRequired { index },
+        _ => PolicyRefusal::WaitAboveMax { max_seconds },
     })
 }

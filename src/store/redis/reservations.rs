@@ -17,7 +17,8 @@ use redis::Value;
 struct ReserveArgs<'a> {
     resource: &'a str,
     requester: &'a str,
-    ttl_ms: u64,
+    /// In ms, 0 for none; negative: locklock's default (reserve.lua).
+    ttl_ms: i64,
     token: ReleaseToken,
     kind: Kind,
     /// warnBeforeSeconds (0: no expiry warning).
@@ -39,12 +40,17 @@ pub(super) fn reserve_row(row: Value) -> StoreResult<ReserveOutcome> {
     let row = items(row)?;
     let held_by = |by: &Value| as_string(by).unwrap_or_default();
     match row.as_slice() {
-        [Value::Int(1), at, ea, ft, tok, waited @ ..] => Ok(ReserveOutcome::Reserved {
+        [Value::Int(1), at, ea, ft, tok, rest @ ..] => Ok(ReserveOutcome::Reserved {
             release_token: token_of(tok)?,
             reserved_at: as_u64(at).ok_or_else(|| bad_reply("reserve"))?,
             expires_at: as_opt_millis(ea),
             fencing_token: as_u64(ft).ok_or_else(|| bad_reply("reserve"))?,
-            waited_ms: waited.first().and_then(as_u64),
+            waited_ms: rest.first().and_then(as_u64),
+            hold_deadline: rest.get(1).and_then(as_opt_millis),
+            capped: rest.get(2) == Some(&Value::Int(1)),
+        }),
+        [Value::Int(6), at] => Ok(ReserveOutcome::LockDelay {
+            available_at: as_u64(at).ok_or_else(|| bad_reply("reserve"))?,
         }),
         [Value::Int(0), by, ea, rest @ ..] => Ok(ReserveOutcome::AlreadyHeld {
             held_by: held_by(by),
@@ -222,6 +228,9 @@ impl RedisStore {
             .run("reserve", async { inv.invoke_async(&mut c).await })
             .await?;
         let metered = replies::metered(reply, caller)?;
+        if let Some(why) = replies::refusal(&metered.value) {
+            return Err(StoreError::Policy(why));
+        }
         Ok(Metered {
             value: self.with_due(&caller.tenant, metered.value).await?,
             ..metered
@@ -277,6 +286,9 @@ impl RedisStore {
         if metered.value == Value::Int(-1) {
             return Err(StoreError::TenantGone);
         }
+        if let Some(why) = replies::refusal(&metered.value) {
+            return Err(StoreError::Policy(why));
+        }
         Ok(metered)
     }
 
@@ -314,7 +326,7 @@ impl Reservations for RedisStore {
             .map(|it| ReserveArgs {
                 resource: it.resource.as_str(),
                 requester: it.requester.as_str(),
-                ttl_ms: it.ttl.map_or(0, |d| d.millis()),
+                ttl_ms: it.ttl.map_or(0, |d| d.millis() as i64),
                 token: ReleaseToken::generate(),
                 kind: it.kind,
                 warn_s: it.warn.map_or(0, |w| w.seconds()),
@@ -435,8 +447,10 @@ impl Reservations for RedisStore {
             .map(|row| {
                 let row = items(row)?;
                 match row.as_slice() {
-                    [Value::Int(1), ea] => Ok(ExtendOutcome::Extended {
+                    [Value::Int(1), ea, rest @ ..] => Ok(ExtendOutcome::Extended {
                         expires_at: as_u64(ea).ok_or_else(|| bad_reply("extend"))?,
+                        hold_deadline: rest.first().and_then(as_opt_millis),
+                        capped: rest.get(1) == Some(&Value::Int(1)),
                     }),
                     [Value::Int(0)] => Ok(ExtendOutcome::NotHeld),
                     [Value::Int(2)] => Ok(ExtendOutcome::InvalidToken),
@@ -465,9 +479,15 @@ impl Reservations for RedisStore {
             caller,
             holds,
             |r, row| match row {
-                [Value::Int(1), rest @ ..] => replies::holding(r.clone(), rest.get(..5)?)
-                    .map(|h| CheckOutcome::Held(h, rest.get(5).and_then(as_u64).unwrap_or(0))),
-                [Value::Int(2), kc, qlen, rows] => {
+                [Value::Int(1), rest @ ..] => {
+                    replies::holding(r.clone(), rest.get(..5)?).map(|mut h| {
+                        h.hold_deadline = rest.get(6).and_then(as_opt_millis);
+                        CheckOutcome::Held(h, rest.get(5).and_then(as_u64).unwrap_or(0))
+                    })
+                }
+                [Value::Int(2), kc, qlen, rows, mh @ ..] => {
+                    // maxHoldSeconds in ms (0: none).
+                    let max_hold = mh.first().and_then(as_u64).filter(|m| *m > 0);
                     let kind = Kind::from_code(&as_string(kc)?)?;
                     let holders = items(rows.clone())
                         .ok()?
@@ -475,6 +495,7 @@ impl Reservations for RedisStore {
                         .map(|row| {
                             let mut h = replies::holding(r.clone(), &items(row).ok()?)?;
                             h.kind = kind;
+                            h.hold_deadline = max_hold.map(|m| h.reserved_at + m);
                             Some(h)
                         })
                         .collect::<Option<Vec<_>>>()?;
@@ -484,9 +505,16 @@ impl Reservations for RedisStore {
                         queue_length: as_u64(qlen).unwrap_or(0),
                     })
                 }
-                [Value::Int(0), rest @ ..] => Some(CheckOutcome::Free(
-                    rest.first().and_then(as_u64).unwrap_or(0),
-                )),
+                [Value::Int(0), rest @ ..] => {
+                    let queue_length = rest.first().and_then(as_u64).unwrap_or(0);
+                    Some(match rest.get(1).and_then(as_opt_millis) {
+                        Some(available_at) => CheckOutcome::LockDelay {
+                            queue_length,
+                            available_at,
+                        },
+                        None => CheckOutcome::Free(queue_length),
+                    })
+                }
                 _ => None,
             },
         )
@@ -676,7 +704,13 @@ impl Reservations for RedisStore {
         let args = [ReserveArgs {
             resource: req.resource.as_str(),
             requester: req.requester.as_str(),
-            ttl_ms: req.ttl.millis(),
+            // locklock's default is lowered to the tenant's maxTtlSeconds
+            // rather than refused (reserve.lua).
+            ttl_ms: if req.ttl_defaulted {
+                -(req.ttl.millis() as i64)
+            } else {
+                req.ttl.millis() as i64
+            },
             token: ReleaseToken::generate(),
             kind: Kind::Exclusive,
             warn_s: 0,
@@ -724,6 +758,9 @@ impl Reservations for RedisStore {
             // Held, or held by shared or semaphore holders (a locklock lock
             // is exclusive and never waits behind those: contract section 15).
             [Value::Int(0), ..] | [Value::Int(5), ..] => done(LockOutcome::Locked),
+            [Value::Int(6), at] => done(LockOutcome::Delayed {
+                available_at: as_u64(at).ok_or_else(|| bad_reply("lock"))?,
+            }),
             [Value::Int(4), ..] => done(LockOutcome::Queued),
             _ => Err(bad_reply("lock")),
         }

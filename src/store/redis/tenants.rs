@@ -4,8 +4,10 @@
 //! calls, each idempotent, never one pipeline.
 
 use super::{keys, scripts, RedisStore};
+use crate::domain::policy::PolicyPatch;
 use crate::domain::{
-    ApiKeyInfo, IssuedKey, KeyId, KeyScope, Principal, Tenant, TenantId, TenantName, Tier,
+    ApiKeyInfo, IssuedKey, KeyId, KeyScope, LeasePolicy, Principal, Tenant, TenantId, TenantName,
+    Tier,
 };
 use crate::store::{Accounts, Invalidation, KeyCreateError, StoreError, StoreResult, TenantPatch};
 use async_trait::async_trait;
@@ -287,6 +289,7 @@ impl Accounts for RedisStore {
             tier,
             created_at: now,
             jwt: None,
+            policy: LeasePolicy::default(),
         };
         Ok((tenant, key))
     }
@@ -341,6 +344,9 @@ impl Accounts for RedisStore {
                 None => String::new(),
             };
             inv.arg("jwt").arg(stored);
+        }
+        for (field, value) in policy_fields(&patch.policy) {
+            inv.arg(field).arg(value);
         }
         let mut c = self.conn();
         let fields: Vec<(String, String)> = self
@@ -644,5 +650,41 @@ fn tenant_from_fields(id: &TenantId, fields: &[(String, String)]) -> Option<Tena
         jwt: get("jwt")
             .filter(|v| !v.is_empty())
             .and_then(|v| serde_json::from_str(v).ok()),
+        policy: policy_from_fields(get),
     })
+}
+
+/// The tenant hash's fields of a policy change (read by the scripts:
+/// `lua/holds.lua` policy_load), in seconds; `0` is none.
+fn policy_fields(p: &PolicyPatch) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(v) = p.max_ttl_seconds {
+        out.push(("pmt", v.unwrap_or(0).to_string()));
+    }
+    if let Some(v) = p.require_ttl {
+        out.push(("prt", if v { "1" } else { "0" }.to_string()));
+    }
+    if let Some(v) = p.max_hold_seconds {
+        out.push(("pmh", v.unwrap_or(0).to_string()));
+    }
+    if let Some(v) = p.lock_delay_seconds {
+        out.push(("pld", v.to_string()));
+    }
+    if let Some(v) = p.max_wait_seconds {
+        out.push(("pmw", v.to_string()));
+    }
+    out
+}
+
+/// The policy a tenant hash holds (absent fields: the defaults).
+fn policy_from_fields<'a>(get: impl Fn(&str) -> Option<&'a str>) -> LeasePolicy {
+    let d = LeasePolicy::default();
+    let secs = |name: &str| get(name).and_then(|v| v.parse::<u64>().ok());
+    LeasePolicy {
+        max_ttl_seconds: secs("pmt").filter(|s| *s > 0),
+        require_ttl: get("prt") == Some("1"),
+        max_hold_seconds: secs("pmh").filter(|s| *s > 0),
+        lock_delay_seconds: secs("pld").unwrap_or(d.lock_delay_seconds),
+        max_wait_seconds: secs("pmw").filter(|s| *s > 0).unwrap_or(d.max_wait_seconds),
+    }
 }
