@@ -214,3 +214,57 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The tenant id the plan page shows (`(<code>id</code>)`).
+fn tenant_of(plan: &str) -> String {
+    let marker = "(<code>";
+    let i = plan.find(marker).expect("the tenant id") + marker.len();
+    plan[i..].chars().take_while(|c| *c != '<').collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_policy_and_hold_deadlines_reach_the_dashboard() {
+    // Arrange: a signed-in tenant whose policy caps holds at 120 s.
+    let provider = Provider::start().await;
+    let app = app_with_provider(&provider).await;
+    let mut b = Browser::new();
+    let page = sign_in(&app.address, &mut b).await;
+    let key = shown_key(&page.body).expect("the key is shown");
+    let plan = b.get(&app.url("/dashboard/plan")).await;
+    let tenant = tenant_of(&plan.body);
+    let r = app
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/tenants/{tenant}"),
+            Some(json!({"policy": {"maxHoldSeconds": 120, "maxWaitSeconds": 30}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+
+    // Act: a hold asking for 600 s, then the page and the plan.
+    let reserved = app
+        .client
+        .post(app.url("/api/v1/Reservation/reserve"))
+        .header("X-Api-Key", &key)
+        .json(&json!([{"resource": "capped", "requester": "w", "ttlSeconds": 600}]))
+        .send()
+        .await
+        .expect("reserve");
+    assert_eq!(reserved.status(), StatusCode::OK);
+    let (_, _, page) = data(&b, &app.url("/dashboard/data/reservations")).await;
+    let plan = b.get(&app.url("/dashboard/plan")).await;
+
+    // Assert: the hold's deadline is in the page's data, the policy on the plan.
+    let hold = &page["reservations"][0];
+    assert_eq!(hold["resource"], "capped", "{page}");
+    assert!(hold["holdDeadline"].is_string(), "{page}");
+    assert_eq!(hold["holdDeadline"], hold["expiresAt"], "capped: {page}");
+    for shown in [
+        "<dt>Longest hold (s)</dt><dd>120</dd>",
+        "<dt>Longest wait (s)</dt><dd>30</dd>",
+        "<dt>Longest TTL (s)</dt><dd>none</dd>",
+        "<dt>TTL required</dt><dd>no</dd>",
+    ] {
+        assert!(plan.body.contains(shown), "{shown}: {}", plan.body);
+    }
+}
