@@ -15,6 +15,7 @@ import { mkdirSync } from "node:fs";
 
 const BASE = process.env.BASE;
 const SHOTS = process.env.SHOTS;
+const ADMIN = process.env.ADMIN_TOKEN;
 if (!BASE || !SHOTS) {
   console.error("BASE and SHOTS must be set");
   process.exit(2);
@@ -106,6 +107,16 @@ try {
   expect(scopes.includes("read") && scopes.includes("write"), "a new key's scope can be set to read or write");
   await shot("3-keys", "keys");
 
+  // A lease policy (set through the admin API) caps holds at an hour.
+  await page.click("nav >> text=Plan");
+  const tenant = (await text("main dd code"));
+  const patched = await fetch(`${BASE}/api/v1/admin/tenants/${tenant}`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ policy: { maxHoldSeconds: 3600 } }),
+  });
+  expect(patched.status === 200, `the tenant's policy: maxHoldSeconds 3600 (admin PATCH: ${patched.status})`);
+
   // Reservations: the live marker says it once.
   await page.click("nav >> text=Reservations");
   await page.waitForFunction(() => document.getElementById("live-status")?.dataset.state === "live");
@@ -120,6 +131,9 @@ try {
   const row = await text('tr[data-resource="e2e-lock"]');
   expect(row.includes("e2e-worker") && row.includes("default"), "the reservation appears live on the reservations page");
   expect((await text('tr[data-resource="e2e-lock"] td.kind')) === "exclusive", "an exclusive hold says so");
+  const deadline = await page.getAttribute('tr[data-resource="e2e-lock"] td.deadline time', "datetime");
+  const expires = JSON.parse(reserved.body).results[0].expiresAt;
+  expect(Date.parse(deadline) - Date.parse(expires) > 2900 * 1000, `a hold's holdDeadline (${deadline}) is shown, an hour after its start`);
   await page.waitForFunction(() => document.querySelector('tr[data-resource="e2e-sem"] td.kind')?.textContent === "semaphore 1/3");
   console.log("ok - a semaphore hold shows its permits used of its limit (1/3)");
 
@@ -240,7 +254,8 @@ try {
   expect((await text("#u-waiters .limit")) === "10", "the free tier's waiter limit (10)");
   expect((await text("#u-keys .used")) === "1" && (await text("#u-keys .limit")) === "1", "keys: 1 of 1");
   expect(Number(await text("#u-active .used")) >= 33, "active reservations counted");
-  expect((await page.$$("#policy")).length === 1, "the lease policy section is shown");
+  const policy = await text("#policy");
+  expect(/Longest hold \(s\)\s*3600/.test(policy) && /Longest TTL \(s\)\s*none/.test(policy), `the lease policy is shown field by field, null as none (${policy.replace(/\s+/g, " ")})`);
   expect((await page.$$("#usage meter[aria-label]")).length >= 3, "each usage bar has its numbers as a label");
   await shot("6-plan", "plan");
 

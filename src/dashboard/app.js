@@ -164,7 +164,13 @@
         }
         const line = view.lines[r.resource];
         cell(row, String(line ? line.queueLength : 0), "waiting");
-        cell(row, r.holdDeadline ? r.holdDeadline : "", "deadline");
+        const deadline = cell(row, undefined, "deadline");
+        if (r.holdDeadline) {
+          // The lease policy's maxHoldSeconds: no extend goes past it.
+          const t = el("time", r.holdDeadline.replace("T", " ").replace(/\.\d+Z$/, " UTC"));
+          t.dateTime = r.holdDeadline;
+          deadline.appendChild(t);
+        }
         const action = el("td");
         const f = el("form");
         f.method = "post";

@@ -31,6 +31,7 @@ async fn dashboard_at_a_glance_in_chromium() {
         .env("BASE", &app.address)
         .env("SHOTS", &shots)
         .env("CHROMIUM", &chromium)
+        .env("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
         .output();
     let out = tokio::time::timeout(std::time::Duration::from_secs(240), out)
         .await
