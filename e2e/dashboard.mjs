@@ -105,6 +105,8 @@ try {
   expect((await text('tr[data-key] td.scope')) === "write", "the default key's scope (write) is shown");
   const scopes = await page.$$eval("#scope option", (os) => os.map((o) => o.value));
   expect(scopes.includes("read") && scopes.includes("write"), "a new key's scope can be set to read or write");
+  const badKeys = await contrast();
+  expect(badKeys.length === 0, `every text of the keys page passes AA contrast ${badKeys.join("; ")}`);
   await shot("3-keys", "keys");
 
   // A lease policy (set through the admin API) caps holds at an hour.
@@ -240,6 +242,8 @@ try {
   await page.waitForSelector("#contended tbody tr[data-resource]", { timeout: 20000 });
   const top = await page.$$eval("#contended tbody tr[data-resource]", (rs) => rs.map((r) => r.dataset.resource));
   expect(top.includes("e2e-queue"), `the most contended resources list the resources seen (${top.slice(0, 5).join(", ")})`);
+  const badEvents = await contrast();
+  expect(badEvents.length === 0, `every text of the events page passes AA contrast ${badEvents.join("; ")}`);
   await shot("5-events", "events");
 
   // Plan: live usage against the tier's limits; the lease policy.
@@ -257,6 +261,8 @@ try {
   const policy = await text("#policy");
   expect(/Longest hold \(s\)\s*3600/.test(policy) && /Longest TTL \(s\)\s*none/.test(policy), `the lease policy is shown field by field, null as none (${policy.replace(/\s+/g, " ")})`);
   expect((await page.$$("#usage meter[aria-label]")).length >= 3, "each usage bar has its numbers as a label");
+  const badPlan = await contrast();
+  expect(badPlan.length === 0, `every text of the plan page passes AA contrast ${badPlan.join("; ")}`);
   await shot("6-plan", "plan");
 
   // 10,000 live holds: the page stays paged (never all in the DOM) and quick.
