@@ -8,7 +8,8 @@
 // countdown moves, its kind shows, a waiter made through the API raises the
 // resource's line and the hand-over lowers it, filters and pages work by
 // keyboard -> the activity chart gains a point for a reserve -> the plan
-// shows live usage -> 10,000 holds stay paged -> rotate the key -> the old key
+// shows live usage -> 10,000 holds stay paged, and the events page survives
+// the trimmed history -> rotate the key -> the old key
 // gets 401 from the API.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -286,6 +287,14 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("#reservations tbody tr").length === 10);
   console.log("ok - a prefix finds 10 of the 10,000 at once");
   await shot("8-reservations-10k");
+
+  // The history is trimmed now (5,000 kept): the events page and its chart
+  // still start from the oldest retained event.
+  await page.click("nav >> text=Events");
+  await page.waitForSelector('#activity-table tr[data-type="RESERVED"]');
+  const recent = await page.$$eval("#events tbody tr", (rs) => rs.length);
+  const bulk = Number(await page.getAttribute('#activity-table tr[data-type="RESERVED"]', "data-total"));
+  expect(recent === 200 && bulk >= 4000 && bulk <= 6000, `after a trim the events page shows the latest 200 events (${recent}) and the chart the retained ones (${bulk})`);
 
   await page.click("nav >> text=Keys");
   await page.click('button[aria-label="Rotate default"]');

@@ -313,14 +313,50 @@ pub fn rank(mut all: Vec<Contention>) -> Vec<Contention> {
     all
 }
 
+/// Where to read the tenant's history from to get everything after `from`
+/// that is still retained: `from` itself when nothing after it was dropped;
+/// after a trim, the first millisecond past `from` that reads without a gap
+/// (bisected up to the latest event, a few dozen one-event reads at most).
+/// `None` when no event follows `from`.
+pub(super) async fn readable_from(
+    state: &AppState,
+    tenant: &crate::domain::TenantId,
+    from: EventId,
+) -> Result<Option<EventId>, StoreError> {
+    let latest = match state.store.events_after(tenant, from, 1).await? {
+        History::Events(_) => return Ok(Some(from)),
+        History::Gap { latest } => match latest {
+            Some(l) if l > from => l,
+            _ => return Ok(None),
+        },
+    };
+    // Invariant: reading after `lo` is a gap, reading after `hi` is not (the
+    // latest event's own millisecond, seq 0, is never older than the history).
+    let (mut lo, mut hi) = (from.ms, latest.ms);
+    while hi > lo + 1 {
+        let mid = lo + (hi - lo) / 2;
+        let probe = EventId { ms: mid, seq: 0 };
+        match state.store.events_after(tenant, probe, 1).await? {
+            History::Events(_) => hi = mid,
+            History::Gap { .. } => lo = mid,
+        }
+    }
+    Ok(Some(EventId { ms: hi, seq: 0 }))
+}
+
 /// The tenant's retained events of the window ending at `now`, oldest first
 /// (at most 20,000). A window reaching before the retained history starts
-/// where the history does (found a minute at a time).
+/// where the history does.
 async fn window(state: &AppState, s: &Session, now: Millis) -> Result<Vec<Event>, StoreError> {
-    let from = now.saturating_sub(WINDOW_MS);
-    let mut after = EventId { ms: from, seq: 0 };
+    let from = EventId {
+        ms: now.saturating_sub(WINDOW_MS),
+        seq: 0,
+    };
+    let Some(mut after) = readable_from(state, &s.tenant, from).await? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..20 {
         match state.store.events_after(&s.tenant, after, 1000).await? {
             History::Events(page) => {
                 let full = page.len() == 1000;
@@ -328,21 +364,12 @@ async fn window(state: &AppState, s: &Session, now: Millis) -> Result<Vec<Event>
                     after = last.id;
                 }
                 out.extend(page);
-                if !full || out.len() >= 20_000 {
+                if !full {
                     break;
                 }
             }
-            // Nothing after it (or no events at all), or it is older than
-            // the retained history: move on a minute.
-            History::Gap { latest } => match latest {
-                Some(l) if l > after && out.is_empty() && after.ms < now => {
-                    after = EventId {
-                        ms: after.ms + 60_000,
-                        seq: 0,
-                    };
-                }
-                _ => break,
-            },
+            // Trimmed while we read: what we have is the window's start.
+            History::Gap { .. } => break,
         }
     }
     Ok(out)

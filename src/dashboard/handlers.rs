@@ -203,7 +203,14 @@ pub(super) async fn release(
 /// The most recent events (up to 200), newest first.
 #[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn events_page(state: web::Data<AppState>, SignedIn(s): SignedIn) -> HttpResponse {
-    let mut after = crate::events::EventId::ZERO;
+    // From the oldest event still retained (the very start of the history
+    // is a gap once it has been trimmed).
+    let mut after = match data::readable_from(&state, &s.tenant, crate::events::EventId::ZERO).await
+    {
+        Ok(Some(from)) => from,
+        Ok(None) => return ok(pages::events(&s, &[])),
+        Err(_) => return unavailable(),
+    };
     let mut recent: std::collections::VecDeque<crate::events::Event> = Default::default();
     for _ in 0..20 {
         match state.store.events_after(&s.tenant, after, 1000).await {

@@ -7,7 +7,7 @@
 //! page, WCAG AA contrast, and rotating a key. Screenshots of each page are
 //! saved to `target/e2e/` as test artefacts.
 
-use super::{app_with_provider, provider::Provider};
+use super::{app_with_provider_and, provider::Provider};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_at_a_glance_in_chromium() {
@@ -24,7 +24,9 @@ async fn dashboard_at_a_glance_in_chromium() {
         "playwright-core is not installed: run `npm ci --prefix e2e` (bash scripts/test.sh does)."
     );
     let provider = Provider::start().await;
-    let app = app_with_provider(&provider).await;
+    // A history of 5,000 events: the 10,000 holds of the test trim it, and
+    // the events page must still show the latest ones.
+    let app = app_with_provider_and(&provider, |s| s.events_retain = 5000).await;
     let shots = root.join("target/e2e");
     let out = tokio::process::Command::new("node")
         .arg(root.join("e2e/dashboard.mjs"))
