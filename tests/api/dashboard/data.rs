@@ -268,3 +268,48 @@ async fn the_lease_policy_and_hold_deadlines_reach_the_dashboard() {
         assert!(plan.body.contains(shown), "{shown}: {}", plan.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trimmed_history_still_feeds_the_chart_and_the_events_page() {
+    // Arrange: 100 events kept; 600 reserves trim the history.
+    let provider = Provider::start().await;
+    let app = super::app_with_provider_and(&provider, |s| s.events_retain = 100).await;
+    let mut b = Browser::new();
+    let page = sign_in(&app.address, &mut b).await;
+    let key = shown_key(&page.body).expect("the key is shown");
+    for batch in 0..3 {
+        let items: Vec<Value> = (0..200)
+            .map(|i| json!({"resource": format!("t/{batch}-{i:03}"), "requester": "w", "ttlSeconds": 600}))
+            .collect();
+        let r = app
+            .client
+            .post(app.url("/api/v1/Reservation/reserve"))
+            .header("X-Api-Key", &key)
+            .json(&items)
+            .send()
+            .await
+            .expect("reserve");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    // Act
+    let (status, _, activity) = data(&b, &app.url("/dashboard/data/activity")).await;
+    let events = b.get(&app.url("/dashboard/events")).await;
+
+    // Assert: the retained events (at least 100, fewer than all 600), and the
+    // events page lists the newest.
+    assert_eq!(status, StatusCode::OK, "{activity}");
+    let reserved: u64 = activity["series"]["counts"]["RESERVED"]
+        .as_array()
+        .expect("a series")
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert!((100..600).contains(&reserved), "{reserved} of 600 retained");
+    assert_eq!(events.status, StatusCode::OK);
+    assert!(
+        events.body.contains("t/2-199"),
+        "the newest event is listed"
+    );
+    assert!(!events.body.contains("t/0-000"), "the oldest was trimmed");
+}
