@@ -2,9 +2,9 @@
 //! reservations (and releasing one), recent events, the plan, the live feed
 //! of the tenant's events, and the two static assets.
 
-use super::pages;
 use super::reply::{forbidden, html, ok, see_other, unavailable};
 use super::session::{session, Session, SignedForm, SignedIn};
+use super::{data, pages};
 use crate::domain::{IssuedKey, KeyId, KeyScope, Resource};
 use crate::state::AppState;
 use actix_web::http::header;
@@ -129,7 +129,7 @@ async fn no_such_key(state: &AppState, s: &Session) -> HttpResponse {
     keys_view(state, s, Some("No such key.")).await
 }
 
-/// Every active reservation of the tenant, at most 1000 shown.
+/// The tenant's active reservations, at most 1000 (the plan page counts them).
 async fn holdings(state: &AppState, s: &Session) -> Option<Vec<crate::domain::Holding>> {
     let caller = crate::store::Caller {
         tenant: s.tenant.clone(),
@@ -151,15 +151,39 @@ async fn holdings(state: &AppState, s: &Session) -> Option<Vec<crate::domain::Ho
         .map(|m| m.value.items)
 }
 
+/// The first page of the tenant's holds (filtered as the query asks), with
+/// each resource's line; the script takes over from there.
 #[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn reservations_page(
     state: web::Data<AppState>,
     SignedIn(s): SignedIn,
+    q: web::Query<data::PageQuery>,
 ) -> HttpResponse {
-    let Some(items) = holdings(&state, &s).await else {
+    let query = match data::list_query(&q) {
+        Ok(query) => query,
+        Err((field, why)) => {
+            let msg = format!("The {field} filter {why}.");
+            return html(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                pages::reservations(&s, &q, &[], &Default::default(), None, Some(&msg)),
+            );
+        }
+    };
+    let Ok(listed) = state.store.list(&data::caller(&s), &query).await else {
         return unavailable();
     };
-    ok(pages::reservations(&s, &items))
+    let page = listed.value;
+    let Ok(lines) = data::lines(&state, &s, &data::distinct(&page.items)).await else {
+        return unavailable();
+    };
+    ok(pages::reservations(
+        &s,
+        &q,
+        &page.items,
+        &lines,
+        page.next_after.as_deref(),
+        None,
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
@@ -179,7 +203,14 @@ pub(super) async fn release(
 /// The most recent events (up to 200), newest first.
 #[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn events_page(state: web::Data<AppState>, SignedIn(s): SignedIn) -> HttpResponse {
-    let mut after = crate::events::EventId::ZERO;
+    // From the oldest event still retained (the very start of the history
+    // is a gap once it has been trimmed).
+    let mut after = match data::readable_from(&state, &s.tenant, crate::events::EventId::ZERO).await
+    {
+        Ok(Some(from)) => from,
+        Ok(None) => return ok(pages::events(&s, &[])),
+        Err(_) => return unavailable(),
+    };
     let mut recent: std::collections::VecDeque<crate::events::Event> = Default::default();
     for _ in 0..20 {
         match state.store.events_after(&s.tenant, after, 1000).await {
@@ -214,7 +245,18 @@ pub(super) async fn plan_page(state: web::Data<AppState>, SignedIn(s): SignedIn)
         return unavailable();
     };
     let writes = state.rates.writes(tenant.tier);
-    ok(pages::plan(&s, &tenant, keys.len(), items.len(), writes))
+    // The tenant as the admin API shows it: its lease `policy`, once the
+    // tenant carries one, is rendered field by field as it is sent.
+    let policy = serde_json::to_value(crate::http::wire::admin::TenantView::from(&tenant))
+        .ok()
+        .and_then(|v| v.get("policy").cloned());
+    let usage = pages::Usage {
+        keys: keys.len(),
+        active: items.len(),
+        writes,
+        waiter_limit: crate::http::waiting::max_waiters(tenant.tier),
+    };
+    ok(pages::plan(&s, &tenant, &usage, policy.as_ref()))
 }
 
 /// The tenant's live events for the dashboard's script, as Server-Sent Events

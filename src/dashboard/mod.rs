@@ -11,13 +11,16 @@
 //! - Every state-changing form is a POST carrying the session's CSRF token,
 //!   and a cross-site `Origin` is refused.
 //! - Pages are server-rendered (maud, compiled in); one small script makes the
-//!   reservations and events pages live through `/dashboard/live`.
+//!   reservations, events and plan pages live through `/dashboard/live` (the
+//!   tenant's event stream) and the JSON of `/dashboard/data/*`.
 //!
 //! Modules: `session` (the session cookie, its look-up and the CSRF check of
 //! forms), `sign_in` (the login page, OIDC and local sign-in, sign-out),
 //! `handlers` (the keys, reservations, events and plan pages, the live feed
-//! and the assets), `reply` (the answers' headers) and `pages` (the templates).
+//! and the assets), `data` (the JSON the script reads), `reply` (the answers'
+//! headers) and `pages` (the templates).
 
+mod data;
 mod handlers;
 pub mod oidc;
 mod pages;
@@ -53,6 +56,15 @@ pub(super) fn now_secs() -> u64 {
     crate::tokens::service::now_secs()
 }
 
+/// This instance's clock in milliseconds since the epoch: the `now` the
+/// dashboard's JSON carries, from which the script measures its own clock's
+/// offset.
+pub(super) fn now_millis() -> crate::domain::Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as crate::domain::Millis)
+}
+
 /// The dashboard's routes, all under `/dashboard`, with its settings as their
 /// app data (the dashboard's handlers take them as `web::Data<Dashboard>`).
 pub fn routes(settings: web::Data<Dashboard>) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -74,6 +86,12 @@ pub fn routes(settings: web::Data<Dashboard>) -> impl FnOnce(&mut web::ServiceCo
             .route("/dashboard/events", web::get().to(events_page))
             .route("/dashboard/plan", web::get().to(plan_page))
             .route("/dashboard/live", web::get().to(live))
+            .route(
+                "/dashboard/data/reservations",
+                web::get().to(data::reservations),
+            )
+            .route("/dashboard/data/activity", web::get().to(data::activity))
+            .route("/dashboard/data/usage", web::get().to(data::usage))
             .route("/dashboard/assets/app.js", web::get().to(script))
             .route("/dashboard/assets/style.css", web::get().to(style));
     }

@@ -2,6 +2,7 @@
 //! loopback, sessions across instances, CSRF, keys, and the separation of
 //! dashboard sessions from API keys. `e2e.rs` drives it in headless Chromium.
 
+mod data;
 mod e2e;
 pub mod provider;
 
@@ -99,12 +100,21 @@ impl Browser {
 
 /// An instance on Redis with the test provider configured.
 pub async fn app_with_provider(provider: &Provider) -> TestApp {
+    app_with_provider_and(provider, |_| {}).await
+}
+
+/// The same, with more settings changed by `more`.
+pub async fn app_with_provider_and(
+    provider: &Provider,
+    more: impl FnOnce(&mut cooplocker::config::Settings),
+) -> TestApp {
     let issuer = provider.issuer.clone();
     spawn_app_with(Kind::Redis, move |s| {
         s.oidc_issuer = Some(issuer);
         s.oidc_client_id = Some(CLIENT_ID.into());
         s.oidc_client_secret = Some(CLIENT_SECRET.into());
         s.cookie_secure = false;
+        more(s);
     })
     .await
 }
