@@ -75,6 +75,13 @@ else
   end
   wl_forget(p, wid, w)
   wl_unpend(w)
+  -- A wait that ended without a grant (not a client that went away) is
+  -- counted against each of its resources (waits.lua contention_count).
+  if ARGV[3] ~= '1' then
+    for _, it in ipairs(w.it) do
+      contention_count(p, 'co', it[1])
+    end
+  end
   answer = {0, rows}
 end
 for _, it in ipairs(w.it) do

@@ -34,6 +34,24 @@ local WL_KEEP_MS = 60000
 -- A waiter whose instance has not polled for this long is skipped.
 local WL_HEARTBEAT_MS = 15000
 
+-- Contention counters (the dashboard's most contended resources):
+--   P cw  zset resource -> requests that joined its line
+--   P co  zset resource -> waits in its line that ended without a grant
+--         (timed out; not a client that went away)
+-- Each keeps the CONTENTION_MAX resources with the highest counts (the lowest
+-- goes when a new one comes) and goes an hour after its last change, so it
+-- stays small and tells of recent contention.
+local CONTENTION_MAX = 1000
+local CONTENTION_KEEP_MS = 3600000
+local function contention_count(p, which, res)
+  local key = p .. which
+  redis.call('ZINCRBY', key, 1, res)
+  if redis.call('ZCARD', key) > CONTENTION_MAX then
+    redis.call('ZREMRANGEBYRANK', key, 0, 0)
+  end
+  redis.call('PEXPIRE', key, CONTENTION_KEEP_MS)
+end
+
 local function wl_line(p, res)
   return p .. 'w:' .. res
 end
@@ -240,6 +258,7 @@ local function wl_enter(p, wid, lb, ll, ik, items, now_ms, until_ms)
     local line = wl_line(p, it[1])
     redis.call('ZADD', line, tk, wid)
     places[i] = redis.call('ZRANK', line, wid) + 1
+    contention_count(p, 'cw', it[1])
   end
   redis.call('ZADD', p .. 'wn', hb, wid)
   wl_put(p, wid, {lb = lb, ll = ll, ik = ik, tk = tk, hb = hb, en = now_ms, it = items, st = 0, rows = {}}, until_ms)

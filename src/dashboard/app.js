@@ -34,8 +34,8 @@
     if (!note || !clockKnown) return;
     const off = Math.round(offset / 1000);
     note.textContent = Math.abs(off) < 2
-      ? "Times left are counted by the server's clock (this browser's clock agrees with it)."
-      : `Times left are counted by the server's clock (this browser's clock is ${Math.abs(off)} s ${off > 0 ? "behind" : "ahead"}).`;
+      ? "Times left are counted by the store's clock (this browser's clock agrees with it)."
+      : `Times left are counted by the store's clock (this browser's clock is ${Math.abs(off)} s ${off > 0 ? "behind" : "ahead"}).`;
   };
   async function getJSON(url) {
     const sent = Date.now();
@@ -271,7 +271,6 @@
     const chart = $("chart");
     const numbers = $("activity-table").tBodies[0];
     const contended = $("contended").tBodies[0];
-    const seen = {}; // resource -> most waiters seen since the page opened
     let series = null; // { start, bucketMs, counts: {TYPE: [..]} }
 
     // Moves the window so that its last bucket holds the server's now.
@@ -360,18 +359,18 @@
       contended.textContent = "";
       if (!top.length) {
         const row = el("tr");
-        const td = cell(row, "No events in the last 15 minutes.");
-        td.colSpan = 6;
+        const td = cell(row, "No events or waits in the last 15 minutes.");
+        td.colSpan = 7;
         contended.appendChild(row);
         return;
       }
       for (const c of top) {
-        seen[c.resource] = Math.max(seen[c.resource] || 0, c.waiting);
         const row = el("tr");
         row.dataset.resource = c.resource;
         cell(row, c.resource);
         cell(row, String(c.waiting), "waiting");
-        cell(row, String(seen[c.resource]));
+        cell(row, String(c.waits), "waits");
+        cell(row, String(c.timedOut), "timed-out");
         cell(row, String(c.reserved));
         cell(row, String(c.expired));
         cell(row, String(c.forceReleased));

@@ -20,7 +20,7 @@ use crate::domain::{format_millis, Holding, Millis, Requester, Resource};
 use crate::events::{Event, EventId, EventKind, History};
 use crate::http::wire::reservations::{Reservation, ReservationPage};
 use crate::state::AppState;
-use crate::store::{Access, Caller, CheckOutcome, ListQuery, StoreError};
+use crate::store::{Access, Caller, CheckOutcome, Contended, ListQuery, StoreError};
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -214,8 +214,12 @@ pub(super) async fn reservations(
     let Ok(resources) = lines(&state, &s, &distinct(&page.items)).await else {
         return unavailable();
     };
+    // The store's clock, which every expiry is counted by (Redis TIME).
+    let Ok(now) = state.store.clock_ms().await else {
+        return unavailable();
+    };
     json(&ReservationsData {
-        now: format_millis(now_millis()),
+        now: format_millis(now),
         page: ReservationPage {
             reservations: page.items.iter().map(Reservation::from).collect(),
             next_cursor: page.next_after.clone(),
@@ -265,6 +269,10 @@ pub struct Contention {
     pub resource: String,
     /// Waiters in its line now (`check`'s `queueLength`).
     pub waiting: u64,
+    /// The store's contention counters (last hour): requests that joined its
+    /// line, and waits there that timed out.
+    pub waits: u64,
+    pub timed_out: u64,
     /// Holds granted in the window (`RESERVED`), hand-overs to waiters included.
     pub reserved: u32,
     /// Holds that ran out (`EXPIRED`) or were taken away (`FORCE_RELEASED`).
@@ -299,12 +307,35 @@ pub fn candidates(events: &[Event]) -> Vec<Contention> {
     all
 }
 
-/// The most contended first: longest line now, then most expiries and force
-/// releases (holders that did not let go), then most holds; at most `TOP`.
+/// Adds the store's contention counters to the candidates of the events
+/// (a resource only the counters name joins them).
+pub fn with_counters(mut all: Vec<Contention>, counters: &[Contended]) -> Vec<Contention> {
+    for c in counters {
+        match all.iter_mut().find(|x| x.resource == c.resource) {
+            Some(x) => {
+                x.waits = c.waits;
+                x.timed_out = c.timed_out;
+            }
+            None => all.push(Contention {
+                resource: c.resource.clone(),
+                waits: c.waits,
+                timed_out: c.timed_out,
+                ..Default::default()
+            }),
+        }
+    }
+    all
+}
+
+/// The most contended first: longest line now, then most waits that timed
+/// out, most waits, then most expiries and force releases (holders that did
+/// not let go), then most holds; at most `TOP`.
 pub fn rank(mut all: Vec<Contention>) -> Vec<Contention> {
     all.sort_by(|a, b| {
         b.waiting
             .cmp(&a.waiting)
+            .then_with(|| b.timed_out.cmp(&a.timed_out))
+            .then_with(|| b.waits.cmp(&a.waits))
             .then_with(|| (b.expired + b.force_released).cmp(&(a.expired + a.force_released)))
             .then_with(|| b.reserved.cmp(&a.reserved))
             .then_with(|| a.resource.cmp(&b.resource))
@@ -387,11 +418,16 @@ struct ActivityData {
 /// last 15 minutes, and the most contended resources of that window.
 #[tracing::instrument(skip_all, fields(tenant = %s.tenant))]
 pub(super) async fn activity(state: web::Data<AppState>, SignedIn(s): SignedIn) -> HttpResponse {
-    let now = now_millis();
+    let Ok(now) = state.store.clock_ms().await else {
+        return unavailable();
+    };
     let Ok(events) = window(&state, &s, now).await else {
         return unavailable();
     };
-    let mut top = candidates(&events);
+    let Ok(counters) = state.store.contention(&s.tenant, CANDIDATES).await else {
+        return unavailable();
+    };
+    let mut top = with_counters(candidates(&events), &counters);
     let mut checked = Vec::new();
     for c in &top {
         if let Ok(r) = Resource::parse(c.resource.clone()) {

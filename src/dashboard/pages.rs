@@ -254,10 +254,10 @@ pub fn events(s: &Session, events: &[Event]) -> Markup {
                     tbody {}
                 }
                 h2 { "Most contended resources" }
-                p.hint { "Resources of the last 15 minutes' events, longest line of waiters first, then most expiries and force releases, then most holds." }
+                p.hint { "Longest line of waiters now first, then most waits that timed out and most waits (the store's contention counters, last hour), then most expiries and force releases and most holds (the last 15 minutes' events)." }
                 table #contended {
                     thead { tr {
-                        th scope="col" { "Resource" } th scope="col" { "Waiting now" } th scope="col" { "Most waiting seen" }
+                        th scope="col" { "Resource" } th scope="col" { "Waiting now" } th scope="col" { "Waits" } th scope="col" { "Timed out" }
                         th scope="col" { "Holds" } th scope="col" { "Expired" } th scope="col" { "Force released" }
                     } }
                     tbody {}

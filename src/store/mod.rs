@@ -478,6 +478,21 @@ impl RateDecision {
     }
 }
 
+/// A resource's contention counters (`Reservations::contention`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contended {
+    pub resource: String,
+    /// Requests that joined its line.
+    pub waits: u64,
+    /// Waits in its line that ended without a grant (timed out).
+    pub timed_out: u64,
+}
+
+/// The most resources a tenant's contention counters keep, and how long after
+/// its last change a tenant's counters are kept.
+pub const CONTENTION_MAX: usize = 1000;
+pub const CONTENTION_KEEP_MS: Millis = 3_600_000;
+
 /// One page request of active reservations, sorted by resource (bytewise).
 #[derive(Debug, Clone)]
 pub struct ListQuery {
@@ -581,6 +596,11 @@ pub trait Reservations: Send + Sync {
     ) -> StoreResult<LeaveOutcome>;
     /// One page of the tenant's active reservations.
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>>;
+    /// The tenant's contention counters: the resources most requests waited
+    /// for (at most `limit`, most waits first), counted in the waiting steps
+    /// themselves and kept for the most contended 1,000 resources while they
+    /// keep changing (an hour after the last change they are gone).
+    async fn contention(&self, tenant: &TenantId, limit: usize) -> StoreResult<Vec<Contended>>;
     /// Releases a reservation whoever holds it; `false` when it was not held.
     async fn force_release(&self, tenant: &TenantId, resource: &Resource) -> StoreResult<bool> {
         let admin = Caller {
@@ -709,6 +729,9 @@ pub trait Upkeep: Send + Sync {
     async fn charge(&self, tenant: &TenantId, quota: &Quota) -> StoreResult<RateDecision>;
     /// Whether the store answers now (readiness).
     async fn ping(&self) -> StoreResult<()>;
+    /// The store's clock (Redis `TIME`), in ms: the clock every expiry is
+    /// counted by.
+    async fn clock_ms(&self) -> StoreResult<Millis>;
     /// Retires reservations whose expiry has passed, emitting their `EXPIRED`
     /// events. Idempotent: every instance runs it periodically.
     async fn sweep(&self) -> StoreResult<usize>;

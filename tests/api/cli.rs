@@ -62,24 +62,52 @@ async fn admin_subcommands_drive_a_running_server() {
     // The lease policy: fields set, one removed with `none`, then reset; a
     // bad value is the server's 400, exit 1, nothing changed.
     let updated = json_out(&run(&[
-        "admin", "tenants", "update", &tenant, "--max-ttl", "300", "--require-ttl", "true",
-        "--max-hold", "3600", "--lock-delay", "5", "--max-wait", "120",
+        "admin",
+        "tenants",
+        "update",
+        &tenant,
+        "--max-ttl",
+        "300",
+        "--require-ttl",
+        "true",
+        "--max-hold",
+        "3600",
+        "--lock-delay",
+        "5",
+        "--max-wait",
+        "120",
     ]));
     assert_eq!(
         updated["policy"],
         serde_json::json!({"maxTtlSeconds":300,"requireTtl":true,"maxHoldSeconds":3600,
             "lockDelaySeconds":5,"maxWaitSeconds":120})
     );
-    let updated = json_out(&run(&["admin", "tenants", "update", &tenant, "--max-hold", "none"]));
+    let updated = json_out(&run(&[
+        "admin",
+        "tenants",
+        "update",
+        &tenant,
+        "--max-hold",
+        "none",
+    ]));
     assert_eq!(updated["policy"]["maxHoldSeconds"], Value::Null);
     assert_eq!(updated["policy"]["maxTtlSeconds"], 300);
     let bad = run(&["admin", "tenants", "update", &tenant, "--lock-delay", "61"]);
     assert!(!bad.status.success(), "{bad:?}");
-    assert!(String::from_utf8_lossy(&bad.stdout).contains("policy.lockDelaySeconds")
-        || String::from_utf8_lossy(&bad.stderr).contains("policy.lockDelaySeconds"), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("policy.lockDelaySeconds")
+            || String::from_utf8_lossy(&bad.stderr).contains("policy.lockDelaySeconds"),
+        "{bad:?}"
+    );
     let got = json_out(&run(&["admin", "tenants", "get", &tenant]));
     assert_eq!(got["policy"]["lockDelaySeconds"], 5);
-    let reset = json_out(&run(&["admin", "tenants", "update", &tenant, "--reset-policy"]));
+    let reset = json_out(&run(&[
+        "admin",
+        "tenants",
+        "update",
+        &tenant,
+        "--reset-policy",
+    ]));
     assert_eq!(reset["policy"]["maxTtlSeconds"], Value::Null);
     assert_eq!(reset["policy"]["maxWaitSeconds"], 60);
     assert_eq!(reset["policy"]["requireTtl"], false);

@@ -12,9 +12,9 @@ mod reservations;
 mod waits;
 
 use super::{
-    Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, EventLog, ExtendItem, ExtendOutcome,
-    FenceItem, FenceOutcome, Invalidation, KeyCreateError, LeaveOutcome, ListPage, ListQuery,
-    LockOutcome, LockRequest, Metered, Quota, RateDecision, ReleaseByName, ReleaseItem,
+    Accounts, AddressLimit, BatchMode, Caller, CheckOutcome, Contended, EventLog, ExtendItem,
+    ExtendOutcome, FenceItem, FenceOutcome, Invalidation, KeyCreateError, LeaveOutcome, ListPage,
+    ListQuery, LockOutcome, LockRequest, Metered, Quota, RateDecision, ReleaseByName, ReleaseItem,
     ReleaseOutcome, Releaser, Reservations, ReserveItem, ReserveOutcome, Settled, StoreError,
     StoreResult, TenantPatch, Upkeep, WaitState, WaiterId,
 };
@@ -1003,6 +1003,10 @@ impl Upkeep for EmbeddedStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn clock_ms(&self) -> StoreResult<Millis> {
+        Ok(self.state().now_us() / 1000)
     }
 
     async fn sweep(&self) -> StoreResult<usize> {

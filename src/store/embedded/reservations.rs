@@ -556,6 +556,53 @@ impl Reservations for EmbeddedStore {
         )
     }
 
+    async fn contention(&self, tenant: &TenantId, limit: usize) -> StoreResult<Vec<Contended>> {
+        let mut st = self.state();
+        let now_ms = st.now_us() / 1000;
+        let Some(ts) = st.tenants.get(tenant) else {
+            return Ok(Vec::new());
+        };
+        let (waits, outs) = (
+            ts.waits.waits_seen.live(now_ms),
+            ts.waits.timed_out.live(now_ms),
+        );
+        // As contention.lua: most waits first (ties: the larger name first,
+        // ZREVRANGE), then resources with only timed-out waits.
+        let mut out: Vec<Contended> = waits
+            .iter()
+            .map(|(r, n)| Contended {
+                resource: r.clone(),
+                waits: *n,
+                timed_out: outs.get(r).copied().unwrap_or(0),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.waits
+                .cmp(&a.waits)
+                .then_with(|| b.resource.cmp(&a.resource))
+        });
+        out.truncate(limit.max(1));
+        if out.len() < limit {
+            let mut only: Vec<Contended> = outs
+                .iter()
+                .filter(|(r, _)| !waits.contains_key(*r))
+                .map(|(r, n)| Contended {
+                    resource: r.clone(),
+                    waits: 0,
+                    timed_out: *n,
+                })
+                .collect();
+            only.sort_by(|a, b| {
+                b.timed_out
+                    .cmp(&a.timed_out)
+                    .then_with(|| b.resource.cmp(&a.resource))
+            });
+            only.truncate(limit - out.len());
+            out.extend(only);
+        }
+        Ok(out)
+    }
+
     async fn list(&self, caller: &Caller, query: &ListQuery) -> StoreResult<Metered<ListPage>> {
         let rate = self.meter(&caller.tenant, caller.quota.as_ref())?;
         Ok(Metered::new(self.list_now(&caller.tenant, query)?, rate))

@@ -48,6 +48,51 @@ pub(super) struct Lines {
     next_ticket: u64,
     /// Waiters granted by the operation in progress, announced when it ends.
     pub granted_now: Vec<WaiterId>,
+    /// The contention counters (`lua/waits.lua` contention_count): waits,
+    /// and waits that ended without a grant.
+    pub waits_seen: Counter,
+    pub timed_out: Counter,
+}
+
+/// A contention counter as `P cw` / `P co` of `lua/waits.lua` keep it: the
+/// `CONTENTION_MAX` resources with the highest counts (the lowest goes when a
+/// new one comes), all gone `CONTENTION_KEEP_MS` after the last change.
+#[derive(Debug, Default)]
+pub(super) struct Counter {
+    counts: HashMap<String, u64>,
+    changed_ms: Millis,
+}
+
+impl Counter {
+    fn count(&mut self, resource: &str, now_ms: Millis) {
+        if now_ms.saturating_sub(self.changed_ms) >= crate::store::CONTENTION_KEEP_MS {
+            self.counts.clear();
+        }
+        *self.counts.entry(resource.to_string()).or_insert(0) += 1;
+        if self.counts.len() > crate::store::CONTENTION_MAX {
+            // ZREMRANGEBYRANK 0 0: the lowest count, the smallest name of those.
+            let lowest = self
+                .counts
+                .iter()
+                .min_by(|a, b| a.1.cmp(b.1).then_with(|| a.0.cmp(b.0)))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = lowest {
+                self.counts.remove(&k);
+            }
+        }
+        self.changed_ms = now_ms;
+    }
+
+    /// The counts now (none once kept past their time).
+    pub fn live(&self, now_ms: Millis) -> &HashMap<String, u64> {
+        static NONE: std::sync::LazyLock<HashMap<String, u64>> =
+            std::sync::LazyLock::new(HashMap::new);
+        if now_ms.saturating_sub(self.changed_ms) >= crate::store::CONTENTION_KEEP_MS {
+            &NONE
+        } else {
+            &self.counts
+        }
+    }
 }
 
 impl Lines {
@@ -124,6 +169,7 @@ impl TenantState {
                 .entry(it.resource.clone())
                 .or_default()
                 .insert(ticket, wid);
+            lines.waits_seen.count(&it.resource, now_ms);
         }
         let w = Waiter {
             label: label.to_string(),
@@ -355,6 +401,9 @@ impl TenantState {
                         if line.is_empty() {
                             self.waits.lines.remove(&it.resource);
                         }
+                    }
+                    if !went_away {
+                        self.waits.timed_out.count(&it.resource, now_ms);
                     }
                 }
                 LeaveOutcome::Left(left)

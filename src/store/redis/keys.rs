@@ -64,6 +64,12 @@ pub fn events(p: &str) -> String {
     format!("{p}ev")
 }
 
+/// The contention counters (`lua/waits.lua` contention_count): waits, and
+/// waits that ended without a grant.
+pub fn contention(p: &str) -> (String, String) {
+    (format!("{p}cw"), format!("{p}co"))
+}
+
 /// One hold of a resource.
 pub fn hold(p: &str, resource: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(p.len() + 2 + resource.len());

@@ -303,4 +303,14 @@ impl Upkeep for RedisStore {
     async fn sweep(&self) -> StoreResult<usize> {
         self.sweep_once().await
     }
+
+    async fn clock_ms(&self) -> StoreResult<Millis> {
+        let mut c = self.conn();
+        let (s, us): (u64, u64) = self
+            .run("time", async {
+                redis::cmd("TIME").query_async(&mut c).await
+            })
+            .await?;
+        Ok(s * 1000 + us / 1000)
+    }
 }

@@ -5,7 +5,7 @@ use super::replies::{self, as_i64, as_opt_millis, as_string, as_u64, bad_reply, 
 use super::{keys, scripts, RedisStore};
 use crate::domain::{Kind, ReleaseToken, Resource, TenantId};
 use crate::store::{
-    BatchMode, Caller, CheckOutcome, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome,
+    BatchMode, Caller, CheckOutcome, Contended, ExtendItem, ExtendOutcome, FenceItem, FenceOutcome,
     LeaveOutcome, ListPage, ListQuery, LockOutcome, LockRequest, Metered, Quota, ReleaseByName,
     ReleaseItem, ReleaseOutcome, Releaser, Reservations, ReserveItem, ReserveOutcome, Settled,
     StoreError, StoreResult, WaitState, WaiterId,
@@ -548,6 +548,26 @@ impl Reservations for RedisStore {
             },
         )
         .await
+    }
+
+    async fn contention(&self, tenant: &TenantId, limit: usize) -> StoreResult<Vec<Contended>> {
+        let (waits, timed_out) = keys::contention(&keys::prefix(tenant));
+        let mut inv = scripts::CONTENTION.prepare_invoke();
+        inv.key(waits).key(timed_out).arg(limit.max(1));
+        let mut c = self.conn();
+        let reply: Value = self
+            .run("contention", async { inv.invoke_async(&mut c).await })
+            .await?;
+        items(reply)?
+            .chunks_exact(3)
+            .map(|row| {
+                Ok(Contended {
+                    resource: as_string(&row[0]).ok_or_else(|| bad_reply("contention"))?,
+                    waits: as_u64(&row[1]).unwrap_or(0),
+                    timed_out: as_u64(&row[2]).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     fn grants(&self) -> tokio::sync::broadcast::Receiver<(TenantId, WaiterId)> {

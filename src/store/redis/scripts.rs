@@ -89,6 +89,7 @@ pub const SOURCES: &[(&str, &str)] = &[
         ),
     ),
     ("events_read", lua!("events_read.lua")),
+    ("contention", lua!("contention.lua")),
     ("key_add", lua!("key_add.lua")),
     ("key_rotate", lua!("key_rotate.lua")),
     ("tenant_update", lua!("tenant_update.lua")),
@@ -120,6 +121,7 @@ script!(WAIT_POLL, "wait_poll");
 script!(WAIT_LEAVE, "wait_leave");
 script!(RATE_LIMIT, "rate_limit");
 script!(EVENTS_READ, "events_read");
+script!(CONTENTION, "contention");
 script!(KEY_ADD, "key_add");
 script!(KEY_ROTATE, "key_rotate");
 script!(TENANT_UPDATE, "tenant_update");

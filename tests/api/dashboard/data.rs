@@ -313,3 +313,96 @@ async fn a_trimmed_history_still_feeds_the_chart_and_the_events_page() {
     );
     assert!(!events.body.contains("t/0-000"), "the oldest was trimmed");
 }
+
+/// The contention counters behind the dashboard's most contended resources,
+/// on both stores: a request that joins a line counts a wait, a wait that ends
+/// without a grant a time-out (a client that went away does not), and only
+/// the 1,000 most contended resources are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contention_counters_count_waits_and_time_outs_on_both_stores() {
+    use cooplocker::domain::{Kind, Requester, Resource, Ttl};
+    use cooplocker::store::{BatchMode, ReserveItem, ReserveOutcome, Wait, WaiterId};
+    let redis = crate::helpers::RedisServer::start();
+    for (kind, store, caller) in crate::helpers::raw_stores(&redis, "counters").await {
+        let item = |res: &str, rq: &str| ReserveItem {
+            resource: Resource::parse(res.to_string()).expect("resource"),
+            requester: Requester::parse(rq).expect("requester"),
+            ttl: Some(Ttl::from_seconds(60).expect("ttl")),
+            kind: Kind::Exclusive,
+            warn: None,
+        };
+        let now = BatchMode {
+            atomic: false,
+            wait: None,
+        };
+        // Hold every resource first, so each waiting request queues.
+        let names: Vec<String> = (0..1001).map(|i| format!("r{i:04}")).collect();
+        let all: Vec<ReserveItem> = names.iter().map(|n| item(n, "holder")).collect();
+        for chunk in all.chunks(500) {
+            store.reserve(&caller, chunk, now).await.expect("reserve");
+        }
+        let wait = |res: &str| {
+            let waiter = WaiterId::generate();
+            let mode = BatchMode {
+                atomic: false,
+                wait: Some(Wait {
+                    ms: 30_000,
+                    waiter,
+                    max_waiters: 100_000,
+                }),
+            };
+            (item(res, "waiter"), mode, waiter)
+        };
+        assert!(
+            store
+                .contention(&caller.tenant, 10)
+                .await
+                .expect("counters")
+                .is_empty(),
+            "{kind}: none before any wait"
+        );
+        // r0000: three waits, two timed out, one client went away.
+        for went_away in [false, false, true] {
+            let (it, mode, waiter) = wait("r0000");
+            let out = store.reserve(&caller, &[it], mode).await.expect("wait");
+            assert!(
+                matches!(out.value[0], ReserveOutcome::Queued { .. }),
+                "{kind}: {:?}",
+                out.value
+            );
+            store
+                .wait_leave(&caller.tenant, waiter, went_away)
+                .await
+                .expect("leave");
+        }
+        // r0001: one wait, still in line.
+        let (it, mode, _) = wait("r0001");
+        store.reserve(&caller, &[it], mode).await.expect("wait");
+        let got = store
+            .contention(&caller.tenant, 10)
+            .await
+            .expect("counters");
+        let row = |r: &str| got.iter().find(|c| c.resource == r).cloned();
+        let first = row("r0000").expect("r0000 counted");
+        assert_eq!((first.waits, first.timed_out), (3, 2), "{kind}: {got:?}");
+        let second = row("r0001").expect("r0001 counted");
+        assert_eq!((second.waits, second.timed_out), (1, 0), "{kind}: {got:?}");
+        assert_eq!(
+            got[0].resource, "r0000",
+            "{kind}: most waits first: {got:?}"
+        );
+        assert_eq!(got.len(), 2, "{kind}: {got:?}");
+        // Past 1,000 resources the least contended goes (r0000 stays).
+        for n in &names[2..] {
+            let (it, mode, _) = wait(n);
+            store.reserve(&caller, &[it], mode).await.expect("wait");
+        }
+        let got = store
+            .contention(&caller.tenant, 2000)
+            .await
+            .expect("counters");
+        assert_eq!(got.len(), 1000, "{kind}: kept to 1,000");
+        assert!(got.iter().any(|c| c.resource == "r0000"), "{kind}");
+        assert_eq!(got[0].resource, "r0000", "{kind}");
+    }
+}
