@@ -46,6 +46,20 @@ pub fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
+/// Whether the Redis answering on `port` is the process `pid` (`INFO server`
+/// names its process id).
+pub fn serves_as(port: u16, pid: u32) -> bool {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "server"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == format!("process_id:{pid}"))
+        })
+        .unwrap_or(false)
+}
+
 pub fn redis_binary() -> String {
     for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
         if std::path::Path::new(candidate).exists() {
@@ -163,7 +177,10 @@ impl RedisServer {
                     let mut buf = [0u8; 16];
                     if let Ok(n) = s.read(&mut buf) {
                         if buf[..n].starts_with(b"+PONG") {
-                            return true;
+                            // Ours, not another test's server that took the
+                            // port first (then ours exits: start again).
+                            let pid = self.child.as_ref().map_or(0, |c| c.id());
+                            return serves_as(self.port, pid);
                         }
                     }
                 }

@@ -85,7 +85,13 @@ impl Node {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if cli(port, &["PING"]).trim() == "PONG" {
-                    return node;
+                    // Ours, not another test's server that took the port
+                    // first (ours then exits: start again elsewhere).
+                    let pid = node.child.as_ref().map_or(0, |c| c.id());
+                    if crate::helpers::serves_as(port, pid) {
+                        return node;
+                    }
+                    break;
                 }
                 let exited = node
                     .child
