@@ -182,6 +182,12 @@ async fn the_pages_data_pages_filters_and_counts_the_line_of_waiters() {
     assert!(answer.contains("TIMED_OUT"), "{answer}");
     let (_, _, after) = data(&b, &url("")).await;
     assert_eq!(after["resources"]["a/1"]["queueLength"], 0, "{after}");
+    // ... and the contention counters keep it: one wait, timed out.
+    let (_, _, activity) = data(&b, &app.url("/dashboard/data/activity")).await;
+    assert_eq!(activity["top"][0]["resource"], "a/1", "{activity}");
+    assert_eq!(activity["top"][0]["waiting"], 0, "{activity}");
+    assert_eq!(activity["top"][0]["waits"], 1, "{activity}");
+    assert_eq!(activity["top"][0]["timedOut"], 1, "{activity}");
 
     // Without a session: sent to sign in, no data.
     let stranger = Browser::new();
