@@ -376,7 +376,7 @@ fn key_path(path: &(String, String)) -> Result<(TenantId, KeyId), ApiError> {
     Ok((tenant, key))
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys/{key}/rotate", tag = "admin", summary = "Give a key a new secret (the old one is refused fleet-wide within 1 s)", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("key" = String, Path, pattern = "^key_[0-9a-fA-F]{16}$", description = "Key id")), responses((status = 200, description = "The new secret", body = KeyView<'static>), AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(post, path = "/api/v1/admin/tenants/{id}/keys/{keyId}/rotate", tag = "admin", summary = "Give a key a new secret (the old one is refused fleet-wide within 1 s)", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("keyId" = String, Path, pattern = "^key_[0-9a-fA-F]{16}$", description = "Key id")), responses((status = 200, description = "The new secret", body = KeyView<'static>), AdminErrors), security(("adminToken" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %path.0))]
 pub async fn rotate_key(
     req: HttpRequest,
@@ -395,7 +395,7 @@ pub async fn rotate_key(
     Ok(HttpResponse::Ok().json(KeyView::issued(&issued)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/keys/{key}", tag = "admin", summary = "Revoke a key", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("key" = String, Path, pattern = "^key_[0-9a-fA-F]{16}$", description = "Key id")), responses((status = 204, description = "Revoked"), AdminErrors), security(("adminToken" = [])))]
+#[utoipa::path(delete, path = "/api/v1/admin/tenants/{id}/keys/{keyId}", tag = "admin", summary = "Revoke a key", params(("id" = String, Path, format = "uuid", description = "Tenant id"), ("keyId" = String, Path, pattern = "^key_[0-9a-fA-F]{16}$", description = "Key id")), responses((status = 204, description = "Revoked"), AdminErrors), security(("adminToken" = [])))]
 #[tracing::instrument(skip_all, fields(tenant = %path.0))]
 pub async fn delete_key(
     req: HttpRequest,

@@ -152,11 +152,11 @@ fn table() -> Vec<(&'static str, Vec<(&'static str, actix_web::Route)>)> {
             ],
         ),
         (
-            "/api/v1/admin/tenants/{id}/keys/{key}",
+            "/api/v1/admin/tenants/{id}/keys/{keyId}",
             vec![("DELETE", web::delete().to(admin::delete_key))],
         ),
         (
-            "/api/v1/admin/tenants/{id}/keys/{key}/rotate",
+            "/api/v1/admin/tenants/{id}/keys/{keyId}/rotate",
             vec![("POST", web::post().to(admin::rotate_key))],
         ),
         (

@@ -294,13 +294,13 @@ async fn no_data_crosses_tenants_on_any_endpoint(app: TestApp) {
         ),
         (
             "DELETE",
-            "/api/v1/admin/tenants/{id}/keys/{key}",
+            "/api/v1/admin/tenants/{id}/keys/{keyId}",
             format!("/api/v1/admin/tenants/{a_id}/keys/{a_key_id}"),
             None,
         ),
         (
             "POST",
-            "/api/v1/admin/tenants/{id}/keys/{key}/rotate",
+            "/api/v1/admin/tenants/{id}/keys/{keyId}/rotate",
             format!("/api/v1/admin/tenants/{a_id}/keys/{a_key_id}/rotate"),
             None,
         ),
