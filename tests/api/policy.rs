@@ -71,6 +71,12 @@ fn assert_refused(r: &crate::helpers::Reply, index: Option<usize>, field: &str) 
     }
 }
 
+/// Asserts the error message of `r` says `what`.
+fn assert_says(r: &crate::helpers::Reply, what: &str) {
+    let message = r.body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains(what), "{what:?} not in {r:?}");
+}
+
 async fn the_policy_is_shown_changed_and_reset(app: TestApp) {
     assert_eq!(
         policy_of(&app).await,
@@ -219,12 +225,7 @@ async fn max_ttl_and_require_ttl_refuse_the_item_and_do_nothing(app: TestApp) {
         ]))
         .await;
     assert_refused(&r, Some(1), "ttlSeconds");
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("maxTtlSeconds (30)")),
-        "{r:?}"
-    );
+    assert_says(&r, "maxTtlSeconds (30)");
     assert_eq!(app.check_status("one").await, "FREE");
     // An extend above it is refused and leaves the hold as it was; at the
     // limit it goes through.
@@ -251,12 +252,7 @@ async fn max_ttl_and_require_ttl_refuse_the_item_and_do_nothing(app: TestApp) {
         ]))
         .await;
     assert_refused(&r, Some(1), "ttlSeconds");
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("requireTtl")),
-        "{r:?}"
-    );
+    assert_says(&r, "requireTtl");
     assert_eq!(app.check_status("three").await, "FREE");
     // Reset: both go again.
     set_policy(&app, Value::Null).await;
@@ -514,12 +510,7 @@ async fn max_wait_bounds_the_wait(app: TestApp) {
         .post("/api/v1/Reservation/reserve?waitSeconds=61", item.clone())
         .await;
     assert_refused(&r, None, "waitSeconds");
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("maxWaitSeconds (60)")),
-        "{r:?}"
-    );
+    assert_says(&r, "maxWaitSeconds (60)");
     // Past 300 no policy allows it.
     let r = app
         .post("/api/v1/Reservation/reserve?waitSeconds=301", item.clone())
@@ -584,12 +575,7 @@ async fn locklock_honours_the_policy(app: TestApp) {
         .and_then(|v| v.parse().ok())
         .expect("Retry-After");
     assert!((1..=2).contains(&retry), "{r:?}");
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("lock delay")),
-        "{r:?}"
-    );
+    assert_says(&r, "lock delay");
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let r = locklock(
         &app,

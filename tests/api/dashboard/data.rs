@@ -4,6 +4,7 @@
 //! `RateLimit-*` headers.
 
 use super::{app_with_provider, shown_key, sign_in, Browser, Provider};
+use crate::helpers::TestApp;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -38,15 +39,21 @@ fn resources(page: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Signs a browser in to `app` (a new tenant): the app, the browser and the
+/// API key its first page shows.
+async fn signed_in(app: TestApp) -> (TestApp, Browser, String) {
+    let mut b = Browser::new();
+    let page = sign_in(&app.address, &mut b).await;
+    let key = shown_key(&page.body).expect("the key is shown");
+    (app, b, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_data_pages_filters_and_counts_the_line_of_waiters() {
     // Arrange: a signed-in tenant with an exclusive hold, a semaphore of two
     // holders and another requester's hold; then a waiter for the first.
     let provider = Provider::start().await;
-    let app = app_with_provider(&provider).await;
-    let mut b = Browser::new();
-    let page = sign_in(&app.address, &mut b).await;
-    let key = shown_key(&page.body).expect("the key is shown");
+    let (app, b, key) = signed_in(app_with_provider(&provider).await).await;
     let reserve = |body: Value, query: &str| {
         app.client
             .post(app.url(&format!("/api/v1/Reservation/reserve{query}")))
@@ -232,10 +239,7 @@ fn tenant_of(plan: &str) -> String {
 async fn the_lease_policy_and_hold_deadlines_reach_the_dashboard() {
     // Arrange: a signed-in tenant whose policy caps holds at 120 s.
     let provider = Provider::start().await;
-    let app = app_with_provider(&provider).await;
-    let mut b = Browser::new();
-    let page = sign_in(&app.address, &mut b).await;
-    let key = shown_key(&page.body).expect("the key is shown");
+    let (app, mut b, key) = signed_in(app_with_provider(&provider).await).await;
     let plan = b.get(&app.url("/dashboard/plan")).await;
     let tenant = tenant_of(&plan.body);
     let r = app
@@ -279,10 +283,8 @@ async fn the_lease_policy_and_hold_deadlines_reach_the_dashboard() {
 async fn a_trimmed_history_still_feeds_the_chart_and_the_events_page() {
     // Arrange: 100 events kept; 600 reserves trim the history.
     let provider = Provider::start().await;
-    let app = super::app_with_provider_and(&provider, |s| s.events_retain = 100).await;
-    let mut b = Browser::new();
-    let page = sign_in(&app.address, &mut b).await;
-    let key = shown_key(&page.body).expect("the key is shown");
+    let (app, mut b, key) =
+        signed_in(super::app_with_provider_and(&provider, |s| s.events_retain = 100).await).await;
     for batch in 0..3 {
         let items: Vec<Value> = (0..200)
             .map(|i| json!({"resource": format!("t/{batch}-{i:03}"), "requester": "w", "ttlSeconds": 600}))
