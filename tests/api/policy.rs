@@ -4,15 +4,17 @@
 //! (never after UNRESERVED), with waiters keeping their place; hostile policy
 //! values refused without a change.
 
-use crate::both_stores;
 use crate::helpers::{client, create_tenant, send, settings, start_instance, RedisServer, TestApp};
+use crate::{both_stores, every_topology};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-both_stores!(
+both_stores!(hostile_policy_values_are_refused_and_change_nothing);
+
+// The scripts apply the policy: on Cluster and Sentinel too.
+every_topology!(
     the_policy_is_shown_changed_and_reset,
-    hostile_policy_values_are_refused_and_change_nothing,
     max_ttl_and_require_ttl_refuse_the_item_and_do_nothing,
     max_hold_caps_every_hold_at_its_deadline,
     lock_delay_follows_expiry_and_force_release_not_unreserve,
